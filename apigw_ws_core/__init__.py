@@ -1,0 +1,52 @@
+"""apigw-ws: WebSockets for ordinary Python web apps behind AWS API Gateway WebSocket APIs.
+
+The core is framework-free (attrs and botocore only). Start with :class:`WebSocketApp`.
+"""
+
+from apigw_ws_core.app import Reply, WebSocketApp
+from apigw_ws_core.channels import ChannelPolicy, ChannelRule, default_policy
+from apigw_ws_core.config import Config, RateLimit
+from apigw_ws_core.context import HandlerContext
+from apigw_ws_core.errors import ApigwWsError, ConfigurationError, PayloadTooLarge, RequestError
+from apigw_ws_core.events import ConnectEvent, DisconnectEvent, MessageEvent, from_http, from_lambda
+from apigw_ws_core.fanout import SendReport
+from apigw_ws_core.handlers import WebSocketView, handler
+from apigw_ws_core.memory import MemoryStorage
+from apigw_ws_core.storage import GatewayRecord, Presence, Session, Storage, Subscription, Token
+from apigw_ws_core.transport import ManagementApiTransport, RecordingTransport, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApigwWsError",
+    "ChannelPolicy",
+    "ChannelRule",
+    "Config",
+    "ConfigurationError",
+    "ConnectEvent",
+    "DisconnectEvent",
+    "GatewayRecord",
+    "HandlerContext",
+    "ManagementApiTransport",
+    "MemoryStorage",
+    "MessageEvent",
+    "PayloadTooLarge",
+    "Presence",
+    "RateLimit",
+    "RecordingTransport",
+    "Reply",
+    "RequestError",
+    "SendReport",
+    "Session",
+    "Storage",
+    "Subscription",
+    "Token",
+    "Transport",
+    "WebSocketApp",
+    "WebSocketView",
+    "__version__",
+    "default_policy",
+    "from_http",
+    "from_lambda",
+    "handler",
+]

@@ -1,0 +1,123 @@
+"""Configuration of a :class:`~apigw_ws_core.app.WebSocketApp`, with documented defaults.
+
+Adapters build a :class:`Config` from their framework's settings (``APIGW_WS = {...}`` in
+Django, ``APIGW_WS_*`` keys in Flask) with :meth:`Config.from_mapping`, which rejects unknown
+keys and wrong types with a :class:`~apigw_ws_core.errors.ConfigurationError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.events import MAX_BODY_BYTES
+
+__all__ = ["Config", "RateLimit"]
+
+
+@attrs.frozen
+class RateLimit:
+    """``limit`` events per ``window`` seconds (fixed window). ``RateLimit.parse("30/60")``."""
+
+    limit: int
+    window: int
+
+    @classmethod
+    def parse(cls, value: str | RateLimit | None) -> RateLimit | None:
+        """Read ``"N/SECONDS"`` (or ``"N/s"``, ``"N/m"``, ``"N/h"``); ``None`` disables."""
+        if value is None or isinstance(value, RateLimit):
+            return value
+        try:
+            count, _, per = str(value).partition("/")
+            units = {"s": 1, "m": 60, "h": 3600}
+            window = units[per] if per in units else int(per)
+            limit = int(count)
+        except (ValueError, KeyError) as exc:
+            raise ConfigurationError(f"bad rate limit {value!r}; use 'N/SECONDS'") from exc
+        if limit < 1 or window < 1:
+            raise ConfigurationError(f"bad rate limit {value!r}; both parts must be >= 1")
+        return cls(limit, window)
+
+
+def _tuple_of_str(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+def _rate(value: Any) -> RateLimit | None:
+    return RateLimit.parse(value)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Everything the pipeline needs to know. Every field has a safe default.
+
+    Security-relevant defaults: a ``secret`` is required for HTTP calls unless
+    ``allow_insecure_no_secret`` is set (for unit tests only); tokens are required.
+    """
+
+    #: Shared secret that API Gateway sends in ``X-Apigw-Ws-Secret`` (set at provisioning).
+    secret: str | None = attrs.field(default=None, repr=False)
+    #: Accept HTTP calls without a secret. Never in production.
+    allow_insecure_no_secret: bool = False
+    #: If non-empty, only these API ids / stages are accepted (on top of the secret).
+    allowed_api_ids: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    allowed_stages: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    #: Browser origins allowed at ``$connect`` (``scheme://host[:port]``); empty allows any.
+    #: ``https://*.example.com`` matches subdomains only when ``allow_origin_wildcards``.
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    allow_origin_wildcards: bool = False
+    #: Require ``?ws_token=`` at ``$connect``. Off means anonymous connections are allowed,
+    #: but a token, when given, must still be valid.
+    require_token: bool = True
+    token_ttl: int = 60
+    token_query_param: str = "ws_token"
+    channel_query_param: str = "channel"
+    default_channel: str = "default"
+    #: JSON keys that name the handler, tried in order.
+    handler_keys: tuple[str, ...] = attrs.field(
+        default=("handler", "action"), converter=_tuple_of_str
+    )
+    #: Enable the built-in ``subscribe``/``unsubscribe`` handlers.
+    enable_subscribe: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_json_depth: int = 32
+    #: Rate limits (``"N/SECONDS"``) or ``None`` to disable one.
+    connect_rate_per_ip: RateLimit | None = attrs.field(default=RateLimit(60, 60), converter=_rate)
+    #: Off by default: connects with a token are already bounded by ``token_rate_per_user``
+    #: (each token opens one connection), and every counter costs a storage round trip.
+    connect_rate_per_user: RateLimit | None = attrs.field(default=None, converter=_rate)
+    message_rate_per_connection: RateLimit | None = attrs.field(
+        default=RateLimit(120, 10), converter=_rate
+    )
+    token_rate_per_user: RateLimit | None = attrs.field(default=RateLimit(30, 60), converter=_rate)
+    #: Management API endpoint ``https://{api}.execute-api.{region}.amazonaws.com/{stage}``.
+    management_endpoint: str | None = None
+    region: str | None = None
+    #: Gateway record to read the endpoint from when ``management_endpoint`` is not set.
+    gateway_name: str = "default"
+    #: Fan-out: concurrent Management API calls, overall deadline, retries per call.
+    send_concurrency: int = 32
+    send_deadline: float = 25.0
+    send_max_attempts: int = 5
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Config:
+        """Build from a settings mapping (lower- or upper-case keys), rejecting unknown keys."""
+        fields = {f.name for f in attrs.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.lower()
+            if name not in fields:
+                raise ConfigurationError(
+                    f"unknown apigw-ws setting {key!r}; known: {', '.join(sorted(fields))}"
+                )
+            kwargs[name] = value
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"invalid apigw-ws settings: {exc}") from exc

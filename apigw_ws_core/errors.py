@@ -1,0 +1,234 @@
+"""One hierarchy of errors for apigw-ws.
+
+Every error that can be caused by a request carries an HTTP ``status`` and a stable,
+machine-readable ``code``. The pipeline turns them into ``{"error": code, "message": ...}``
+replies; nothing else in the library decides statuses or codes.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ApigwWsError",
+    "BadRequest",
+    "BodyTooLarge",
+    "ChannelForbidden",
+    "ConfigurationError",
+    "Forbidden",
+    "GoneError",
+    "HandlerFailed",
+    "HandlerForbidden",
+    "InvalidChannel",
+    "InvalidConnectionId",
+    "InvalidHandlerName",
+    "InvalidJson",
+    "InvalidMessage",
+    "InvalidToken",
+    "OriginNotAllowed",
+    "PayloadTooLarge",
+    "RateLimited",
+    "RequestError",
+    "ThrottledError",
+    "TokenRequired",
+    "TransportError",
+    "UnknownConnection",
+    "UnknownHandler",
+]
+
+
+class ApigwWsError(Exception):
+    """Base class of every error raised by apigw-ws."""
+
+
+class ConfigurationError(ApigwWsError):
+    """The library was configured inconsistently (raised at start-up, never per request)."""
+
+
+class RequestError(ApigwWsError):
+    """A request was rejected. Maps to ``status`` and the stable ``code``.
+
+    ``message`` is safe to show to the caller: it never contains secrets or tokens.
+    """
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    default_message: ClassVar[str] = "Bad request."
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
+        self.message = message or self.default_message
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON body of the reply: ``{"error": code, "message": message}``."""
+        return {"error": self.code, "message": self.message}
+
+
+class BadRequest(RequestError):
+    """Generic malformed request (missing headers, unknown route, bad event shape)."""
+
+    code = "bad_request"
+
+
+class InvalidConnectionId(RequestError):
+    """The connection id is missing or not in API Gateway's format."""
+
+    code = "invalid_connection_id"
+    default_message = "Missing or malformed connection id."
+
+
+class BodyTooLarge(RequestError):
+    """The request body exceeds API Gateway's 128 KiB message limit."""
+
+    status = 413
+    code = "body_too_large"
+    default_message = "Message body exceeds 131072 bytes."
+
+
+class InvalidJson(RequestError):
+    """The message body is not valid UTF-8 JSON (or is nested too deeply)."""
+
+    code = "invalid_json"
+    default_message = "Message body is not valid JSON."
+
+
+class InvalidMessage(RequestError):
+    """The JSON message is not an object, or a field has the wrong type."""
+
+    code = "invalid_message"
+    default_message = "Message must be a JSON object."
+
+
+class InvalidHandlerName(RequestError):
+    """The handler name is not a string or not an acceptable identifier."""
+
+    code = "invalid_handler_name"
+    default_message = "Handler name must be a string identifier."
+
+
+class UnknownHandler(RequestError):
+    """No registered handler has this name."""
+
+    code = "unknown_handler"
+    default_message = "No such handler."
+
+
+class HandlerForbidden(RequestError):
+    """The handler's permission check denied this connection."""
+
+    status = 403
+    code = "handler_forbidden"
+    default_message = "Not allowed to call this handler."
+
+
+class InvalidChannel(RequestError):
+    """A channel name breaks the channel naming rule."""
+
+    code = "invalid_channel"
+    default_message = "Invalid channel name."
+
+
+class Forbidden(RequestError):
+    """The call did not prove it came from our API Gateway (secret, stage or API id)."""
+
+    status = 403
+    code = "forbidden"
+    default_message = "Forbidden."
+
+
+class ChannelForbidden(RequestError):
+    """The channel policy denies this user the channel."""
+
+    status = 403
+    code = "channel_forbidden"
+    default_message = "Not allowed to join this channel."
+
+
+class OriginNotAllowed(RequestError):
+    """The browser's ``Origin`` is not in the configured allowlist."""
+
+    status = 403
+    code = "origin_not_allowed"
+    default_message = "Origin not allowed."
+
+
+class TokenRequired(RequestError):
+    """A connection token is required and none was given."""
+
+    status = 401
+    code = "token_required"
+    default_message = "A connection token is required."
+
+
+class InvalidToken(RequestError):
+    """The token is unknown, used, expired, or bound to another channel or origin.
+
+    One code for every reason, so that the reply is no oracle for attackers.
+    """
+
+    status = 401
+    code = "invalid_token"
+    default_message = "Invalid or expired token."
+
+
+class UnknownConnection(RequestError):
+    """A message or send named a connection that is not (or no longer) connected."""
+
+    status = 404
+    code = "unknown_connection"
+    default_message = "Unknown or closed connection."
+
+
+class RateLimited(RequestError):
+    """A rate limit was hit; ``retry_after`` seconds until the next attempt may pass."""
+
+    status = 429
+    code = "rate_limited"
+    default_message = "Too many requests."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message, headers={"Retry-After": str(self.retry_after)})
+
+
+class HandlerFailed(RequestError):
+    """A user handler raised an unexpected exception (a server bug, not client input)."""
+
+    status = 500
+    code = "handler_failed"
+    default_message = "The message handler failed."
+
+
+# --- sending -------------------------------------------------------------------------
+
+
+class PayloadTooLarge(ApigwWsError, ValueError):
+    """A message to send exceeds 131072 bytes; refused before any network call."""
+
+
+class TransportError(ApigwWsError):
+    """A Management API call failed in a way that may be retried or reported.
+
+    ``status`` is the HTTP status when one was received (``None`` for network errors).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None):
+        self.status = status
+        super().__init__(message)
+
+
+class GoneError(TransportError):
+    """The connection is gone (HTTP 410): mark it disconnected, never retry."""
+
+    def __init__(self, connection_id: str):
+        self.connection_id = connection_id
+        super().__init__(f"connection {connection_id!r} is gone", status=410)
+
+
+class ThrottledError(TransportError):
+    """The Management API answered 429 (throttled or the client's buffer is full)."""
+
+    def __init__(self, message: str = "throttled", *, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message, status=429)

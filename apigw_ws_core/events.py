@@ -1,0 +1,256 @@
+"""Typed, frozen events: what API Gateway told us, whatever the entry point.
+
+Adapters turn a Django/Flask/WSGI request (``from_http``) or an AWS Lambda WebSocket proxy
+event (``from_lambda``) into one of :class:`ConnectEvent`, :class:`MessageEvent` or
+:class:`DisconnectEvent`. The pipeline (:mod:`apigw_ws_core.app`) sees nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import attrs
+
+from apigw_ws_core.errors import BadRequest, BodyTooLarge, InvalidConnectionId
+
+__all__ = [
+    "CONNECTION_ID_RE",
+    "HEADER_API_ID",
+    "HEADER_CONNECTION_ID",
+    "HEADER_EVENT_TYPE",
+    "HEADER_LEGACY_CONNECTION_ID",
+    "HEADER_REQUEST_ID",
+    "HEADER_ROUTE_KEY",
+    "HEADER_SECRET",
+    "HEADER_SOURCE_IP",
+    "HEADER_STAGE",
+    "MAX_BODY_BYTES",
+    "BaseEvent",
+    "ConnectEvent",
+    "DisconnectEvent",
+    "Event",
+    "MessageEvent",
+    "from_http",
+    "from_lambda",
+]
+
+#: API Gateway's message size limit (the Management API's ``Data`` max, 128 KiB).
+MAX_BODY_BYTES = 131072
+
+#: API Gateway connection ids: base64 of random bytes (16 chars with ``=`` padding in
+#: practice). We accept a little more than AWS emits, never anything that could smuggle.
+CONNECTION_ID_RE = re.compile(r"\A[A-Za-z0-9+/=_-]{8,128}\Z")
+
+HEADER_CONNECTION_ID = "x-apigw-ws-connection-id"
+HEADER_LEGACY_CONNECTION_ID = "connectionid"
+HEADER_ROUTE_KEY = "x-apigw-ws-route-key"
+HEADER_EVENT_TYPE = "x-apigw-ws-event-type"
+HEADER_REQUEST_ID = "x-apigw-ws-request-id"
+HEADER_STAGE = "x-apigw-ws-stage"
+HEADER_SOURCE_IP = "x-apigw-ws-source-ip"
+HEADER_SECRET = "x-apigw-ws-secret"
+HEADER_API_ID = "x-amzn-apigateway-api-id"
+
+EventType = Literal["CONNECT", "MESSAGE", "DISCONNECT"]
+Source = Literal["http", "lambda", "direct"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _freeze_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+@attrs.frozen(kw_only=True)
+class BaseEvent:
+    """Fields every event carries.
+
+    ``headers`` are lower-cased. ``secret`` is the shared secret the caller presented
+    (``None`` when absent). ``source`` says how the event arrived: over HTTP (must prove
+    itself with the secret) or as a Lambda invocation (AWS IAM already proved it).
+    """
+
+    connection_id: str
+    route_key: str = ""
+    request_id: str = ""
+    stage: str = ""
+    api_id: str = ""
+    source_ip: str = ""
+    user_agent: str = ""
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_headers)
+    secret: str | None = attrs.field(default=None, repr=False)
+    source: Source = "http"
+    received_at: datetime = attrs.field(factory=_utcnow)
+
+    event_type: EventType = attrs.field(init=False, default="MESSAGE")
+
+
+@attrs.frozen(kw_only=True)
+class ConnectEvent(BaseEvent):
+    """``$connect``: a client asks to open a WebSocket. ``query`` is the client's query
+    string (single values; the last one wins), ``origin`` its ``Origin`` header."""
+
+    query: Mapping[str, str] = attrs.field(factory=dict)
+    origin: str | None = None
+    event_type: EventType = attrs.field(init=False, default="CONNECT")
+
+
+@attrs.frozen(kw_only=True)
+class MessageEvent(BaseEvent):
+    """A client message on ``$default`` or a custom route; ``body`` is the raw frame."""
+
+    body: bytes = b""
+    message_id: str = ""
+    event_type: EventType = attrs.field(init=False, default="MESSAGE")
+
+
+@attrs.frozen(kw_only=True)
+class DisconnectEvent(BaseEvent):
+    """``$disconnect``: best effort, may arrive late, twice, or never."""
+
+    status_code: int | None = None
+    reason: str = ""
+    event_type: EventType = attrs.field(init=False, default="DISCONNECT")
+
+
+Event = ConnectEvent | MessageEvent | DisconnectEvent
+
+
+def _check_connection_id(value: str | None) -> str:
+    if not value or not CONNECTION_ID_RE.match(value):
+        raise InvalidConnectionId()
+    return value
+
+
+def _check_body(body: bytes, max_body: int) -> bytes:
+    if len(body) > max_body:
+        raise BodyTooLarge(f"Message body exceeds {max_body} bytes.")
+    return body
+
+
+def from_http(
+    route: str,
+    headers: Mapping[str, str],
+    query_string: str = "",
+    body: bytes = b"",
+    *,
+    max_body: int = MAX_BODY_BYTES,
+) -> Event:
+    """Build an event from an HTTP_PROXY integration request.
+
+    ``route`` is the last path segment we provisioned (``connect``, ``disconnect``,
+    ``default`` or a custom route slug). Raises :class:`~apigw_ws_core.errors.RequestError`
+    subclasses for malformed calls; never touches storage.
+    """
+    h = _freeze_headers(headers)
+    connection_id = _check_connection_id(
+        h.get(HEADER_CONNECTION_ID) or h.get(HEADER_LEGACY_CONNECTION_ID)
+    )
+    declared = h.get(HEADER_EVENT_TYPE, "").upper()
+    kind: EventType = (
+        "CONNECT" if route == "connect" else "DISCONNECT" if route == "disconnect" else "MESSAGE"
+    )
+    if declared and declared != kind:
+        raise BadRequest("Event type header does not match the route.")
+    common: dict[str, Any] = {
+        "connection_id": connection_id,
+        "request_id": h.get(HEADER_REQUEST_ID, ""),
+        "stage": h.get(HEADER_STAGE, ""),
+        "api_id": h.get(HEADER_API_ID, ""),
+        "source_ip": h.get(HEADER_SOURCE_IP) or _first_forwarded(h.get("x-forwarded-for", "")),
+        "user_agent": h.get("user-agent", ""),
+        "headers": h,
+        "secret": h.get(HEADER_SECRET),
+        "source": "http",
+    }
+    if kind == "CONNECT":
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        return ConnectEvent(
+            route_key=h.get(HEADER_ROUTE_KEY, "$connect"),
+            query=query,
+            origin=h.get("origin"),
+            **common,
+        )
+    if kind == "DISCONNECT":
+        return DisconnectEvent(route_key=h.get(HEADER_ROUTE_KEY, "$disconnect"), **common)
+    route_key = h.get(HEADER_ROUTE_KEY) or ("$default" if route == "default" else route)
+    return MessageEvent(route_key=route_key, body=_check_body(body, max_body), **common)
+
+
+def _first_forwarded(value: str) -> str:
+    return value.split(",")[0].strip()
+
+
+def from_lambda(event: Mapping[str, Any], *, max_body: int = MAX_BODY_BYTES) -> Event:
+    """Build an event from an AWS Lambda WebSocket proxy event (CONNECT/MESSAGE/DISCONNECT).
+
+    The invocation itself was authorised by AWS IAM, so ``source`` is ``"lambda"``.
+    """
+    if not isinstance(event, Mapping):
+        raise BadRequest("Lambda event must be an object.")
+    ctx = event.get("requestContext")
+    if not isinstance(ctx, Mapping):
+        raise BadRequest("Lambda event has no requestContext.")
+    kind = str(ctx.get("eventType", "")).upper()
+    identity = ctx.get("identity") if isinstance(ctx.get("identity"), Mapping) else {}
+    raw_headers = event.get("headers") if isinstance(event.get("headers"), Mapping) else {}
+    headers = {str(k): str(v) for k, v in (raw_headers or {}).items() if v is not None}
+    h = _freeze_headers(headers)
+    common: dict[str, Any] = {
+        "connection_id": _check_connection_id(_str_or_none(ctx.get("connectionId"))),
+        "route_key": str(ctx.get("routeKey") or ""),
+        "request_id": str(ctx.get("requestId") or ""),
+        "stage": str(ctx.get("stage") or ""),
+        "api_id": str(ctx.get("apiId") or ""),
+        "source_ip": str((identity or {}).get("sourceIp") or ""),
+        "user_agent": str((identity or {}).get("userAgent") or h.get("user-agent", "")),
+        "headers": h,
+        "secret": h.get(HEADER_SECRET),
+        "source": "lambda",
+    }
+    if kind == "CONNECT":
+        qs = event.get("queryStringParameters")
+        query = (
+            {str(k): str(v) for k, v in qs.items() if v is not None}
+            if isinstance(qs, Mapping)
+            else {}
+        )
+        return ConnectEvent(query=query, origin=h.get("origin"), **common)
+    if kind == "DISCONNECT":
+        code = ctx.get("disconnectStatusCode")
+        return DisconnectEvent(
+            status_code=code if isinstance(code, int) else None,
+            reason=str(ctx.get("disconnectReason") or ""),
+            **common,
+        )
+    if kind == "MESSAGE":
+        raw = event.get("body")
+        if raw is None:
+            body = b""
+        elif not isinstance(raw, str):
+            raise BadRequest("Lambda event body must be a string.")
+        elif event.get("isBase64Encoded"):
+            try:
+                body = base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise BadRequest("Body is not valid base64.") from exc
+        else:
+            body = raw.encode("utf-8", "surrogatepass")
+        return MessageEvent(
+            body=_check_body(body, max_body),
+            message_id=str(ctx.get("messageId") or ""),
+            **common,
+        )
+    raise BadRequest("Unknown Lambda eventType.")
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,110 @@
+"""Rate limits: fixed-window counters behind a one-method interface.
+
+:class:`StorageRateLimiter` (the default) keeps counters in the app's :class:`Storage`, so a
+multi-process deployment shares them through the database. :class:`RedisRateLimiter` uses
+Redis ``INCR``/``EXPIRE`` for deployments that prefer a cache; the Django adapter adds one on
+Django's cache framework.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from apigw_ws_core.config import RateLimit
+from apigw_ws_core.errors import RateLimited
+from apigw_ws_core.storage import Storage
+
+__all__ = [
+    "MemoryRateLimiter",
+    "RateLimiter",
+    "RedisRateLimiter",
+    "StorageRateLimiter",
+]
+
+
+def _window_start(now: datetime, window: int) -> datetime:
+    epoch = int(now.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % window, UTC)
+
+
+@attrs.frozen
+class Decision:
+    """The outcome of one hit: the count in the current window and seconds until it ends."""
+
+    count: int
+    retry_after: int
+
+
+class RateLimiter(abc.ABC):
+    """Counts hits per key in fixed windows."""
+
+    @abc.abstractmethod
+    def incr(self, key: str, window: int, now: datetime) -> int:
+        """Add one hit to ``key`` in the window containing ``now``; return the count."""
+
+    def hit(self, key: str, rate: RateLimit | None, now: datetime) -> None:
+        """Count a hit and raise :class:`RateLimited` (with ``Retry-After``) past the limit.
+
+        ``rate=None`` disables the limit.
+        """
+        if rate is None:
+            return
+        count = self.incr(key, rate.window, now)
+        if count > rate.limit:
+            start = _window_start(now, rate.window)
+            retry = int((start + timedelta(seconds=rate.window) - now).total_seconds()) + 1
+            raise RateLimited(retry_after=retry)
+
+
+class StorageRateLimiter(RateLimiter):
+    """Counters in the app's storage (one atomic upsert per hit)."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    def incr(self, key: str, window: int, now: datetime) -> int:
+        """See :meth:`RateLimiter.incr`."""
+        start = _window_start(now, window)
+        return self.storage.incr_counter(key, start, start + timedelta(seconds=window))
+
+
+class MemoryRateLimiter(RateLimiter):
+    """Process-local counters (tests, single-process deployments)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, int], int] = {}
+
+    def incr(self, key: str, window: int, now: datetime) -> int:
+        """See :meth:`RateLimiter.incr`."""
+        bucket = int(_window_start(now, window).timestamp())
+        with self._lock:
+            if len(self._counts) > 100_000:
+                cutoff = int(now.timestamp()) - 86400
+                self._counts = {k: v for k, v in self._counts.items() if k[1] >= cutoff}
+            value = self._counts.get((key, bucket), 0) + 1
+            self._counts[(key, bucket)] = value
+            return value
+
+
+class RedisRateLimiter(RateLimiter):
+    """Counters in Redis: ``INCR`` + ``EXPIRE`` in one pipeline. Pass a ``redis.Redis``."""
+
+    def __init__(self, client: Any, prefix: str = "apigw-ws:rl:"):
+        self.client = client
+        self.prefix = prefix
+
+    def incr(self, key: str, window: int, now: datetime) -> int:
+        """See :meth:`RateLimiter.incr`."""
+        bucket = int(_window_start(now, window).timestamp())
+        name = f"{self.prefix}{key}:{bucket}"
+        pipe = self.client.pipeline()
+        pipe.incr(name)
+        pipe.expire(name, window + 1)
+        count, _ = pipe.execute()
+        return int(count)

@@ -1,0 +1,237 @@
+"""The storage interface every backend implements, and the records it deals in.
+
+Records are frozen attrs classes, never ORM objects, so that the core stays framework-free.
+Every backend (memory, Django ORM, SQLAlchemy, your own) must pass the contract suite in
+:mod:`apigw_ws_core.testing` (subclass ``StorageContract``), on every database it supports.
+
+Times are timezone-aware UTC ``datetime`` objects. User ids are strings (adapters convert
+their primary keys with ``str()``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "CleanupReport",
+    "GatewayRecord",
+    "Presence",
+    "Session",
+    "Storage",
+    "Subscription",
+    "Token",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    """One WebSocket connection, as API Gateway told us about it.
+
+    ``channel_name`` is the channel chosen at ``$connect`` (kept for users of
+    django-aws-api-gateway-websockets); the full membership lives in subscriptions.
+    """
+
+    connection_id: str
+    channel_name: str
+    user_id: str | None = None
+    connected: bool = True
+    source_ip: str = ""
+    user_agent: str = ""
+    stage: str = ""
+    api_id: str = ""
+    connected_at: datetime
+    disconnected_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Subscription:
+    """Membership of a connection in a channel (a connection may have several)."""
+
+    connection_id: str
+    channel_name: str
+    user_id: str | None = None
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class Token:
+    """A single-use connection token. Only the SHA-256 hex digest is ever stored.
+
+    ``channel`` and ``origin``, when set, bind the token: it only opens that channel from
+    that browser origin.
+    """
+
+    token_hash: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    channel: str | None = None
+    origin: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GatewayRecord:
+    """What provisioning created for one named WebSocket API, and where to reach it.
+
+    ``resources`` maps logical names (``"api"``, ``"integration:connect"``,
+    ``"route:$default"``, ``"stage"``, ``"domain"`` ...) to AWS ids; ``spec_hash`` is the hash
+    of the spec last applied successfully; ``status`` is ``"ready"``, ``"partial"`` or
+    ``"destroyed"``.
+    """
+
+    name: str
+    api_id: str = ""
+    region: str = ""
+    stage: str = ""
+    api_endpoint: str = ""
+    management_endpoint: str = ""
+    custom_domain: str = ""
+    resources: dict[str, str] = attrs.field(factory=dict)
+    spec_hash: str = ""
+    status: str = "partial"
+    updated_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Presence:
+    """Who is in a channel right now: distinct user ids and the number of live connections."""
+
+    channel_name: str
+    user_ids: frozenset[str]
+    connection_count: int
+
+
+@attrs.frozen(kw_only=True)
+class CleanupReport:
+    """Row counts removed (or, with ``dry_run``, that would be) by :meth:`Storage.cleanup`."""
+
+    expired_tokens: int = 0
+    stale_sessions: int = 0
+    old_disconnected: int = 0
+    counters: int = 0
+
+
+class Storage(abc.ABC):
+    """Where sessions, subscriptions, tokens, counters and gateway records live.
+
+    Implementations must be safe to call from several threads (each call is its own unit of
+    work) and must keep every method's contract below, which the contract suite checks.
+    """
+
+    # --- sessions ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
+        """Store ``session`` (connected) and subscribe it to ``session.channel_name`` plus
+        ``channels``, atomically.
+
+        If a session with that connection id exists it is replaced (a retried ``$connect``
+        must not fail) and its old subscriptions are dropped.
+        """
+
+    @abc.abstractmethod
+    def get_session(self, connection_id: str) -> Session | None:
+        """The session with this id, connected or not, in one round trip; ``None`` if
+        unknown."""
+
+    @abc.abstractmethod
+    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
+        """Mark all these sessions disconnected in one bulk operation (one statement per
+        reasonable batch), dropping their subscriptions. Idempotent: ids unknown or already
+        disconnected are ignored. Returns how many sessions changed from connected to
+        disconnected."""
+
+    # --- channels ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def subscribe(self, connection_id: str, channel_name: str) -> bool:
+        """Add a connected session to a channel. Returns ``True`` if it was added, ``False``
+        if it already was a member or the session is unknown or disconnected."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, connection_id: str, channel_name: str) -> bool:
+        """Remove a membership. Returns ``True`` if one was removed."""
+
+    @abc.abstractmethod
+    def channels_of(self, connection_id: str) -> list[str]:
+        """Channel names this connection belongs to, sorted."""
+
+    @abc.abstractmethod
+    def iter_connection_ids(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        batch_size: int = 500,
+    ) -> Iterator[list[str]]:
+        """Stream the ids of **connected** sessions in batches of at most ``batch_size``.
+
+        With ``channel``: members of that channel; with ``user_id``: that user's
+        connections; with both: the user's connections in the channel; with neither:
+        every connected session. Each id appears once. Must not load everything at once
+        (keyset pagination or a server-side cursor).
+        """
+
+    @abc.abstractmethod
+    def presence(self, channel_name: str) -> Presence:
+        """Distinct user ids (anonymous connections excluded) and the number of connected
+        sessions in a channel."""
+
+    # --- tokens --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def store_token(self, token: Token) -> None:
+        """Store a new token (hash only). Raises ``ValueError`` if the hash exists."""
+
+    @abc.abstractmethod
+    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
+        """Atomically take the token: return it and make it unusable, or return ``None``
+        if it is unknown, already consumed or expired at ``now``.
+
+        Under any concurrency exactly one caller gets the token.
+        """
+
+    # --- rate-limit counters ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def incr_counter(self, key: str, window_start: datetime, expires_at: datetime) -> int:
+        """Atomically add one to the counter ``(key, window_start)`` (creating it at 1) and
+        return the new value. ``expires_at`` tells cleanup when the row may go."""
+
+    # --- gateway records -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_gateway(self, name: str) -> GatewayRecord | None:
+        """The gateway record with this name, or ``None``."""
+
+    @abc.abstractmethod
+    def save_gateway(self, record: GatewayRecord) -> None:
+        """Insert or replace the gateway record named ``record.name``."""
+
+    # --- housekeeping --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def cleanup(
+        self,
+        now: datetime,
+        *,
+        session_max_age_seconds: int = 7200,
+        keep_disconnected_seconds: int = 86400,
+        dry_run: bool = False,
+    ) -> CleanupReport:
+        """Remove expired or consumed tokens, expired counters, mark connected sessions
+        older than ``session_max_age_seconds`` (API Gateway's 2 h maximum) disconnected,
+        and delete disconnected sessions older than ``keep_disconnected_seconds``. With
+        ``dry_run`` count only."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connection pools). Optional."""
+
+    def describe(self) -> dict[str, Any]:
+        """Short description for logs and ``apigw-ws`` diagnostics."""
+        return {"backend": type(self).__name__}

@@ -1,0 +1,479 @@
+"""Test helpers for apigw-ws users and backends.
+
+* :func:`gateway_headers` and :func:`lambda_event` build what API Gateway sends;
+* :class:`RecordingTransport` (re-exported) records what was sent;
+* :func:`new_connection_id` makes AWS-shaped ids;
+* :class:`StorageContract` is the contract suite every :class:`Storage` must pass. Subclass it
+  in a pytest module and provide a ``storage`` fixture::
+
+      class TestMyStorage(StorageContract):
+          @pytest.fixture
+          def storage(self):
+              return MyStorage(...)          # empty storage
+
+  Concurrency tests take a ``storage_factory`` fixture (a new storage object on the same
+  database for each thread) when the backend is not thread-safe by itself; by default the
+  same object is shared.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+try:  # the contract suite needs pytest; the rest of this module does not
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None  # type: ignore[assignment]
+
+from apigw_ws_core.events import (
+    HEADER_CONNECTION_ID,
+    HEADER_EVENT_TYPE,
+    HEADER_REQUEST_ID,
+    HEADER_ROUTE_KEY,
+    HEADER_SECRET,
+    HEADER_SOURCE_IP,
+    HEADER_STAGE,
+)
+from apigw_ws_core.storage import GatewayRecord, Session, Storage, Token
+from apigw_ws_core.transport import RecordingTransport, SentMessage
+
+__all__ = [
+    "RecordingTransport",
+    "SentMessage",
+    "StorageContract",
+    "gateway_headers",
+    "lambda_event",
+    "new_connection_id",
+]
+
+
+def new_connection_id() -> str:
+    """An AWS-shaped connection id: base64 of 11 random bytes (16 chars, ends in ``=``)."""
+    return base64.b64encode(secrets.token_bytes(11)).decode("ascii")
+
+
+_ROUTE_KEYS = {"connect": "$connect", "disconnect": "$disconnect", "default": "$default"}
+_EVENT_TYPES = {"connect": "CONNECT", "disconnect": "DISCONNECT"}
+
+
+def gateway_headers(
+    route: str,
+    connection_id: str,
+    *,
+    secret: str | None,
+    stage: str = "test",
+    source_ip: str = "203.0.113.10",
+    origin: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The headers our provisioned HTTP_PROXY integration sends for ``route``."""
+    headers = {
+        HEADER_CONNECTION_ID: connection_id,
+        HEADER_ROUTE_KEY: _ROUTE_KEYS.get(route, route),
+        HEADER_EVENT_TYPE: _EVENT_TYPES.get(route, "MESSAGE"),
+        HEADER_REQUEST_ID: secrets.token_hex(8),
+        HEADER_STAGE: stage,
+        HEADER_SOURCE_IP: source_ip,
+        "connectionId": connection_id,
+        "User-Agent": "Mozilla/5.0 (test)" if route == "connect" else "AmazonAPIGateway_test",
+    }
+    if secret is not None:
+        headers[HEADER_SECRET] = secret
+    if origin is not None:
+        headers["Origin"] = origin
+    headers.update(extra or {})
+    return {k.title() if k.islower() else k: v for k, v in headers.items()}
+
+
+def lambda_event(
+    event_type: str,
+    connection_id: str,
+    *,
+    body: str | None = None,
+    query: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    route_key: str | None = None,
+    stage: str = "test",
+    api_id: str = "abcdef1234",
+    source_ip: str = "203.0.113.10",
+) -> dict[str, Any]:
+    """A Lambda WebSocket proxy event of ``event_type`` (CONNECT/MESSAGE/DISCONNECT), shaped
+    like the ones API Gateway sends (see the aws-lambda-go test fixtures)."""
+    now = datetime.now(UTC)
+    kind = event_type.upper()
+    ctx: dict[str, Any] = {
+        "routeKey": route_key
+        or {"CONNECT": "$connect", "DISCONNECT": "$disconnect"}.get(kind, "$default"),
+        "eventType": kind,
+        "extendedRequestId": secrets.token_hex(8),
+        "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        "messageDirection": "IN",
+        "stage": stage,
+        "connectedAt": int(now.timestamp() * 1000),
+        "requestTimeEpoch": int(now.timestamp() * 1000),
+        "identity": {"sourceIp": source_ip, "userAgent": "Mozilla/5.0 (test)"},
+        "requestId": secrets.token_hex(8),
+        "domainName": f"{api_id}.execute-api.us-east-1.amazonaws.com",
+        "connectionId": connection_id,
+        "apiId": api_id,
+        "messageId": secrets.token_hex(6) if kind == "MESSAGE" else None,
+    }
+    event: dict[str, Any] = {"requestContext": ctx, "isBase64Encoded": False}
+    if kind == "CONNECT":
+        hdrs = {"Host": ctx["domainName"], "Sec-WebSocket-Version": "13", **(headers or {})}
+        event["headers"] = hdrs
+        event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
+        if query:
+            event["queryStringParameters"] = dict(query)
+            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
+    elif kind == "DISCONNECT":
+        ctx["disconnectStatusCode"] = 1001
+        ctx["disconnectReason"] = "Going away"
+        event["headers"] = {"Host": ctx["domainName"], "x-api-key": "", "x-restapi": ""}
+    else:
+        event["body"] = body if body is not None else ""
+    return event
+
+
+# ---------------------------------------------------------------------------------------
+# The storage contract suite
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _session(cid: str, channel: str = "lobby", user: str | None = None, **kw: Any) -> Session:
+    return Session(
+        connection_id=cid,
+        channel_name=channel,
+        user_id=user,
+        source_ip="198.51.100.7",
+        user_agent="ua",
+        stage="test",
+        api_id="api",
+        connected_at=kw.pop("connected_at", _now()),
+        **kw,
+    )
+
+
+def _all(storage: Storage, **kw: Any) -> list[str]:
+    return sorted(cid for batch in storage.iter_connection_ids(**kw) for cid in batch)
+
+
+class StorageContract:
+    """The behaviour every :class:`Storage` backend must have. Subclass; see module doc."""
+
+    # pytest discovers test_* methods on subclasses named Test*.
+
+    if pytest is not None:
+
+        @pytest.fixture
+        def storage_factory(self) -> Callable[[], Storage] | None:
+            """Override to give each racing thread its own storage object."""
+            return None
+
+    def test_create_and_get_session(self, storage: Storage) -> None:
+        s = _session("AAAAAAAAAAAAAAA=", user="7")
+        storage.create_session(s)
+        got = storage.get_session("AAAAAAAAAAAAAAA=")
+        assert got is not None
+        assert got.connection_id == s.connection_id
+        assert got.channel_name == "lobby"
+        assert got.user_id == "7"
+        assert got.connected is True
+        assert got.source_ip == "198.51.100.7"
+        assert got.connected_at == s.connected_at
+        assert storage.get_session("unknown-id-0000=") is None
+
+    def test_ids_are_case_sensitive_and_keep_special_characters(self, storage: Storage) -> None:
+        storage.create_session(_session("ab+/cdEFgh12345="))
+        storage.create_session(_session("AB+/cdEFgh12345="))
+        assert storage.get_session("ab+/cdEFgh12345=") is not None
+        assert storage.get_session("AB+/cdEFgh12345=") is not None
+        assert _all(storage) == ["AB+/cdEFgh12345=", "ab+/cdEFgh12345="]
+
+    def test_create_session_replaces_existing(self, storage: Storage) -> None:
+        storage.create_session(_session("conn-replace-01=", channel="a"), ["x"])
+        storage.create_session(_session("conn-replace-01=", channel="b"))
+        got = storage.get_session("conn-replace-01=")
+        assert got is not None and got.channel_name == "b"
+        assert storage.channels_of("conn-replace-01=") == ["b"]
+
+    def test_create_session_subscribes_to_extra_channels(self, storage: Storage) -> None:
+        storage.create_session(_session("conn-extra-0001=", channel="a"), ["b", "a", "c"])
+        assert storage.channels_of("conn-extra-0001=") == ["a", "b", "c"]
+
+    def test_mark_disconnected_bulk_and_idempotent(self, storage: Storage) -> None:
+        for i in range(5):
+            storage.create_session(_session(f"conn-bulk-{i:05d}="))
+        at = _now()
+        ids = [f"conn-bulk-{i:05d}=" for i in range(3)] + ["never-existed-0="]
+        assert storage.mark_disconnected(ids, at) == 3
+        assert storage.mark_disconnected(ids, at) == 0
+        got = storage.get_session("conn-bulk-00000=")
+        assert got is not None and got.connected is False and got.disconnected_at == at
+        assert _all(storage) == ["conn-bulk-00003=", "conn-bulk-00004="]
+        assert storage.channels_of("conn-bulk-00000=") == []
+        assert storage.mark_disconnected([], at) == 0
+
+    def test_mark_disconnected_many(self, storage: Storage) -> None:
+        ids = [f"conn-many-{i:06d}=" for i in range(1200)]
+        for cid in ids:
+            storage.create_session(_session(cid))
+        assert storage.mark_disconnected(ids, _now()) == 1200
+        assert _all(storage) == []
+
+    def test_subscribe_unsubscribe(self, storage: Storage) -> None:
+        storage.create_session(_session("conn-sub-000001=", channel="a"))
+        assert storage.subscribe("conn-sub-000001=", "b") is True
+        assert storage.subscribe("conn-sub-000001=", "b") is False
+        assert storage.channels_of("conn-sub-000001=") == ["a", "b"]
+        assert storage.unsubscribe("conn-sub-000001=", "b") is True
+        assert storage.unsubscribe("conn-sub-000001=", "b") is False
+        assert storage.subscribe("unknown-conn-01=", "b") is False
+        storage.mark_disconnected(["conn-sub-000001="], _now())
+        assert storage.subscribe("conn-sub-000001=", "c") is False
+
+    def test_iter_connection_ids_targets(self, storage: Storage) -> None:
+        storage.create_session(_session("c1-000000000000=", channel="a", user="1"))
+        storage.create_session(_session("c2-000000000000=", channel="a", user="2"), ["b"])
+        storage.create_session(_session("c3-000000000000=", channel="b", user="1"))
+        storage.create_session(_session("c4-000000000000=", channel="a"))
+        storage.create_session(_session("c5-000000000000=", channel="a", user="1"))
+        storage.mark_disconnected(["c5-000000000000="], _now())
+        assert _all(storage, channel="a") == [
+            "c1-000000000000=",
+            "c2-000000000000=",
+            "c4-000000000000=",
+        ]
+        assert _all(storage, channel="b") == ["c2-000000000000=", "c3-000000000000="]
+        assert _all(storage, user_id="1") == ["c1-000000000000=", "c3-000000000000="]
+        assert _all(storage, channel="b", user_id="1") == ["c3-000000000000="]
+        assert len(_all(storage)) == 4
+        assert _all(storage, channel="nobody") == []
+
+    def test_iter_connection_ids_batches(self, storage: Storage) -> None:
+        ids = [f"conn-batch-{i:05d}=" for i in range(23)]
+        for cid in ids:
+            storage.create_session(_session(cid, channel="big"))
+        batches = list(storage.iter_connection_ids(channel="big", batch_size=5))
+        assert all(1 <= len(b) <= 5 for b in batches)
+        flat = [cid for b in batches for cid in b]
+        assert sorted(flat) == ids and len(flat) == len(set(flat))
+
+    def test_presence(self, storage: Storage) -> None:
+        storage.create_session(_session("p1-000000000000=", channel="room", user="1"))
+        storage.create_session(_session("p2-000000000000=", channel="room", user="1"))
+        storage.create_session(_session("p3-000000000000=", channel="room", user="2"))
+        storage.create_session(_session("p4-000000000000=", channel="room"))
+        storage.create_session(_session("p5-000000000000=", channel="room", user="3"))
+        storage.mark_disconnected(["p5-000000000000="], _now())
+        p = storage.presence("room")
+        assert p.channel_name == "room"
+        assert p.user_ids == frozenset({"1", "2"})
+        assert p.connection_count == 4
+        empty = storage.presence("empty")
+        assert empty.user_ids == frozenset() and empty.connection_count == 0
+
+    def test_token_single_use(self, storage: Storage) -> None:
+        now = _now()
+        tok = Token(
+            token_hash="a" * 64,
+            user_id="42",
+            created_at=now,
+            expires_at=now + timedelta(seconds=60),
+            channel="room",
+            origin="https://example.com",
+        )
+        storage.store_token(tok)
+        got = storage.consume_token("a" * 64, now)
+        assert got is not None
+        assert got.user_id == "42" and got.channel == "room" and got.origin == "https://example.com"
+        assert got.expires_at == tok.expires_at
+        assert storage.consume_token("a" * 64, now) is None
+        assert storage.consume_token("b" * 64, now) is None
+
+    def test_token_duplicate_hash_refused(self, storage: Storage) -> None:
+        now = _now()
+        tok = Token(
+            token_hash="d" * 64, user_id="1", created_at=now, expires_at=now + timedelta(seconds=60)
+        )
+        storage.store_token(tok)
+        try:
+            storage.store_token(tok)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("storing a duplicate token hash must raise ValueError")
+
+    def test_token_expired(self, storage: Storage) -> None:
+        now = _now()
+        storage.store_token(
+            Token(
+                token_hash="c" * 64,
+                user_id="1",
+                created_at=now - timedelta(seconds=120),
+                expires_at=now - timedelta(seconds=60),
+            )
+        )
+        assert storage.consume_token("c" * 64, now) is None
+        storage.store_token(
+            Token(
+                token_hash="e" * 64,
+                user_id="1",
+                created_at=now,
+                expires_at=now + timedelta(seconds=60),
+            )
+        )
+        assert storage.consume_token("e" * 64, now + timedelta(seconds=61)) is None
+
+    def test_token_consumed_once_under_concurrency(
+        self, storage: Storage, storage_factory: Callable[[], Storage] | None
+    ) -> None:
+        now = _now()
+        storage.store_token(
+            Token(
+                token_hash="f" * 64,
+                user_id="9",
+                created_at=now,
+                expires_at=now + timedelta(seconds=60),
+            )
+        )
+        run_race(
+            lambda s: s.consume_token("f" * 64, now),
+            storage,
+            storage_factory,
+            threads=20,
+            expect_winners=1,
+        )
+
+    def test_incr_counter(self, storage: Storage) -> None:
+        start = _now()
+        end = start + timedelta(seconds=60)
+        assert storage.incr_counter("k", start, end) == 1
+        assert storage.incr_counter("k", start, end) == 2
+        assert storage.incr_counter("other", start, end) == 1
+        assert storage.incr_counter("k", end, end + timedelta(seconds=60)) == 1
+
+    def test_incr_counter_concurrent(
+        self, storage: Storage, storage_factory: Callable[[], Storage] | None
+    ) -> None:
+        start = _now()
+        end = start + timedelta(seconds=60)
+        results = run_race(
+            lambda s: s.incr_counter("race", start, end), storage, storage_factory, threads=10
+        )
+        assert sorted(results) == list(range(1, 11))
+
+    def test_gateway_records(self, storage: Storage) -> None:
+        assert storage.get_gateway("main") is None
+        rec = GatewayRecord(
+            name="main",
+            api_id="abc123",
+            region="eu-west-1",
+            stage="prod",
+            api_endpoint="wss://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+            management_endpoint="https://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+            resources={"api": "abc123", "route:$default": "r1"},
+            spec_hash="h",
+            status="ready",
+            updated_at=_now(),
+        )
+        storage.save_gateway(rec)
+        assert storage.get_gateway("main") == rec
+        rec2 = GatewayRecord(
+            name="main", api_id="abc123", resources={"api": "abc123"}, status="partial"
+        )
+        storage.save_gateway(rec2)
+        got = storage.get_gateway("main")
+        assert got is not None and got.resources == {"api": "abc123"} and got.status == "partial"
+
+    def test_cleanup(self, storage: Storage) -> None:
+        now = _now()
+        storage.store_token(
+            Token(
+                token_hash="1" * 64,
+                user_id="1",
+                created_at=now - timedelta(hours=1),
+                expires_at=now - timedelta(minutes=1),
+            )
+        )
+        storage.store_token(
+            Token(
+                token_hash="2" * 64,
+                user_id="1",
+                created_at=now,
+                expires_at=now + timedelta(minutes=1),
+            )
+        )
+        storage.create_session(_session("old-conn-000000=", connected_at=now - timedelta(hours=3)))
+        storage.create_session(_session("new-conn-000000=", connected_at=now))
+        storage.create_session(_session("gone-conn-00000=", connected_at=now - timedelta(days=3)))
+        storage.mark_disconnected(["gone-conn-00000="], now - timedelta(days=2))
+        storage.incr_counter("old", now - timedelta(hours=2), now - timedelta(hours=1))
+        dry = storage.cleanup(now, dry_run=True)
+        assert (dry.expired_tokens, dry.stale_sessions, dry.old_disconnected, dry.counters) == (
+            1,
+            1,
+            1,
+            1,
+        )
+        assert storage.get_session("gone-conn-00000=") is not None
+        report = storage.cleanup(now)
+        assert report == dry
+        assert storage.get_session("gone-conn-00000=") is None
+        old = storage.get_session("old-conn-000000=")
+        assert old is not None and old.connected is False
+        assert _all(storage) == ["new-conn-000000="]
+        assert storage.consume_token("2" * 64, now) is not None
+        again = storage.cleanup(now)
+        assert (again.expired_tokens, again.stale_sessions, again.old_disconnected) == (0, 0, 0)
+
+
+def run_race(
+    fn: Callable[[Storage], Any],
+    storage: Storage,
+    factory: Callable[[], Storage] | None,
+    *,
+    threads: int,
+    expect_winners: int | None = None,
+) -> list[Any]:
+    """Run ``fn`` in ``threads`` threads released at once; return their results.
+
+    With ``expect_winners``, assert that exactly that many returned a non-``None`` value.
+    """
+    barrier = threading.Barrier(threads)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        target = factory() if factory is not None else storage
+        try:
+            barrier.wait(timeout=30)
+            value = fn(target)
+            with lock:
+                results.append(value)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in pool:
+        t.join(max(0.1, deadline - time.monotonic()))
+    if errors:
+        raise errors[0]
+    if expect_winners is not None:
+        winners = [r for r in results if r is not None]
+        assert len(winners) == expect_winners, f"{len(winners)} winners, expected {expect_winners}"
+    return results
