@@ -297,10 +297,10 @@ class WebSocketApp:
             f"msg:{event.connection_id}", cfg.message_rate_per_connection, self.clock()
         )
         body = self._parse(event.body)
-        name = next((body[k] for k in cfg.handler_keys if k in body), None)
-        if name is None:
+        key = next((k for k in cfg.handler_keys if k in body), None)
+        if key is None:
             raise InvalidMessage(f"Message needs one of the keys: {', '.join(cfg.handler_keys)}.")
-        spec = self.handlers.get(name)
+        spec = self.handlers.get(body[key])
         ctx = HandlerContext(self, event, session, body, spec.name)
         if spec.permission is not None and not spec.permission(ctx):
             raise HandlerForbidden()

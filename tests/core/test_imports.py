@@ -1,0 +1,53 @@
+"""The core must import and work with Django, Flask, SQLAlchemy and aiohttp absent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+CORE_MODULES = [
+    "apigw_ws_core",
+    "apigw_ws_core.app",
+    "apigw_ws_core.events",
+    "apigw_ws_core.storage",
+    "apigw_ws_core.memory",
+    "apigw_ws_core.transport",
+    "apigw_ws_core.fanout",
+    "apigw_ws_core.wsgi",
+    "apigw_ws_core.aws_lambda",
+    "apigw_ws_core.testing",
+    "apigw_ws_core.limits",
+    "apigw_ws_core.channels",
+    "apigw_ws_core.tokens",
+    "apigw_ws_core.config",
+    "apigw_ws_core.cli",
+]
+
+
+def test_core_imports_without_frameworks():
+    code = textwrap.dedent(
+        f"""
+        import sys
+        class Block:
+            BLOCKED = ("django", "flask", "sqlalchemy", "aiohttp", "werkzeug", "redis")
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in self.BLOCKED:
+                    raise ImportError("blocked " + name)
+                return None
+        sys.meta_path.insert(0, Block())
+        import importlib
+        for mod in {CORE_MODULES!r}:
+            importlib.import_module(mod)
+        from apigw_ws_core import Config, MemoryStorage, WebSocketApp
+        from apigw_ws_core.testing import RecordingTransport
+        app = WebSocketApp(storage=MemoryStorage(), transport=RecordingTransport(),
+                           config=Config(secret="s", require_token=False))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in Block.BLOCKED)
+        assert not loaded, loaded
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
