@@ -1,0 +1,341 @@
+"""Command line of the local gateway: ``apigw-ws local`` and ``python -m apigw_ws_core.local``.
+
+:func:`add_arguments` declares the flags on any :class:`argparse.ArgumentParser`
+(the ``apigw-ws`` console script mounts them as its ``local`` sub-command);
+:func:`run` builds the configuration, serves until SIGINT/SIGTERM, and
+returns the exit status. Once serving, exactly one line is printed to stdout::
+
+    apigw-ws local ready ws=ws://127.0.0.1:PORT/STAGE management=http://127.0.0.1:PORT/STAGE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import attrs
+
+from .config import (
+    DEFAULT_STAGE,
+    DEFAULT_TIMEOUT_MS,
+    ApiConfig,
+    ConfigError,
+    GatewayOptions,
+    config_from_apigw,
+    config_from_backend,
+    config_from_lambda,
+    load_config_file,
+    resolve_lambda_handler,
+)
+from .server import Gateway, start_gateway
+
+__all__ = ["add_arguments", "build_api", "build_options", "main", "ready_line", "run"]
+
+logger = logging.getLogger("apigw_ws_core.local")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the local gateway's flags on ``parser``."""
+    source = parser.add_argument_group(
+        "API definition",
+        "Use at most one of --backend, --config, --from-apigw (or --lambda alone). "
+        "Without any, the API has no routes: connections are accepted and every "
+        "message is answered 'Forbidden'.",
+    )
+    source.add_argument(
+        "--backend",
+        metavar="URL",
+        help="HTTP_PROXY base URL: POST {URL}connect, {URL}disconnect, {URL}default, {URL}<route>",
+    )
+    source.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a custom route key (repeatable), with --backend or --lambda",
+    )
+    source.add_argument(
+        "--secret",
+        help="with --backend: static value of the X-Apigw-Ws-Secret header mapping",
+    )
+    source.add_argument(
+        "--one-way",
+        action="store_true",
+        help="with --backend/--lambda: message routes do not send backend replies to the client",
+    )
+    source.add_argument(
+        "--integration-timeout-ms",
+        type=int,
+        default=DEFAULT_TIMEOUT_MS,
+        metavar="MS",
+        help="with --backend/--lambda: integration timeout (default: %(default)s)",
+    )
+    source.add_argument("--config", metavar="FILE", help="a JSON or TOML API definition")
+    source.add_argument(
+        "--from-apigw",
+        metavar="API_ID",
+        help="read routes, integrations and stage variables from an apigatewayv2 API",
+    )
+    source.add_argument("--region", help="AWS region for --from-apigw")
+    source.add_argument("--profile", help="AWS profile for --from-apigw")
+    source.add_argument(
+        "--aws-endpoint-url", metavar="URL", help="apigatewayv2 endpoint for --from-apigw"
+    )
+    source.add_argument(
+        "--lambda",
+        dest="lambda_handler",
+        metavar="MODULE:FUNCTION",
+        help="alone: every route calls this Python Lambda handler (AWS_PROXY); with "
+        "--from-apigw/--config: the handler AWS_PROXY integrations call",
+    )
+    source.add_argument("--api-id", help="override the API id shown to the backend")
+
+    server = parser.add_argument_group("gateway")
+    server.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    server.add_argument(
+        "--port", type=int, default=8001, help="listen port, 0 picks one (default: %(default)s)"
+    )
+    server.add_argument(
+        "--stage", default=None, help=f"stage name (default: {DEFAULT_STAGE}, or the API's)"
+    )
+    server.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="close idle connections with 1001 (default: %(default)s)",
+    )
+    server.add_argument(
+        "--max-duration",
+        type=float,
+        default=7200.0,
+        metavar="SECONDS",
+        help="close any connection after this long with 1001 (default: %(default)s)",
+    )
+    server.add_argument(
+        "--management-latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="delay added to each @connections call (default: %(default)s)",
+    )
+    server.add_argument(
+        "--throttle-rps",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="token-bucket rate for @connections calls; excess gets 429 (default: off)",
+    )
+    server.add_argument(
+        "--throttle-burst", type=int, default=None, metavar="N", help="token-bucket size"
+    )
+    server.add_argument(
+        "--write-buffer-limit",
+        type=int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="POST @connections answers 429 while this much is queued to the client "
+        "(default: %(default)s)",
+    )
+    server.add_argument(
+        "--special-char-ids",
+        action="store_true",
+        help="hand out only connection ids containing '+' and '/'",
+    )
+    server.add_argument(
+        "--message-log-size",
+        type=int,
+        default=100,
+        metavar="N",
+        help="messages kept per connection for /_local/ inspection (default: %(default)s)",
+    )
+    server.add_argument(
+        "--no-sigv4-check",
+        action="store_true",
+        help="accept @connections calls without a SigV4 Authorization header",
+    )
+    server.add_argument(
+        "--no-local-endpoints",
+        action="store_true",
+        help="do not serve the /_local/ inspection endpoints and test hooks",
+    )
+    server.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    server.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="(default: %(default)s)",
+    )
+
+
+def _apigw_client(args: argparse.Namespace) -> Any:
+    """Build the boto3 ``apigatewayv2`` client for ``--from-apigw``."""
+    import boto3
+
+    session = boto3.Session(profile_name=args.profile, region_name=args.region)
+    return session.client("apigatewayv2", endpoint_url=args.aws_endpoint_url)
+
+
+def build_api(args: argparse.Namespace) -> ApiConfig:
+    """Turn the parsed flags into an :class:`ApiConfig`.
+
+    :raises ConfigError: on contradictory or invalid flags.
+    """
+    sources = [
+        name
+        for name in ("backend", "config", "from_apigw")
+        if getattr(args, name, None) is not None
+    ]
+    if len(sources) > 1:
+        flags = ", ".join("--" + s.replace("_", "-") for s in sources)
+        raise ConfigError(f"use only one of --backend, --config, --from-apigw (got {flags})")
+    if args.route and sources and sources[0] != "backend":
+        raise ConfigError("--route only applies to --backend or --lambda")
+    if args.secret is not None and args.backend is None:
+        raise ConfigError("--secret only applies to --backend")
+    stage = args.stage or DEFAULT_STAGE
+    api: ApiConfig
+    if args.backend is not None:
+        api = config_from_backend(
+            args.backend,
+            routes=args.route,
+            secret=args.secret,
+            two_way=not args.one_way,
+            timeout_ms=args.integration_timeout_ms,
+            stage=stage,
+        )
+    elif args.config is not None:
+        api = load_config_file(args.config)
+        if args.stage:
+            api = api.replace(stage=args.stage)
+        if args.lambda_handler:
+            handler = resolve_lambda_handler(args.lambda_handler)
+            api = api.replace(
+                routes=[
+                    attrs.evolve(r, integration=attrs.evolve(r.integration, handler=handler))
+                    if r.integration.type == "AWS_PROXY"
+                    else r
+                    for r in api.routes.values()
+                ]
+            )
+    elif args.from_apigw is not None:
+        bound = resolve_lambda_handler(args.lambda_handler) if args.lambda_handler else None
+        try:
+            api = config_from_apigw(
+                _apigw_client(args), args.from_apigw, args.stage, lambda_handler=bound
+            )
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"cannot read API {args.from_apigw}: {exc}") from exc
+    elif args.lambda_handler:
+        api = config_from_lambda(
+            args.lambda_handler,
+            routes=args.route,
+            two_way=not args.one_way,
+            timeout_ms=args.integration_timeout_ms,
+            stage=stage,
+        )
+    else:
+        if args.route:
+            raise ConfigError("--route only applies to --backend or --lambda")
+        api = ApiConfig(stage=stage)
+    if args.api_id:
+        api = api.replace(api_id=args.api_id)
+    return api
+
+
+def build_options(args: argparse.Namespace) -> GatewayOptions:
+    """Turn the parsed flags into :class:`GatewayOptions`."""
+    return GatewayOptions(
+        idle_timeout=args.idle_timeout,
+        max_duration=args.max_duration,
+        management_latency_ms=args.management_latency_ms,
+        throttle_rps=args.throttle_rps,
+        throttle_burst=args.throttle_burst,
+        write_buffer_high_water=args.write_buffer_limit,
+        special_char_ids=args.special_char_ids,
+        message_log_size=args.message_log_size,
+        require_sigv4=not args.no_sigv4_check,
+        local_endpoints=not args.no_local_endpoints,
+    )
+
+
+def ready_line(host: str, port: int, stage: str) -> str:
+    """The line printed once the gateway serves."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only formatting a URL
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"apigw-ws local ready ws=ws://{host}:{port}/{stage} management=http://{host}:{port}/{stage}"
+
+
+def _raise_nofile_limit() -> None:
+    """Raise the soft open-files limit to the hard limit (many connections need many fds)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - platform specific
+        pass
+
+
+async def _serve(api: ApiConfig, options: GatewayOptions, args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM, then close every connection gracefully."""
+    gateway = Gateway(api, options)
+    runner, port = await start_gateway(gateway, args.host, args.port, access_log=args.access_log)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    routes = ", ".join(sorted(api.routes)) or "(none)"
+    logger.info("api %s stage %s routes: %s", api.api_id, api.stage, routes)
+    print(ready_line(args.host, port, api.stage), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("shutting down: closing %d connections", len(gateway.connections))
+        await runner.cleanup()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the gateway from parsed flags; return the process exit status."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        api = build_api(args)
+        options = build_options(args)
+    except ConfigError as exc:
+        print(f"apigw-ws local: {exc}", file=sys.stderr)
+        return 2
+    _raise_nofile_limit()
+    try:
+        return asyncio.run(_serve(api, options, args))
+    except OSError as exc:
+        print(f"apigw-ws local: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover - signal handler normally catches it
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run (entry point of ``python -m apigw_ws_core.local``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m apigw_ws_core.local",
+        description="A local stand-in for an AWS API Gateway WebSocket API.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
