@@ -1,0 +1,537 @@
+""":class:`SqlaStorage`: the :class:`~apigw_ws_core.storage.Storage` contract on SQLAlchemy 2.x.
+
+Each storage call is its own short unit of work: a new :class:`~sqlalchemy.orm.Session`
+from your factory, Core statements on its connection, one commit. Nothing is shared with
+your request's session, so a storage call never commits (or rolls back) your own pending
+changes. No Flask import: it works the same in a Flask app, a plain WSGI app or a script.
+
+Round trips per pipeline step (the pipeline's storage calls, one statement each unless
+noted): message = ``get_session`` + the rate-limit upsert (2); ``$connect`` with a token =
+connect-rate upsert + ``DELETE ... RETURNING`` of the token + session insert + one
+multi-row subscription insert (4); ``$disconnect`` = one ``UPDATE`` + one ``DELETE`` (2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    Table,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+from apigw_ws_core.storage import (
+    CleanupReport,
+    GatewayRecord,
+    Presence,
+    Session,
+    Storage,
+    Token,
+)
+from apigw_ws_storage.sqla.models import DEFAULT_MODELS, Models
+
+__all__ = ["SessionSource", "SqlaStorage"]
+
+#: What :class:`SqlaStorage` accepts: a ``sessionmaker``, a ``scoped_session`` (e.g.
+#: Flask-SQLAlchemy's ``db.session``), an ``Engine``, or any callable returning a Session.
+SessionSource = (
+    sessionmaker[OrmSession] | scoped_session[OrmSession] | Engine | Callable[[], OrmSession]
+)
+
+_MYSQL = ("mysql", "mariadb")
+
+
+def _factory_from(source: SessionSource) -> Callable[[], OrmSession]:
+    if isinstance(source, scoped_session):
+        # A fresh session from the same factory: never the thread's request session.
+        factory: Callable[[], OrmSession] = source.session_factory
+        return factory
+    if isinstance(source, Engine):
+        return sessionmaker(bind=source)
+    if callable(source):
+        return source
+    raise TypeError(
+        "SqlaStorage needs a sessionmaker, a scoped_session, an Engine or a callable "
+        f"returning a Session, not {type(source).__name__}"
+    )
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class SqlaStorage(Storage):
+    """:class:`~apigw_ws_core.storage.Storage` on SQLite, PostgreSQL and MariaDB/MySQL.
+
+    :param session_source: a ``sessionmaker``, ``scoped_session`` (Flask-SQLAlchemy's
+        ``db.session`` works: a new session is made from its factory for every call, inside
+        the current app context), an ``Engine``, or a callable returning a Session.
+    :param models: the tables to use (:func:`~apigw_ws_storage.sqla.make_models`); default
+        :data:`~apigw_ws_storage.sqla.DEFAULT_MODELS` (prefix ``apigw_ws_``).
+    :param batch_size: ids per bulk ``UPDATE``/``DELETE`` in :meth:`mark_disconnected`.
+    """
+
+    def __init__(
+        self,
+        session_source: SessionSource,
+        *,
+        models: Models | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self.models = models or DEFAULT_MODELS
+        self._factory = _factory_from(session_source)
+        self.batch_size = batch_size
+        self._sessions = self.models.session_table
+        self._subs = self.models.subscription_table
+        self._tokens = self.models.token_table
+        self._counters = self.models.counter_table
+        self._gateways = self.models.gateway_table
+
+    # --- plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One unit of work: a new Session, its connection, commit on success."""
+        with self._factory() as orm_session:
+            conn = orm_session.connection(bind_arguments={"mapper": self.models.session})
+            try:
+                yield conn
+            except BaseException:
+                orm_session.rollback()
+                raise
+            orm_session.commit()
+
+    def create_tables(self) -> None:
+        """Create the five tables if missing (for tests and demos; use Alembic in
+        production)."""
+        with self.begin() as conn:
+            self.models.metadata.create_all(conn, tables=self.models.tables)
+
+    def drop_tables(self) -> None:
+        """Drop the five tables if present."""
+        with self.begin() as conn:
+            self.models.metadata.drop_all(conn, tables=self.models.tables)
+
+    def describe(self) -> dict[str, Any]:
+        """Backend name and table prefix."""
+        return {"backend": type(self).__name__, "prefix": self.models.prefix}
+
+    # --- sessions ------------------------------------------------------------------
+
+    def _subscription_rows(self, session: Session, channels: Sequence[str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "connection_id": session.connection_id,
+                "channel_name": name,
+                "user_id": session.user_id,
+                "created_at": session.connected_at,
+            }
+            for name in dict.fromkeys([session.channel_name, *channels])
+        ]
+
+    def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
+        """See :meth:`Storage.create_session`. New ids cost two statements (the session and
+        one multi-row subscription insert); a retried ``$connect`` falls back to replace."""
+        row = _session_row(session)
+        subs = self._subscription_rows(session, channels)
+        try:
+            with self.begin() as conn:
+                conn.execute(insert(self._sessions).values(row))
+                conn.execute(insert(self._subs).values(subs))
+            return
+        except IntegrityError:
+            pass  # the id exists: replace it below
+        cid = session.connection_id
+        with self.begin() as conn:
+            conn.execute(delete(self._subs).where(self._subs.c.connection_id == cid))
+            changes = {k: v for k, v in row.items() if k != "connection_id"}
+            result = conn.execute(
+                update(self._sessions).where(self._sessions.c.connection_id == cid).values(changes)
+            )
+            if result.rowcount == 0:
+                conn.execute(insert(self._sessions).values(row))
+            conn.execute(insert(self._subs).values(subs))
+
+    def get_session(self, connection_id: str) -> Session | None:
+        """See :meth:`Storage.get_session` (one ``SELECT`` by primary key)."""
+        with self.begin() as conn:
+            row = (
+                conn.execute(
+                    select(self._sessions).where(self._sessions.c.connection_id == connection_id)
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _to_session(row)
+
+    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
+        """See :meth:`Storage.mark_disconnected`: per batch one ``UPDATE`` and one
+        ``DELETE`` of subscriptions."""
+        ids = list(dict.fromkeys(connection_ids))
+        changed = 0
+        s, sub = self._sessions, self._subs
+        for chunk in _chunks(ids, self.batch_size):
+            with self.begin() as conn:
+                result = conn.execute(
+                    update(s)
+                    .where(s.c.connection_id.in_(chunk), s.c.connected == true())
+                    .values(connected=False, disconnected_at=at)
+                )
+                changed += result.rowcount
+                conn.execute(delete(sub).where(sub.c.connection_id.in_(chunk)))
+        return changed
+
+    # --- channels ------------------------------------------------------------------
+
+    def subscribe(self, connection_id: str, channel_name: str) -> bool:
+        """See :meth:`Storage.subscribe`: one ``INSERT ... SELECT`` that ignores duplicates."""
+        s, sub = self._sessions, self._subs
+        source = select(
+            s.c.connection_id,
+            literal(channel_name, sub.c.channel_name.type),
+            s.c.user_id,
+            literal(datetime.now(UTC), sub.c.created_at.type),
+        ).where(s.c.connection_id == connection_id, s.c.connected == true())
+        cols = ["connection_id", "channel_name", "user_id", "created_at"]
+        with self.begin() as conn:
+            name = conn.dialect.name
+            if name == "postgresql":
+                stmt: Any = (
+                    postgresql.insert(sub).from_select(cols, source).on_conflict_do_nothing()
+                )
+            elif name == "sqlite":
+                stmt = sqlite.insert(sub).from_select(cols, source).on_conflict_do_nothing()
+            elif name in _MYSQL:
+                stmt = insert(sub).from_select(cols, source).prefix_with("IGNORE")
+            else:
+                exists = conn.execute(
+                    select(sub.c.connection_id).where(
+                        sub.c.connection_id == connection_id, sub.c.channel_name == channel_name
+                    )
+                ).first()
+                if exists is not None:
+                    return False
+                stmt = insert(sub).from_select(cols, source)
+            # INSERT rowcounts are only kept on request (SQLAlchemy >= 2.0.28).
+            return bool(conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount)
+
+    def unsubscribe(self, connection_id: str, channel_name: str) -> bool:
+        """See :meth:`Storage.unsubscribe`."""
+        sub = self._subs
+        with self.begin() as conn:
+            result = conn.execute(
+                delete(sub).where(
+                    sub.c.connection_id == connection_id, sub.c.channel_name == channel_name
+                )
+            )
+        return bool(result.rowcount)
+
+    def channels_of(self, connection_id: str) -> list[str]:
+        """See :meth:`Storage.channels_of`."""
+        sub = self._subs
+        with self.begin() as conn:
+            names = conn.execute(
+                select(sub.c.channel_name).where(sub.c.connection_id == connection_id)
+            ).scalars()
+            return sorted(names)
+
+    def _target_query(self, channel: str | None, user_id: str | None) -> Select[Any]:
+        s, sub = self._sessions, self._subs
+        if channel is not None:
+            query = (
+                select(sub.c.connection_id)
+                .join(s, s.c.connection_id == sub.c.connection_id)
+                .where(sub.c.channel_name == channel, s.c.connected == true())
+            )
+            if user_id is not None:
+                query = query.where(s.c.user_id == user_id)
+            return query
+        query = select(s.c.connection_id).where(s.c.connected == true())
+        if user_id is not None:
+            query = query.where(s.c.user_id == user_id)
+        return query
+
+    def iter_connection_ids(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        batch_size: int = 500,
+    ) -> Iterator[list[str]]:
+        """See :meth:`Storage.iter_connection_ids`: keyset pagination on the connection id,
+        one short transaction per batch (nothing is held open between batches)."""
+        query = self._target_query(channel, user_id)
+        key = self._subs.c.connection_id if channel is not None else self._sessions.c.connection_id
+        last: str | None = None
+        while True:
+            page = query if last is None else query.where(key > last)
+            with self.begin() as conn:
+                ids = list(conn.execute(page.order_by(key).limit(batch_size)).scalars())
+            if not ids:
+                return
+            yield ids
+            if len(ids) < batch_size:
+                return
+            last = ids[-1]
+
+    def presence(self, channel_name: str) -> Presence:
+        """See :meth:`Storage.presence`: one grouped ``SELECT``."""
+        s, sub = self._sessions, self._subs
+        query = (
+            select(s.c.user_id, func.count())
+            .select_from(sub.join(s, s.c.connection_id == sub.c.connection_id))
+            .where(sub.c.channel_name == channel_name, s.c.connected == true())
+            .group_by(s.c.user_id)
+        )
+        with self.begin() as conn:
+            rows = conn.execute(query).all()
+        return Presence(
+            channel_name=channel_name,
+            user_ids=frozenset(uid for uid, _ in rows if uid is not None),
+            connection_count=sum(int(n) for _, n in rows),
+        )
+
+    # --- tokens --------------------------------------------------------------------
+
+    def store_token(self, token: Token) -> None:
+        """See :meth:`Storage.store_token`."""
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    insert(self._tokens).values(
+                        token_hash=token.token_hash,
+                        user_id=token.user_id,
+                        created_at=token.created_at,
+                        expires_at=token.expires_at,
+                        channel=token.channel,
+                        origin=token.origin,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ValueError("token hash exists") from exc
+
+    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
+        """See :meth:`Storage.consume_token`: ``DELETE ... RETURNING`` where the dialect
+        has it (PostgreSQL, SQLite >= 3.35, MariaDB), else ``SELECT`` then ``DELETE`` and
+        only the caller whose ``DELETE`` removed the row wins."""
+        t = self._tokens
+        where = t.c.token_hash == token_hash
+        with self.begin() as conn:
+            if conn.dialect.delete_returning:
+                row = conn.execute(delete(t).where(where).returning(*t.c)).mappings().first()
+            else:
+                row = conn.execute(select(t).where(where)).mappings().first()
+                if row is not None and conn.execute(delete(t).where(where)).rowcount != 1:
+                    row = None
+        if row is None or row["expires_at"] <= now:
+            return None
+        return Token(
+            token_hash=row["token_hash"],
+            user_id=row["user_id"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            channel=row["channel"],
+            origin=row["origin"],
+        )
+
+    # --- rate-limit counters ---------------------------------------------------------
+
+    def incr_counter(self, key: str, window_start: datetime, expires_at: datetime) -> int:
+        """See :meth:`Storage.incr_counter`: one upsert statement on SQLite, PostgreSQL
+        and MySQL/MariaDB (``LAST_INSERT_ID(count + 1)`` returns the new value there)."""
+        c = self._counters
+        values = {"key": key, "window_start": window_start, "count": 1, "expires_at": expires_at}
+        with self.begin() as conn:
+            name = conn.dialect.name
+            if name in ("postgresql", "sqlite") and conn.dialect.insert_returning:
+                ins = (postgresql if name == "postgresql" else sqlite).insert(c).values(values)
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[c.c.key, c.c.window_start], set_={"count": c.c.count + 1}
+                ).returning(c.c.count)
+                return int(conn.execute(stmt).scalar_one())
+            if name in _MYSQL:
+                result = conn.execute(
+                    mysql.insert(c)
+                    .values(values)
+                    .on_duplicate_key_update(count=func.last_insert_id(c.c.count + 1)),
+                    execution_options={"preserve_rowcount": True},
+                )
+                # affected rows: 1 = inserted (count is 1), 2 = updated (LAST_INSERT_ID).
+                return 1 if result.rowcount == 1 else int(result.lastrowid)
+            return self._incr_generic(conn, c, values)
+
+    @staticmethod
+    def _incr_generic(conn: Connection, c: Table, values: dict[str, Any]) -> int:
+        where = (c.c.key == values["key"]) & (c.c.window_start == values["window_start"])
+        if conn.execute(update(c).where(where).values(count=c.c.count + 1)).rowcount == 0:
+            conn.execute(insert(c).values(values))
+        return int(conn.execute(select(c.c.count).where(where)).scalar_one())
+
+    # --- gateway records -----------------------------------------------------------
+
+    def get_gateway(self, name: str) -> GatewayRecord | None:
+        """See :meth:`Storage.get_gateway`."""
+        g = self._gateways
+        with self.begin() as conn:
+            row = conn.execute(select(g).where(g.c.name == name)).mappings().first()
+        if row is None:
+            return None
+        return GatewayRecord(
+            name=row["name"],
+            api_id=row["api_id"],
+            region=row["region"],
+            stage=row["stage"],
+            api_endpoint=row["api_endpoint"],
+            management_endpoint=row["management_endpoint"],
+            custom_domain=row["custom_domain"],
+            resources=dict(row["resources"] or {}),
+            spec_hash=row["spec_hash"],
+            status=row["status"],
+            updated_at=row["updated_at"],
+        )
+
+    def save_gateway(self, record: GatewayRecord) -> None:
+        """See :meth:`Storage.save_gateway` (an upsert)."""
+        g = self._gateways
+        values = {
+            "name": record.name,
+            "api_id": record.api_id,
+            "region": record.region,
+            "stage": record.stage,
+            "api_endpoint": record.api_endpoint,
+            "management_endpoint": record.management_endpoint,
+            "custom_domain": record.custom_domain,
+            "resources": dict(record.resources),
+            "spec_hash": record.spec_hash,
+            "status": record.status,
+            "updated_at": record.updated_at,
+        }
+        changes = {k: v for k, v in values.items() if k != "name"}
+        with self.begin() as conn:
+            name = conn.dialect.name
+            if name == "postgresql":
+                conn.execute(
+                    postgresql.insert(g)
+                    .values(values)
+                    .on_conflict_do_update(index_elements=[g.c.name], set_=changes)
+                )
+            elif name == "sqlite":
+                conn.execute(
+                    sqlite.insert(g)
+                    .values(values)
+                    .on_conflict_do_update(index_elements=[g.c.name], set_=changes)
+                )
+            elif name in _MYSQL:
+                conn.execute(mysql.insert(g).values(values).on_duplicate_key_update(changes))
+            elif conn.execute(update(g).where(g.c.name == record.name).values(changes)).rowcount:
+                return
+            else:
+                conn.execute(insert(g).values(values))
+
+    # --- housekeeping --------------------------------------------------------------
+
+    def cleanup(
+        self,
+        now: datetime,
+        *,
+        session_max_age_seconds: int = 7200,
+        keep_disconnected_seconds: int = 86400,
+        dry_run: bool = False,
+    ) -> CleanupReport:
+        """See :meth:`Storage.cleanup`. Stale sessions are marked disconnected in batches
+        through :meth:`mark_disconnected`."""
+        s, sub, t, c = self._sessions, self._subs, self._tokens, self._counters
+        stale_cutoff = now - timedelta(seconds=session_max_age_seconds)
+        old_cutoff = now - timedelta(seconds=keep_disconnected_seconds)
+        expired_tokens = t.c.expires_at <= now
+        expired_counters = c.c.expires_at <= now
+        old = (s.c.connected == false()) & (s.c.disconnected_at <= old_cutoff)
+        stale = (s.c.connected == true()) & (s.c.connected_at <= stale_cutoff)
+        if dry_run:
+            with self.begin() as conn:
+
+                def count(table: Table, where: Any) -> int:
+                    return int(
+                        conn.execute(select(func.count()).select_from(table).where(where)).scalar()
+                        or 0
+                    )
+
+                return CleanupReport(
+                    expired_tokens=count(t, expired_tokens),
+                    stale_sessions=count(s, stale),
+                    old_disconnected=count(s, old),
+                    counters=count(c, expired_counters),
+                )
+        with self.begin() as conn:
+            tokens = conn.execute(delete(t).where(expired_tokens)).rowcount
+            counters = conn.execute(delete(c).where(expired_counters)).rowcount
+            conn.execute(
+                delete(sub).where(sub.c.connection_id.in_(select(s.c.connection_id).where(old)))
+            )
+            old_sessions = conn.execute(delete(s).where(old)).rowcount
+        stale_sessions = 0
+        while True:
+            with self.begin() as conn:
+                ids = list(
+                    conn.execute(
+                        select(s.c.connection_id).where(stale).limit(self.batch_size)
+                    ).scalars()
+                )
+            changed = self.mark_disconnected(ids, now) if ids else 0
+            if not changed:
+                break
+            stale_sessions += changed
+        return CleanupReport(
+            expired_tokens=tokens,
+            stale_sessions=stale_sessions,
+            old_disconnected=old_sessions,
+            counters=counters,
+        )
+
+
+def _session_row(session: Session) -> dict[str, Any]:
+    return {
+        "connection_id": session.connection_id,
+        "channel_name": session.channel_name,
+        "user_id": session.user_id,
+        "connected": session.connected,
+        "source_ip": session.source_ip,
+        "user_agent": session.user_agent,
+        "stage": session.stage,
+        "api_id": session.api_id,
+        "connected_at": session.connected_at,
+        "disconnected_at": session.disconnected_at,
+    }
+
+
+def _to_session(row: Any) -> Session:
+    return Session(
+        connection_id=row["connection_id"],
+        channel_name=row["channel_name"],
+        user_id=row["user_id"],
+        connected=bool(row["connected"]),
+        source_ip=row["source_ip"] or "",
+        user_agent=row["user_agent"] or "",
+        stage=row["stage"] or "",
+        api_id=row["api_id"] or "",
+        connected_at=row["connected_at"],
+        disconnected_at=row["disconnected_at"],
+    )
