@@ -134,13 +134,18 @@ def _seed_resources(
                 resources.setdefault("domain:old", change.resource_id)
     if observed.deployed_config and observed.api is not None:
         resources["deployment:config"] = observed.deployed_config
-        if record.resources.get("deployment") and record.api_id == observed.api_id:
-            resources.setdefault("deployment", record.resources["deployment"])
+        stage = observed.stages.get(spec.stage) or {}
+        if stage.get("DeploymentId"):
+            resources["deployment"] = str(stage["DeploymentId"])
+        elif record.resources.get("deployment") and record.api_id == observed.api_id:
+            resources["deployment"] = record.resources["deployment"]
     for state in observed.domains:
         if state.hosted_zone_id and spec.domain is not None and state.name == spec.domain.name:
             resources["dns:zone"] = state.hosted_zone_id
-    if record.resources.get("tags") and observed.api is not None:
-        resources["tags"] = record.resources["tags"]
+    if observed.api is not None:
+        # Tag keys we manage; without a record, those of ours the API has.
+        present = set((observed.api.get("Tags") or {}).keys()) & set(spec.all_tags)
+        resources["tags"] = record.resources.get("tags") or ",".join(sorted(present))
     return resources
 
 

@@ -98,13 +98,21 @@ def _str_table(value: Any, where: str) -> dict[str, str]:
     return dict(value)
 
 
+#: Stands in for the secret when only the spec's shape matters (IAM policies).
+_PLACEHOLDER_SECRET = "placeholder-secret-not-for-use"
+
+
 def spec_from_dict(
-    data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+    data: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    need_secret: bool = True,
 ) -> GatewaySpec:
     """Build a :class:`GatewaySpec` from config data (the parsed TOML file).
 
     ``secret`` may be given directly (in code; never commit it to a file) or read from the
-    environment variable named by ``secret_env``.
+    environment variable named by ``secret_env``. With ``need_secret=False`` a missing
+    secret is replaced by a placeholder: for commands that only look at the spec's shape.
     """
     env = os.environ if environ is None else environ
     _unknown(data, set(_SPEC_KEYS) | _OTHER_KEYS, "")
@@ -116,6 +124,8 @@ def spec_from_dict(
     if secret is None:
         var = data.get("secret_env", DEFAULT_SECRET_ENV)
         secret = env.get(str(var))
+        if not secret and not need_secret:
+            secret = _PLACEHOLDER_SECRET
         if not secret:
             raise SpecError(
                 f"the shared secret is read from the environment variable {var}, which is not "
@@ -152,9 +162,12 @@ def spec_from_dict(
 
 
 def load_config(
-    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    need_secret: bool = True,
 ) -> ProvisionConfig:
-    """Read and validate a TOML config file."""
+    """Read and validate a TOML config file (see :func:`spec_from_dict` for the secret)."""
     source = Path(path)
     try:
         with source.open("rb") as fh:
@@ -163,7 +176,7 @@ def load_config(
         raise SpecError(f"config file {source} not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"config file {source} is not valid TOML: {exc}") from exc
-    spec = spec_from_dict(data, environ=environ)
+    spec = spec_from_dict(data, environ=environ, need_secret=need_secret)
     state = data.get("state_file")
     if state is not None and not isinstance(state, str):
         raise SpecError("state_file must be a path string")
