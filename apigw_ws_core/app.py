@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -37,7 +37,7 @@ from apigw_ws_core.errors import (
     UnknownConnection,
 )
 from apigw_ws_core.events import ConnectEvent, DisconnectEvent, Event, MessageEvent
-from apigw_ws_core.fanout import SendReport, check_size, fanout
+from apigw_ws_core.fanout import SendJob, SendReport, check_size, fanout
 from apigw_ws_core.handlers import HandlerFunc, HandlerRegistry, Permission, WebSocketView
 from apigw_ws_core.limits import RateLimiter, StorageRateLimiter
 from apigw_ws_core.storage import Session, Storage
@@ -52,7 +52,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 ConnectHook = Callable[[Session, ConnectEvent], None]
 MessageHook = Callable[[HandlerContext], None]
 DisconnectHook = Callable[[str, DisconnectEvent], None]
-BackgroundRunner = Callable[[Callable[[], SendReport]], "Future[SendReport]"]
+#: Receives a :class:`~apigw_ws_core.fanout.SendJob` (callable: ``job()`` runs it here).
+BackgroundRunner = Callable[[SendJob], Any]
 
 
 @attrs.frozen
@@ -384,15 +385,18 @@ class WebSocketApp:
 
     def _default_transport(self) -> Transport:
         endpoint = self.config.management_endpoint
+        region = self.config.region
         if not endpoint:
             record = self.storage.get_gateway(self.config.gateway_name)
-            endpoint = record.management_endpoint if record else None
+            if record is not None:
+                endpoint = record.management_endpoint or None
+                region = region or record.region or None
         if not endpoint:
             raise ConfigurationError(
                 "no Management API endpoint: set management_endpoint or provision a gateway"
             )
         return ManagementApiTransport(
-            endpoint, region=self.config.region, maxsize=max(8, self.config.send_concurrency)
+            endpoint, region=region, max_connections=max(8, self.config.send_concurrency)
         )
 
     def recipients(
@@ -445,21 +449,52 @@ class WebSocketApp:
             max_attempts=cfg.send_max_attempts,
         )
 
-    def send_in_background(self, data: Any, **target: Any) -> Future[SendReport]:
-        """Like :meth:`send`, off the request path. The size check runs now (so errors
-        reach the caller); delivery runs in ``background_runner`` if set (e.g. a Celery
-        task wrapper), else in a small thread pool."""
+    def send_in_background(
+        self,
+        data: Any,
+        *,
+        connection_id: str | None = None,
+        channel: str | None = None,
+        user_id: Any = None,
+        everyone: bool = False,
+    ) -> Any:
+        """Like :meth:`send`, off the request path (a handler has at most 29 s).
+
+        The encoding, size check and target check run now, so those errors reach the
+        caller. The send itself is a :class:`~apigw_ws_core.fanout.SendJob` handed to
+        ``background_runner`` if set (e.g. one that enqueues ``job.as_dict()`` as a
+        Celery or RQ task; its return value is returned), else run in a small thread
+        pool: the result is then a ``concurrent.futures.Future[SendReport]``.
+        """
         payload = check_size(encode_payload(data))
-
-        def job() -> SendReport:
-            return self.send(payload, **target)
-
+        targets = (connection_id is not None, channel is not None, user_id is not None)
+        if sum(targets) + everyone == 0:
+            raise ValueError("say who to send to: connection_id, channel, user_id or everyone")
+        if connection_id is not None and (sum(targets) > 1 or everyone):
+            raise ValueError("connection_id cannot be combined with other targets")
+        if channel is not None:
+            validate_channel(channel)
+        job = SendJob(
+            payload=payload,
+            connection_id=connection_id,
+            channel=channel,
+            user_id=None if user_id is None else str(user_id),
+            everyone=everyone,
+            sender=self.send,
+        )
         if self.background_runner is not None:
             return self.background_runner(job)
         with self._transport_lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(2, thread_name_prefix="apigw-ws-bg")
         return self._executor.submit(job)
+
+    def run_send_job(self, job: SendJob | dict[str, Any]) -> SendReport:
+        """Run a job made by :meth:`send_in_background` (or its ``as_dict()`` form, as a
+        task queue worker receives it) and return the report."""
+        if isinstance(job, dict):
+            job = SendJob.from_dict(job)
+        return self.send(job.payload, **job.target)
 
     def disconnect(self, connection_id: str) -> bool:
         """Close a connection through the Management API and mark it gone.

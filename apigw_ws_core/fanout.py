@@ -1,35 +1,74 @@
 """Fan-out: deliver one payload to many connections through a :class:`Transport`.
 
-Bounded concurrency (a thread pool over a thread-safe transport), retries of 429 and 5xx
-with jittered exponential backoff inside an overall deadline, 410s collected and marked
-disconnected in one bulk storage call, and a :class:`SendReport`.
+API Gateway has no bulk send: a broadcast is one signed ``POST @connections/{id}`` per
+recipient. :func:`fanout` makes that fast and complete:
+
+* the size check and the payload hash happen once per message, not per recipient;
+* recipients are streamed from storage in batches (never all loaded at once), in the
+  calling thread (database connections are usually bound to it);
+* at most ``concurrency`` calls are in flight: coroutines on the transport's event loop
+  for an :class:`~apigw_ws_core.transport.AsyncTransport` (the Management API transport),
+  a thread pool for any other :class:`~apigw_ws_core.transport.Transport`;
+* 429, 5xx and network errors are retried with jittered exponential backoff while the
+  overall ``deadline`` allows; 410 is never retried: those ids are collected and marked
+  disconnected in **one** storage call at the end; 401/403 stop the send (every other
+  call would fail the same way);
+* the result is a :class:`SendReport` (delivered, gone, failed, retried, timing).
+
+Large sends belong off the request path (a handler has at most 29 s): see
+:class:`SendJob` and :meth:`apigw_ws_core.app.WebSocketApp.send_in_background`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 
-from apigw_ws_core.errors import GoneError, PayloadTooLarge, ThrottledError, TransportError
+from apigw_ws_core.errors import (
+    ConfigurationError,
+    GoneError,
+    PayloadTooLarge,
+    ThrottledError,
+    TransportError,
+)
 from apigw_ws_core.events import MAX_BODY_BYTES
 from apigw_ws_core.storage import Storage
-from apigw_ws_core.transport import Transport
+from apigw_ws_core.transport import AsyncTransport, Payload, Transport
 
-__all__ = ["SendReport", "check_size", "fanout"]
+__all__ = ["RetryPolicy", "SendJob", "SendReport", "check_size", "fanout"]
 
 log = logging.getLogger("apigw_ws.fanout")
+
+#: Statuses after which no other recipient can succeed either: the send stops.
+_FATAL_STATUSES = frozenset({401, 403})
 
 
 @attrs.frozen
 class SendReport:
-    """What a send did: counts, the ids that were gone or failed, and timing."""
+    """What a send did: counts, the ids that were gone or failed, and timing.
+
+    :ivar delivered: recipients the Management API accepted the message for.
+    :ivar gone: ids answered 410 (closed connections), marked disconnected.
+    :ivar failed: ids not delivered: errors that are not retried, retries exhausted, or
+        not attempted before the deadline (or after a 401/403 stopped the send).
+    :ivar retried: calls repeated after a 429, 5xx or network error.
+    :ivar attempted: recipients that got at least one call.
+    :ivar elapsed: seconds from start to the last answer (storage marking included).
+    :ivar marked_disconnected: sessions the bulk storage call changed.
+    :ivar throttled: 429 answers received.
+    :ivar recipients: ids read from the target.
+    :ivar first_error: the first non-410 error, as text (``None`` if none).
+    """
 
     delivered: int = 0
     gone: tuple[str, ...] = ()
@@ -38,20 +77,37 @@ class SendReport:
     attempted: int = 0
     elapsed: float = 0.0
     marked_disconnected: int = 0
+    throttled: int = 0
+    recipients: int = 0
+    first_error: str | None = None
 
     @property
     def ok(self) -> bool:
         """No recipient failed (gone recipients are not failures)."""
         return not self.failed
 
+    @property
+    def calls(self) -> int:
+        """Management API calls made (first attempts plus retries)."""
+        return self.attempted + self.retried
+
+    @property
+    def rate(self) -> float:
+        """Recipients handled per second (delivered + gone)."""
+        done = self.delivered + len(self.gone)
+        return done / self.elapsed if self.elapsed > 0 else 0.0
+
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly summary (counts only)."""
         return {
+            "recipients": self.recipients,
             "delivered": self.delivered,
             "gone": len(self.gone),
             "failed": len(self.failed),
             "retried": self.retried,
+            "throttled": self.throttled,
             "elapsed": round(self.elapsed, 4),
+            "first_error": self.first_error,
         }
 
 
@@ -62,114 +118,435 @@ def check_size(data: bytes) -> bytes:
     return data
 
 
-def _retryable(exc: TransportError) -> bool:
-    return isinstance(exc, ThrottledError) or exc.status is None or exc.status >= 500
+@attrs.frozen
+class RetryPolicy:
+    """Which failures are retried and how long to wait.
+
+    The wait before retry ``n`` (1-based) is "equal jitter": half of
+    ``min(max_delay, base_delay * 2 ** (n - 1))`` plus a random part up to the other
+    half, and at least a 429's ``Retry-After``. A retry is only made if it can start
+    before the send's deadline.
+    """
+
+    max_attempts: int = 5
+    base_delay: float = 0.05
+    max_delay: float = 2.0
+
+    @staticmethod
+    def retryable(exc: TransportError) -> bool:
+        """429, 5xx and network errors (no status) are retried; 410 and other 4xx not."""
+        if isinstance(exc, GoneError):
+            return False
+        return isinstance(exc, ThrottledError) or exc.status is None or exc.status >= 500
+
+    def delay(self, attempt: int, exc: TransportError) -> float:
+        """Seconds to wait after failed attempt number ``attempt``."""
+        cap = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        wait_for = cap / 2 + random.uniform(0, cap / 2)
+        if isinstance(exc, ThrottledError) and exc.retry_after:
+            wait_for = max(wait_for, float(exc.retry_after))
+        return wait_for
 
 
-class _Counters:
-    def __init__(self) -> None:
+class _Pacer:
+    """Spaces calls at least ``1 / rate`` seconds apart (thread-safe)."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take the next slot; return how long to wait for it."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+            return slot - now
+
+
+class _State:
+    """Counters of one send. The async engine mutates it from one thread only; the
+    thread engine holds ``lock``."""
+
+    def __init__(self, end: float, policy: RetryPolicy, pacer: _Pacer | None):
         self.lock = threading.Lock()
+        self.end = end
+        self.policy = policy
+        self.pacer = pacer
         self.delivered = 0
         self.retried = 0
+        self.throttled = 0
         self.attempted = 0
+        self.recipients = 0
         self.gone: list[str] = []
         self.failed: list[str] = []
+        self.first_error: str | None = None
+        self.fatal: BaseException | None = None
+        #: ids the async engine never called (deadline or a fatal error came first)
+        self.not_attempted: list[str] = []
+
+    def note_error(self, exc: BaseException) -> None:
+        if self.first_error is None:
+            self.first_error = f"{type(exc).__name__}: {exc}"
+
+    def outcome(self, cid: str, exc: BaseException | None, attempt: int, now: float) -> float:
+        """Record a finished call. Returns a retry delay, or ``-1`` when ``cid`` is done."""
+        if exc is None:
+            self.delivered += 1
+            self.attempted += 1
+            return -1
+        if isinstance(exc, GoneError):
+            self.gone.append(cid)
+            self.attempted += 1
+            return -1
+        if isinstance(exc, ThrottledError):
+            self.throttled += 1
+        if isinstance(exc, TransportError) and self.policy.retryable(exc):
+            delay = self.policy.delay(attempt, exc)
+            if attempt < self.policy.max_attempts and now + delay < self.end and not self.fatal:
+                self.retried += 1
+                return delay
+        self.note_error(exc)
+        fatal = isinstance(exc, ConfigurationError) or (
+            isinstance(exc, TransportError) and exc.status in _FATAL_STATUSES
+        )
+        if fatal and self.fatal is None:
+            self.fatal = exc
+        self.failed.append(cid)
+        self.attempted += 1
+        return -1
+
+    def stopped(self, now: float) -> bool:
+        return self.fatal is not None or now >= self.end
+
+    def attempt_timeout(self, now: float) -> float:
+        """Per-call timeout: the time left before the deadline, at least one second."""
+        return max(1.0, self.end - now)
 
 
-def _deliver(
-    transport: Transport,
-    cid: str,
-    data: bytes,
-    counters: _Counters,
-    deadline: float,
-    max_attempts: int,
-    base_delay: float,
-) -> None:
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            transport.post(cid, data)
-        except GoneError:
-            with counters.lock:
-                counters.attempted += 1
-                counters.gone.append(cid)
-            return
-        except TransportError as exc:
-            delay = base_delay * (2 ** (attempt - 1)) * (0.5 + random.random())
-            if isinstance(exc, ThrottledError) and exc.retry_after:
-                delay = max(delay, exc.retry_after)
-            if _retryable(exc) and attempt < max_attempts and time.monotonic() + delay < deadline:
-                with counters.lock:
-                    counters.retried += 1
-                time.sleep(delay)
-                continue
-            log.warning("send to %s failed after %d attempt(s): %s", cid, attempt, exc)
-            with counters.lock:
-                counters.attempted += 1
-                counters.failed.append(cid)
-            return
-        except Exception:
-            log.exception("send to %s failed", cid)
-            with counters.lock:
-                counters.attempted += 1
-                counters.failed.append(cid)
-            return
-        with counters.lock:
-            counters.attempted += 1
-            counters.delivered += 1
-        return
+def _iter_ids(batches: Iterable[Sequence[str] | str]) -> Iterator[Sequence[str]]:
+    for batch in batches:
+        yield (batch,) if isinstance(batch, str) else batch
 
 
 def fanout(
     transport: Transport,
     data: bytes,
-    batches: Iterable[Sequence[str]],
+    batches: Iterable[Sequence[str] | str],
     *,
     storage: Storage | None = None,
-    concurrency: int = 32,
+    concurrency: int = 64,
     deadline: float = 25.0,
     max_attempts: int = 5,
     base_delay: float = 0.05,
+    max_rate: float | None = None,
+    policy: RetryPolicy | None = None,
 ) -> SendReport:
-    """Send ``data`` to every id in ``batches`` (an iterable of id batches, streamed).
+    """Send ``data`` to every id in ``batches``; block until done or the deadline.
 
-    At most ``concurrency`` calls are in flight; at most ``2 * concurrency`` ids are queued,
-    so recipients are pulled from storage as the send progresses. Ids not attempted before
-    ``deadline`` seconds are reported as failed. Gone ids are marked disconnected in
-    ``storage`` with one bulk call at the end.
+    :param batches: an iterable of id batches (what
+        :meth:`~apigw_ws_core.storage.Storage.iter_connection_ids` yields), or of ids.
+        It is consumed lazily in the calling thread: at most about two batches are held
+        ahead of the sends.
+    :param storage: where ids answered 410 are marked disconnected (one bulk call).
+    :param concurrency: Management API calls in flight at most.
+    :param deadline: seconds for the whole send; retries that cannot start before it are
+        not made, and ids not attempted by then are reported as failed.
+    :param max_attempts: calls per recipient at most (first call included).
+    :param base_delay: first backoff step in seconds (doubles per retry, jittered).
+    :param max_rate: calls per second at most (``None``: unpaced). API Gateway's account
+        throttle of 10,000 requests/s is shared by every API and ``@connections`` call.
+    :param policy: a :class:`RetryPolicy` (overrides ``max_attempts``/``base_delay``).
+    :raises PayloadTooLarge: before any call if ``data`` exceeds 131072 bytes.
+    :raises ConfigurationError: no credentials, or TLS verification failed (after
+        marking the gone ids collected so far).
     """
     check_size(data)
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    if max_rate is not None and max_rate <= 0:
+        raise ValueError("max_rate must be positive")
     started = time.monotonic()
-    end = started + deadline
-    counters = _Counters()
+    state = _State(
+        started + deadline,
+        policy or RetryPolicy(max_attempts=max_attempts, base_delay=base_delay),
+        _Pacer(max_rate) if max_rate else None,
+    )
     skipped: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="apigw-ws") as pool:
+    if isinstance(transport, AsyncTransport):
+        _run_async(transport, Payload.of(data), _iter_ids(batches), state, concurrency, skipped)
+    elif concurrency == 1:
+        _run_inline(transport, data, _iter_ids(batches), state, skipped)
+    else:
+        _run_threads(transport, data, _iter_ids(batches), state, concurrency, skipped)
+    marked = 0
+    if state.gone and storage is not None:
+        try:
+            marked = storage.mark_disconnected(state.gone, datetime.now(UTC))
+        except Exception:
+            log.exception("could not mark %d gone connection(s) disconnected", len(state.gone))
+    report = SendReport(
+        delivered=state.delivered,
+        gone=tuple(state.gone),
+        failed=tuple(state.failed + skipped),
+        retried=state.retried,
+        attempted=state.attempted,
+        elapsed=time.monotonic() - started,
+        marked_disconnected=marked,
+        throttled=state.throttled,
+        recipients=state.recipients,
+        first_error=state.first_error,
+    )
+    if report.failed:
+        log.warning(
+            "send: %d delivered, %d gone, %d failed (%d not attempted); first error: %s",
+            report.delivered,
+            len(report.gone),
+            len(report.failed),
+            len(skipped),
+            report.first_error or "deadline reached",
+        )
+    if isinstance(state.fatal, ConfigurationError):
+        raise state.fatal
+    return report
+
+
+# --- the async engine (AsyncTransport) ----------------------------------------------
+
+
+def _run_async(
+    transport: AsyncTransport,
+    payload: Payload,
+    batches: Iterator[Sequence[str]],
+    state: _State,
+    concurrency: int,
+    skipped: list[str],
+) -> None:
+    """Feed batches from this thread to an engine coroutine on the transport's loop."""
+    transport.refresh()
+    loop = transport.loop
+    queue: asyncio.Queue[Sequence[str] | None] = asyncio.Queue()
+    slots = threading.Semaphore(2)  # batches handed over but not yet dispatched
+    engine = transport.submit(_engine(transport, payload, queue, slots, state, concurrency))
+    try:
+        for batch in batches:
+            while not slots.acquire(timeout=0.5):
+                if engine.done():
+                    break
+            if engine.done():
+                break
+            state.recipients += len(batch)  # only this thread writes it
+            if state.stopped(time.monotonic()):
+                skipped.extend(batch)
+                slots.release()
+                continue
+            transport.refresh()  # blocking credential refresh happens here, not on the loop
+            loop.call_soon_threadsafe(queue.put_nowait, batch)
+    finally:
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+        engine.result()
+    skipped.extend(state.not_attempted)
+
+
+async def _engine(
+    transport: AsyncTransport,
+    payload: Payload,
+    queue: asyncio.Queue[Sequence[str] | None],
+    slots: threading.Semaphore,
+    state: _State,
+    concurrency: int,
+) -> None:
+    sem = asyncio.Semaphore(concurrency)
+    loop = asyncio.get_running_loop()
+    outstanding = 0
+    all_done = asyncio.Event()
+    feeding = True
+    tasks: set[asyncio.Task[None]] = set()
+    not_attempted = state.not_attempted
+
+    def finish() -> None:
+        nonlocal outstanding
+        outstanding -= 1
+        if outstanding == 0 and not feeding:
+            all_done.set()
+
+    def spawn(cid: str, attempt: int, holding: bool) -> None:
+        task = loop.create_task(call(cid, attempt, holding))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def call(cid: str, attempt: int, holding: bool) -> None:
+        if not holding:
+            await sem.acquire()
+        try:
+            now = time.monotonic()
+            if state.stopped(now):
+                if attempt == 1:
+                    not_attempted.append(cid)
+                else:  # a retry whose turn came too late
+                    state.note_error(TransportError("send deadline reached before a retry"))
+                    state.failed.append(cid)
+                    state.attempted += 1
+                finish()
+                return
+            if state.pacer is not None:
+                pause = state.pacer.reserve()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+            error: BaseException | None = None
+            try:
+                await transport.apost(cid, payload, timeout=state.attempt_timeout(now))
+            except Exception as exc:
+                error = exc
+            delay = state.outcome(cid, error, attempt, time.monotonic())
+            if delay < 0:
+                finish()
+            else:
+                loop.call_later(delay, spawn, cid, attempt + 1, False)
+        finally:
+            sem.release()
+
+    try:
+        while True:
+            batch = await queue.get()
+            if batch is None:
+                break
+            slots.release()
+            for cid in batch:
+                if state.stopped(time.monotonic()):
+                    not_attempted.append(cid)
+                    continue
+                await sem.acquire()
+                outstanding += 1
+                spawn(cid, 1, True)
+        feeding = False
+        if outstanding:
+            await all_done.wait()
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+# --- the thread engine (any Transport) ------------------------------------------------
+
+
+def _post_with_retries(transport: Transport, cid: str, data: bytes, state: _State) -> None:
+    attempt = 0
+    while True:
+        attempt += 1
+        if state.pacer is not None:
+            pause = state.pacer.reserve()
+            if pause > 0:
+                time.sleep(pause)
+        error: BaseException | None = None
+        try:
+            transport.post(cid, data)
+        except Exception as exc:
+            error = exc
+        with state.lock:
+            delay = state.outcome(cid, error, attempt, time.monotonic())
+        if delay < 0:
+            return
+        time.sleep(delay)
+
+
+def _run_inline(
+    transport: Transport,
+    data: bytes,
+    batches: Iterator[Sequence[str]],
+    state: _State,
+    skipped: list[str],
+) -> None:
+    for batch in batches:
+        state.recipients += len(batch)
+        for cid in batch:
+            if state.stopped(time.monotonic()):
+                skipped.append(cid)
+                continue
+            _post_with_retries(transport, cid, data, state)
+
+
+def _run_threads(
+    transport: Transport,
+    data: bytes,
+    batches: Iterator[Sequence[str]],
+    state: _State,
+    concurrency: int,
+    skipped: list[str],
+) -> None:
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="apigw-ws") as pool:
         pending: set[Future[None]] = set()
         for batch in batches:
+            state.recipients += len(batch)
             for cid in batch:
-                if time.monotonic() >= end:
+                if state.stopped(time.monotonic()):
                     skipped.append(cid)
                     continue
                 while len(pending) >= 2 * concurrency:
                     _done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                pending.add(
-                    pool.submit(
-                        _deliver, transport, cid, data, counters, end, max_attempts, base_delay
-                    )
-                )
+                pending.add(pool.submit(_post_with_retries, transport, cid, data, state))
         wait(pending)
-    marked = 0
-    if counters.gone and storage is not None:
-        marked = storage.mark_disconnected(counters.gone, datetime.now(UTC))
-    if skipped:
-        log.warning("send deadline reached; %d recipient(s) not attempted", len(skipped))
-    return SendReport(
-        delivered=counters.delivered,
-        gone=tuple(counters.gone),
-        failed=tuple(counters.failed + skipped),
-        retried=counters.retried,
-        attempted=counters.attempted,
-        elapsed=time.monotonic() - started,
-        marked_disconnected=marked,
-    )
+
+
+# --- background sends -----------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class SendJob:
+    """A send to run later, elsewhere: the encoded payload and the target.
+
+    ``as_dict()`` / ``from_dict()`` give a JSON-serialisable form for task queues (Celery,
+    RQ, Dramatiq ...): enqueue ``job.as_dict()``, and in the worker call
+    :meth:`~apigw_ws_core.app.WebSocketApp.run_send_job` with it. Calling a job made by
+    :meth:`~apigw_ws_core.app.WebSocketApp.send_in_background` runs it in-process.
+    """
+
+    payload: bytes
+    connection_id: str | None = None
+    channel: str | None = None
+    user_id: str | None = None
+    everyone: bool = False
+    sender: Callable[..., SendReport] | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`~apigw_ws_core.app.WebSocketApp.send`."""
+        target: dict[str, Any] = {}
+        if self.connection_id is not None:
+            target["connection_id"] = self.connection_id
+        if self.channel is not None:
+            target["channel"] = self.channel
+        if self.user_id is not None:
+            target["user_id"] = self.user_id
+        if self.everyone:
+            target["everyone"] = True
+        return target
+
+    def __call__(self) -> SendReport:
+        """Run the send with the app that made the job."""
+        if self.sender is None:
+            raise RuntimeError("this SendJob is not bound to an app; use app.run_send_job(job)")
+        return self.sender(self.payload, **self.target)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the payload base64-encoded)."""
+        return {
+            "payload_b64": base64.b64encode(self.payload).decode("ascii"),
+            "connection_id": self.connection_id,
+            "channel": self.channel,
+            "user_id": self.user_id,
+            "everyone": self.everyone,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SendJob:
+        """Inverse of :meth:`as_dict` (unbound: run it with ``app.run_send_job``)."""
+        return cls(
+            payload=base64.b64decode(data["payload_b64"]),
+            connection_id=data.get("connection_id"),
+            channel=data.get("channel"),
+            user_id=data.get("user_id"),
+            everyone=bool(data.get("everyone", False)),
+        )
