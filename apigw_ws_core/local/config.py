@@ -182,7 +182,7 @@ class Integration:
                 f"integration type {self.type!r} is not supported locally "
                 "(use HTTP_PROXY or AWS_PROXY)"
             )
-        if self.type == "HTTP_PROXY" and not re.match(r"https?://", self.uri):
+        if self.type == "HTTP_PROXY" and not re.match(r"https?://|\$\{stageVariables\.", self.uri):
             raise ConfigError(f"HTTP_PROXY integration needs an http(s) uri, got {self.uri!r}")
         if self.type == "AWS_PROXY" and self.handler is None and ":" not in self.uri:
             raise ConfigError(
