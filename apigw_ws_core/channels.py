@@ -75,8 +75,13 @@ class ChannelRule:
     kind: Kind
 
     def matches(self, channel: str) -> bool:
-        """Whether this rule applies to ``channel``."""
-        return fnmatch.fnmatchcase(channel, self.pattern)
+        """Whether this rule applies to ``channel``, ignoring case.
+
+        Case-insensitive on purpose: a database with a case-insensitive collation would
+        treat ``USER.7`` and ``user.7`` as one channel, so ``USER.7`` must not slip past the
+        ``user.*`` rule as "public". (``OWNER`` then compares exactly, so it is denied.)
+        """
+        return fnmatch.fnmatchcase(channel.lower(), self.pattern.lower())
 
 
 def _rules(value: Iterable[ChannelRule]) -> tuple[ChannelRule, ...]:
