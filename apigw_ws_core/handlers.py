@@ -69,14 +69,20 @@ class WebSocketView:
 
     @classmethod
     def handler_methods(cls) -> Iterator[tuple[str, str, Permission | None]]:
-        """``(wire_name, method_name, permission)`` for each marked method."""
+        """``(wire_name, method_name, permission)`` for each marked method.
+
+        The most derived definition of a name decides: a subclass that overrides a marked
+        method without marking it again (or sets it to ``None``) removes the handler.
+        """
         seen: set[str] = set()
         for klass in cls.__mro__:
             for attr, value in vars(klass).items():
-                mark = getattr(value, _MARK, None)
-                if mark is None or attr in seen:
+                if attr in seen:
                     continue
                 seen.add(attr)
+                mark = getattr(value, _MARK, None)
+                if not isinstance(mark, dict):
+                    continue
                 yield mark["name"] or attr, attr, mark["permission"]
 
 
