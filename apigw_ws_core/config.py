@@ -52,6 +52,23 @@ def _rate(value: Any) -> RateLimit | None:
     return RateLimit.parse(value)
 
 
+def _check_secret(instance: Any, attribute: Any, value: str | None) -> None:
+    """The secret travels in an HTTP header: printable ASCII, no surrounding spaces.
+
+    Servers decode header bytes as Latin-1 (PEP 3333) and strip surrounding whitespace, so
+    anything else would never compare equal (or would compare equal to something else).
+    """
+    if value is None or value == "":  # no secret: HTTP calls are refused (see verify)
+        return
+    if not isinstance(value, str):
+        raise ConfigurationError("secret must be a string (or None)")
+    if value != value.strip() or not all(" " <= ch <= "~" for ch in value):
+        raise ConfigurationError(
+            "secret must be printable ASCII without leading or trailing spaces; "
+            "generate one with secrets.token_urlsafe(32)"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything the pipeline needs to know. Every field has a safe default.
@@ -61,7 +78,7 @@ class Config:
     """
 
     #: Shared secret that API Gateway sends in ``X-Apigw-Ws-Secret`` (set at provisioning).
-    secret: str | None = attrs.field(default=None, repr=False)
+    secret: str | None = attrs.field(default=None, repr=False, validator=_check_secret)
     #: Accept HTTP calls without a secret. Never in production.
     allow_insecure_no_secret: bool = False
     #: If non-empty, only these API ids / stages are accepted (on top of the secret).
