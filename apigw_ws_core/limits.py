@@ -9,6 +9,7 @@ Django's cache framework.
 from __future__ import annotations
 
 import abc
+import hashlib
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +62,19 @@ class RateLimiter(abc.ABC):
             raise RateLimited(retry_after=retry)
 
 
+#: Longest counter key stored as is; longer keys are shortened with a digest so that they
+#: always fit the storage column (255 characters) whatever a user id looks like.
+MAX_KEY_LENGTH = 200
+
+
+def storage_key(key: str) -> str:
+    """``key`` itself, or a prefix plus its SHA-256 when longer than :data:`MAX_KEY_LENGTH`."""
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{key[:64]}#{digest}"
+
+
 class StorageRateLimiter(RateLimiter):
     """Counters in the app's storage (one atomic upsert per hit)."""
 
@@ -70,7 +84,7 @@ class StorageRateLimiter(RateLimiter):
     def incr(self, key: str, window: int, now: datetime) -> int:
         """See :meth:`RateLimiter.incr`."""
         start = _window_start(now, window)
-        return self.storage.incr_counter(key, start, start + timedelta(seconds=window))
+        return self.storage.incr_counter(storage_key(key), start, start + timedelta(seconds=window))
 
 
 class MemoryRateLimiter(RateLimiter):
