@@ -8,15 +8,18 @@ else, and is logged without secrets. Rejections happen before any write.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -24,6 +27,7 @@ from apigw_ws_core.channels import ChannelPolicy, default_policy, validate_chann
 from apigw_ws_core.config import Config
 from apigw_ws_core.context import HandlerContext
 from apigw_ws_core.errors import (
+    BadRequest,
     ConfigurationError,
     Forbidden,
     GoneError,
@@ -36,12 +40,18 @@ from apigw_ws_core.errors import (
     TokenRequired,
     UnknownConnection,
 )
-from apigw_ws_core.events import ConnectEvent, DisconnectEvent, Event, MessageEvent
+from apigw_ws_core.events import (
+    HEADER_SECRET,
+    ConnectEvent,
+    DisconnectEvent,
+    Event,
+    MessageEvent,
+)
 from apigw_ws_core.fanout import SendJob, SendReport, check_size, fanout
 from apigw_ws_core.handlers import HandlerFunc, HandlerRegistry, Permission, WebSocketView
 from apigw_ws_core.limits import RateLimiter, StorageRateLimiter
 from apigw_ws_core.storage import Session, Storage
-from apigw_ws_core.tokens import consume_token, issue_token
+from apigw_ws_core.tokens import check_bindings, issue_token, take_token
 from apigw_ws_core.transport import ManagementApiTransport, Transport
 
 __all__ = ["Reply", "WebSocketApp", "encode_payload"]
@@ -93,21 +103,81 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _json_depth_ok(value: Any, limit: int) -> bool:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_problem(value: Any, limit: int) -> str | None:
+    """Why a parsed message is unacceptable, or ``None``: nesting deeper than ``limit``, or
+    a string (key or value) with a lone surrogate (``"\\ud800"`` is valid JSON syntax but
+    no valid text: it could not be sent or stored as UTF-8)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
-            return False
+            return "Message is nested too deeply."
         if isinstance(item, dict):
+            if any(_SURROGATE.search(k) for k in item):
+                return "Message contains an unpaired surrogate."
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-    return True
+        elif isinstance(item, str) and _SURROGATE.search(item):
+            return "Message contains an unpaired surrogate."
+    return None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999999 parses to inf: not a JSON number we can echo
+        raise ValueError("number out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # {"action": "a", "action": "b"}: parsers disagree; refuse
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+def secret_matches(presented: str | None, expected: str) -> bool:
+    """Constant-time comparison of a presented secret with the configured one.
+
+    Both sides are hashed first, so the time taken reveals neither content nor length;
+    any string (non-ASCII, lone surrogates) is handled without raising.
+    """
+    return hmac.compare_digest(_digest(presented or ""), _digest(expected))
+
+
+#: A subprotocol we may echo: an RFC 7230 token, nothing that could split a header.
+_SUBPROTOCOL_RE = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
+
+
+def _clean_text(value: str, limit: int) -> str:
+    """``value`` fit for a storage column: printable characters only, at most ``limit``."""
+    return "".join(ch for ch in value[: limit * 2] if ch.isprintable())[:limit]
+
+
+def _ip_bucket(ip: str) -> str:
+    """The rate-limit bucket of an address: itself for IPv4, its /64 for IPv6 (one
+    client usually holds a whole /64)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
 
 
 def _safe(value: str, limit: int = 64) -> str:
@@ -225,21 +295,34 @@ class WebSocketApp:
             )
             return Reply.from_error(error)
 
-    def reject(self, error: RequestError) -> Reply:
-        """The reply for an error raised before an event could be built (adapters)."""
+    def reject(self, error: RequestError, headers: Mapping[str, str] | None = None) -> Reply:
+        """The reply for an error raised before an event could be built (adapters).
+
+        Pass the request's ``headers`` for HTTP calls: a caller that does not hold the
+        gateway secret then gets ``403 forbidden`` whatever else was wrong, so that
+        unauthenticated callers learn nothing about what we would accept.
+        """
+        if headers is not None:
+            try:
+                self._verify_secret({k.lower(): v for k, v in headers.items()}.get(HEADER_SECRET))
+            except Forbidden as forbidden:
+                error = forbidden
         log.warning("rejected request: %s (%s)", error.code, error.message)
         return Reply.from_error(error)
+
+    def _verify_secret(self, presented: str | None) -> None:
+        cfg = self.config
+        if cfg.secret:
+            if not secret_matches(presented, cfg.secret):
+                raise Forbidden("Missing or wrong gateway secret.")
+        elif not cfg.allow_insecure_no_secret:
+            raise Forbidden("Gateway secret is not configured on the server.")
 
     def verify(self, event: Event) -> None:
         """Prove the call came from our API Gateway; raise ``Forbidden`` otherwise."""
         cfg = self.config
         if event.source == "http":
-            if cfg.secret:
-                presented = (event.secret or "").encode("utf-8", "surrogatepass")
-                if not hmac.compare_digest(presented, cfg.secret.encode("utf-8")):
-                    raise Forbidden("Missing or wrong gateway secret.")
-            elif not cfg.allow_insecure_no_secret:
-                raise Forbidden("Gateway secret is not configured on the server.")
+            self._verify_secret(event.secret)
         if cfg.allowed_stages and event.stage not in cfg.allowed_stages:
             raise Forbidden("Stage not allowed.")
         if cfg.allowed_api_ids and event.api_id not in cfg.allowed_api_ids:
@@ -248,16 +331,22 @@ class WebSocketApp:
     def _connect(self, event: ConnectEvent) -> Reply:
         cfg = self.config
         now = self.clock()
-        self.rate_limiter.hit(f"connect:ip:{event.source_ip}", cfg.connect_rate_per_ip, now)
+        self.rate_limiter.hit(
+            f"connect:ip:{_ip_bucket(event.source_ip)}", cfg.connect_rate_per_ip, now
+        )
         self.check_origin(event.origin)
+        repeated = event.repeated_params & {cfg.channel_query_param, cfg.token_query_param}
+        if repeated:
+            raise BadRequest(f"Repeated query parameter: {sorted(repeated)[0]}.")
         channel = validate_channel(event.query.get(cfg.channel_query_param) or cfg.default_channel)
         user_id: str | None = None
         token = event.query.get(cfg.token_query_param)
         if token:
-            user_id = consume_token(
-                self.storage, token, now=now, channel=channel, origin=event.origin
-            ).user_id
+            record = take_token(self.storage, token, now=now)
+            user_id = record.user_id
+            # counted before the binding check: wrong-channel/origin attempts count too
             self.rate_limiter.hit(f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
+            check_bindings(record, channel=channel, origin=event.origin)
         elif cfg.require_token:
             raise TokenRequired()
         self.policy.check(user_id, channel)
@@ -266,10 +355,10 @@ class WebSocketApp:
             channel_name=channel,
             user_id=user_id,
             connected=True,
-            source_ip=event.source_ip[:64],
-            user_agent=event.user_agent[:255],
-            stage=event.stage[:64],
-            api_id=event.api_id[:64],
+            source_ip=_clean_text(event.source_ip, 64),
+            user_agent=_clean_text(event.user_agent, 255),
+            stage=_clean_text(event.stage, 64),
+            api_id=_clean_text(event.api_id, 64),
             connected_at=now,
         )
         self.storage.create_session(session)
@@ -278,7 +367,9 @@ class WebSocketApp:
         headers = {}
         offered = event.headers.get("sec-websocket-protocol")
         if offered:
-            headers["Sec-WebSocket-Protocol"] = offered.split(",")[0].strip()
+            first = offered.split(",")[0].strip()
+            if _SUBPROTOCOL_RE.match(first):
+                headers["Sec-WebSocket-Protocol"] = first
         return Reply(200, b"", tuple(headers.items()))
 
     def check_origin(self, origin: str | None) -> None:
@@ -321,13 +412,19 @@ class WebSocketApp:
     def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
             text = raw.decode("utf-8")
-            value = json.loads(text, parse_constant=_reject_constant)
+            value = json.loads(
+                text,
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+                object_pairs_hook=_unique_keys,
+            )
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InvalidJson() from exc
         if not isinstance(value, dict):
             raise InvalidMessage()
-        if not _json_depth_ok(value, self.config.max_json_depth):
-            raise InvalidJson("Message is nested too deeply.")
+        problem = _json_problem(value, self.config.max_json_depth)
+        if problem is not None:
+            raise InvalidJson(problem)
         return value
 
     def _disconnect(self, event: DisconnectEvent) -> Reply:
@@ -359,10 +456,14 @@ class WebSocketApp:
         Rate limited per user (``token_rate_per_user``); raises ``RateLimited``.
         """
         now = self.clock()
+        if user_id is None or not str(user_id) or len(str(user_id)) > 64:
+            raise ValueError("issue_token needs a user id of 1-64 characters (not None)")
         uid = str(user_id)
-        self.rate_limiter.hit(f"token:user:{uid}", self.config.token_rate_per_user, now)
         if channel is not None:
             validate_channel(channel)
+        if origin is not None and (len(origin) > 255 or _parse_origin(origin) is None):
+            raise BadRequest("Malformed origin.")
+        self.rate_limiter.hit(f"token:user:{uid}", self.config.token_rate_per_user, now)
         token, _ = issue_token(
             self.storage, uid, now=now, ttl=self.config.token_ttl, channel=channel, origin=origin
         )
@@ -516,21 +617,44 @@ class WebSocketApp:
             self._transport.close()
 
 
+#: ``scheme://host[:port]`` and nothing else (an optional trailing ``/`` is tolerated).
+_ORIGIN_RE = re.compile(
+    r"\A(?P<scheme>[a-z][a-z0-9+.-]{0,31})://"
+    r"(?P<host>\*\.[a-z0-9_.-]{1,253}|[a-z0-9_.-]{1,253}|\[[0-9a-f:.]{2,45}\])"
+    r"(?::(?P<port>[0-9]{1,5}))?/?\Z",
+    re.IGNORECASE,
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _parse_origin(value: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` lower-cased with the default port filled in, or ``None``
+    if ``value`` is not exactly ``scheme://host[:port]`` (no user info, path, query,
+    fragment, whitespace or control characters)."""
+    m = _ORIGIN_RE.match(value)
+    if m is None:
+        return None
+    scheme, host = m["scheme"].lower(), m["host"].lower()
+    port = int(m["port"]) if m["port"] else _DEFAULT_PORTS.get(scheme)
+    if port is not None and not 0 < port < 65536:
+        return None
+    return scheme, host, port
+
+
 def _origin_allowed(origin: str, allowed: tuple[str, ...], wildcards: bool) -> bool:
-    parts = urlsplit(origin.strip())
-    if not parts.scheme or not parts.hostname or parts.path not in ("", "/"):
+    parsed = _parse_origin(origin)
+    if parsed is None or parsed[1].startswith("*"):
         return False
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    scheme, host, port = parsed
     for pattern in allowed:
-        p = urlsplit(pattern)
-        p_port = p.port or {"http": 80, "https": 443}.get(p.scheme)
-        if p.scheme != parts.scheme or p_port != port or not p.hostname:
+        p = _parse_origin(pattern.strip())
+        if p is None or p[0] != scheme or p[2] != port:
             continue
-        if p.hostname == parts.hostname:
+        if p[1] == host:
             return True
-        if wildcards and p.hostname.startswith("*."):
-            suffix = p.hostname[1:]
-            if parts.hostname.endswith(suffix) and len(parts.hostname) > len(suffix):
+        if wildcards and p[1].startswith("*."):
+            suffix = p[1][1:]
+            if host.endswith(suffix) and len(host) > len(suffix):
                 return True
     return False
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -36,6 +37,7 @@ __all__ = [
     "DisconnectEvent",
     "Event",
     "MessageEvent",
+    "clean_ip",
     "from_http",
     "from_lambda",
 ]
@@ -69,6 +71,34 @@ def _freeze_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
+#: Header and query keys whose values never appear in ``repr()`` (and so in tracebacks or
+#: error reports that render local variables).
+_SENSITIVE_WORDS = ("secret", "token", "cookie", "authorization", "api-key", "apikey", "password")
+
+
+def _redacted(mapping: Mapping[str, str]) -> str:
+    """``repr`` of a header or query mapping with sensitive values replaced by ``'***'``."""
+    shown = {
+        k: "***" if any(w in k.lower() for w in _SENSITIVE_WORDS) else v for k, v in mapping.items()
+    }
+    return repr(shown)
+
+
+def clean_ip(value: str) -> str:
+    """``value`` as a normalised IP address, or ``""`` when it is not one.
+
+    Keeps odd header content (long strings, control characters, ``host:port``) out of
+    rate-limit keys, logs and storage columns.
+    """
+    try:
+        addr = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return ""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
 @attrs.frozen(kw_only=True)
 class BaseEvent:
     """Fields every event carries.
@@ -85,7 +115,9 @@ class BaseEvent:
     api_id: str = ""
     source_ip: str = ""
     user_agent: str = ""
-    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_headers)
+    headers: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_freeze_headers, repr=_redacted
+    )
     secret: str | None = attrs.field(default=None, repr=False)
     source: Source = "http"
     received_at: datetime = attrs.field(factory=_utcnow)
@@ -96,10 +128,13 @@ class BaseEvent:
 @attrs.frozen(kw_only=True)
 class ConnectEvent(BaseEvent):
     """``$connect``: a client asks to open a WebSocket. ``query`` is the client's query
-    string (single values; the last one wins), ``origin`` its ``Origin`` header."""
+    string (single values; the last one wins), ``origin`` its ``Origin`` header.
+    ``repeated_params`` names the query keys that appeared more than once (the pipeline
+    refuses a repeated token or channel parameter)."""
 
-    query: Mapping[str, str] = attrs.field(factory=dict)
+    query: Mapping[str, str] = attrs.field(factory=dict, repr=_redacted)
     origin: str | None = None
+    repeated_params: frozenset[str] = frozenset()
     event_type: EventType = attrs.field(init=False, default="CONNECT")
 
 
@@ -130,6 +165,20 @@ def _check_connection_id(value: str | None) -> str:
     return value
 
 
+def _connection_id_header(h: Mapping[str, str]) -> str:
+    """The connection id from our mapped header or the legacy ``connectionId`` one.
+
+    On ``$connect`` API Gateway forwards the client's own headers, so a client can add
+    whichever of the two the deployment does not map. Two different values mean one was
+    forged: refuse rather than guess.
+    """
+    primary = h.get(HEADER_CONNECTION_ID)
+    legacy = h.get(HEADER_LEGACY_CONNECTION_ID)
+    if primary and legacy and primary != legacy:
+        raise InvalidConnectionId("Conflicting connection id headers.")
+    return _check_connection_id(primary or legacy)
+
+
 def _check_body(body: bytes, max_body: int) -> bytes:
     if len(body) > max_body:
         raise BodyTooLarge(f"Message body exceeds {max_body} bytes.")
@@ -151,9 +200,7 @@ def from_http(
     subclasses for malformed calls; never touches storage.
     """
     h = _freeze_headers(headers)
-    connection_id = _check_connection_id(
-        h.get(HEADER_CONNECTION_ID) or h.get(HEADER_LEGACY_CONNECTION_ID)
-    )
+    connection_id = _connection_id_header(h)
     declared = h.get(HEADER_EVENT_TYPE, "").upper()
     kind: EventType = (
         "CONNECT" if route == "connect" else "DISCONNECT" if route == "disconnect" else "MESSAGE"
@@ -165,17 +212,21 @@ def from_http(
         "request_id": h.get(HEADER_REQUEST_ID, ""),
         "stage": h.get(HEADER_STAGE, ""),
         "api_id": h.get(HEADER_API_ID, ""),
-        "source_ip": h.get(HEADER_SOURCE_IP) or _first_forwarded(h.get("x-forwarded-for", "")),
+        "source_ip": clean_ip(
+            h.get(HEADER_SOURCE_IP) or _first_forwarded(h.get("x-forwarded-for", ""))
+        ),
         "user_agent": h.get("user-agent", ""),
-        "headers": h,
+        "headers": {k: v for k, v in h.items() if k != HEADER_SECRET},
         "secret": h.get(HEADER_SECRET),
         "source": "http",
     }
     if kind == "CONNECT":
-        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+        query = dict(pairs)
         return ConnectEvent(
             route_key=h.get(HEADER_ROUTE_KEY, "$connect"),
             query=query,
+            repeated_params=_repeated(k for k, _ in pairs),
             origin=h.get("origin"),
             **common,
         )
@@ -187,6 +238,14 @@ def from_http(
 
 def _first_forwarded(value: str) -> str:
     return value.split(",")[0].strip()
+
+
+def _repeated(keys: Iterable[str]) -> frozenset[str]:
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for key in keys:
+        (twice if key in seen else seen).add(key)
+    return frozenset(twice)
 
 
 def from_lambda(event: Mapping[str, Any], *, max_body: int = MAX_BODY_BYTES) -> Event:
@@ -210,9 +269,9 @@ def from_lambda(event: Mapping[str, Any], *, max_body: int = MAX_BODY_BYTES) -> 
         "request_id": str(ctx.get("requestId") or ""),
         "stage": str(ctx.get("stage") or ""),
         "api_id": str(ctx.get("apiId") or ""),
-        "source_ip": str((identity or {}).get("sourceIp") or ""),
+        "source_ip": clean_ip(str((identity or {}).get("sourceIp") or "")),
         "user_agent": str((identity or {}).get("userAgent") or h.get("user-agent", "")),
-        "headers": h,
+        "headers": {k: v for k, v in h.items() if k != HEADER_SECRET},
         "secret": h.get(HEADER_SECRET),
         "source": "lambda",
     }
@@ -223,7 +282,15 @@ def from_lambda(event: Mapping[str, Any], *, max_body: int = MAX_BODY_BYTES) -> 
             if isinstance(qs, Mapping)
             else {}
         )
-        return ConnectEvent(query=query, origin=h.get("origin"), **common)
+        multi = event.get("multiValueQueryStringParameters")
+        repeated = (
+            frozenset(
+                str(k) for k, v in multi.items() if isinstance(v, list | tuple) and len(v) > 1
+            )
+            if isinstance(multi, Mapping)
+            else frozenset()
+        )
+        return ConnectEvent(query=query, repeated_params=repeated, origin=h.get("origin"), **common)
     if kind == "DISCONNECT":
         code = ctx.get("disconnectStatusCode")
         return DisconnectEvent(

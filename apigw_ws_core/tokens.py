@@ -14,7 +14,14 @@ from datetime import datetime, timedelta
 from apigw_ws_core.errors import InvalidToken
 from apigw_ws_core.storage import Storage, Token
 
-__all__ = ["TOKEN_BYTES", "consume_token", "hash_token", "issue_token"]
+__all__ = [
+    "TOKEN_BYTES",
+    "check_bindings",
+    "consume_token",
+    "hash_token",
+    "issue_token",
+    "take_token",
+]
 
 #: Random bytes per token (256 bits; the issue asks for at least 128).
 TOKEN_BYTES = 32
@@ -52,6 +59,26 @@ def issue_token(
     return plaintext, record
 
 
+def take_token(storage: Storage, token: str, *, now: datetime) -> Token:
+    """Atomically take a token (whatever its bindings); raise ``InvalidToken`` if it is
+    malformed, unknown, used or expired."""
+    if not token or len(token) > 256:
+        raise InvalidToken()
+    record = storage.consume_token(hash_token(token), now)
+    if record is None:
+        raise InvalidToken()
+    return record
+
+
+def check_bindings(record: Token, *, channel: str | None, origin: str | None) -> Token:
+    """Raise ``InvalidToken`` unless the token may open ``channel`` from ``origin``."""
+    if record.channel is not None and record.channel != channel:
+        raise InvalidToken()
+    if record.origin is not None and record.origin != origin:
+        raise InvalidToken()
+    return record
+
+
 def consume_token(
     storage: Storage,
     token: str,
@@ -65,13 +92,5 @@ def consume_token(
     The token is consumed even when a binding check fails, so a leaked token cannot be
     probed with several channels.
     """
-    if not token or len(token) > 256:
-        raise InvalidToken()
-    record = storage.consume_token(hash_token(token), now)
-    if record is None:
-        raise InvalidToken()
-    if record.channel is not None and record.channel != channel:
-        raise InvalidToken()
-    if record.origin is not None and record.origin != origin:
-        raise InvalidToken()
-    return record
+    record = take_token(storage, token, now=now)
+    return check_bindings(record, channel=channel, origin=origin)

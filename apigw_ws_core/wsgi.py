@@ -72,6 +72,7 @@ def make_wsgi_app(app: WebSocketApp, prefix: str = "") -> WSGIApp:
     """A WSGI callable serving API Gateway's HTTP_PROXY integration calls for ``app``."""
 
     def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        headers = _headers(environ)
         try:
             if environ.get("REQUEST_METHOD") != "POST":
                 raise MethodNotAllowed()
@@ -79,13 +80,13 @@ def make_wsgi_app(app: WebSocketApp, prefix: str = "") -> WSGIApp:
             body = read_body(environ, app.config.max_body_bytes)
             event = from_http(
                 route,
-                _headers(environ),
+                headers,
                 environ.get("QUERY_STRING", ""),
                 body,
                 max_body=app.config.max_body_bytes,
             )
         except RequestError as error:
-            reply = app.reject(error)
+            reply = app.reject(error, headers)
         else:
             reply = app.handle(event)
         return _respond(reply, start_response)
