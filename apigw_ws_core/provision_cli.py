@@ -89,8 +89,11 @@ class ProgressPrinter:
                 self.out.write(f"{head} ... {event.message}\n")
             self._open = False
         else:
-            self._close()
-            self.out.write(f"{head} FAILED: {event.message}\n")
+            if self._open:
+                self.out.write(f" FAILED: {event.message}\n")
+            else:
+                self.out.write(f"{head} ... FAILED: {event.message}\n")
+            self._open = False
         self.out.flush()
 
     def _close(self) -> None:
@@ -165,7 +168,7 @@ def run_action(
         if not pending and action == "destroy":
             out.write("Nothing to destroy.\n")
             return 0
-        if not assume_yes:
+        if pending and not assume_yes:
             verb = "Apply" if action == "apply" else "Destroy"
             if not (confirm or _tty_confirm)(f"{verb} these changes? [y/N] "):
                 err.write(f"{action} cancelled (pass --yes to skip this question)\n")

@@ -41,6 +41,8 @@ class MotoGaps:
     def __init__(self, session: Any, region: str = "us-east-1") -> None:
         self.region = region
         self.calls: list[tuple[str, str]] = []
+        #: (operation model, API parameters) of every call, for IAM policy checks.
+        self.requests: list[tuple[Any, dict[str, Any]]] = []
         self.deployments: dict[str, dict[str, dict[str, Any]]] = {}
         self.stage_deployment: dict[tuple[str, str], str] = {}
         self._failures: dict[str, tuple[int, str]] = {}
@@ -76,6 +78,7 @@ class MotoGaps:
 
     def reset(self) -> None:
         self.calls.clear()
+        self.requests.clear()
 
     def fail_on(self, operation: str, nth: int = 1, code: str = "TooManyRequestsException") -> None:
         """Make the ``nth`` next call of ``operation`` fail with ``code``."""
@@ -88,6 +91,7 @@ class MotoGaps:
         # one), and before-call only sees the serialized request: keep the API parameters.
         context["moto_gaps_params"] = dict(params)
         self.calls.append((model.service_model.service_name, model.name))
+        self.requests.append((model, dict(params)))
         failure = self._failures.get(model.name)
         if failure is not None:
             nth, code = failure
