@@ -1,0 +1,261 @@
+"""``flask apigw-ws``: housekeeping, sending, the local gateway and provisioning.
+
+* ``flask apigw-ws cleanup [--dry-run]`` — remove expired tokens and counters, close stale
+  sessions, delete old disconnected ones (run it from cron every few minutes);
+* ``flask apigw-ws send MESSAGE --channel C | --user U | --connection-id ID | --everyone``;
+* ``flask apigw-ws local`` — the local API Gateway stand-in in front of ``flask run``;
+* ``flask apigw-ws provision plan|apply|destroy`` — the AWS WebSocket API (the same
+  arguments as ``apigw-ws provision``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, ScriptInfo
+
+from apigw_ws_core.app import encode_payload
+from apigw_ws_core.errors import GoneError, PayloadTooLarge
+from apigw_ws_core.fanout import check_size, fanout
+from apigw_ws_core.transport import Transport
+from apigw_ws_flask.extension import EXTENSION_KEY, ApigwWsState
+
+__all__ = ["cli_group"]
+
+cli_group = AppGroup("apigw-ws", help="API Gateway WebSockets: cleanup, send, local, provision.")
+
+
+def _state() -> ApigwWsState:
+    state: ApigwWsState = current_app.extensions[EXTENSION_KEY]
+    return state
+
+
+@cli_group.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@click.option(
+    "--session-max-age",
+    default=7200,
+    show_default=True,
+    help="Mark connected sessions older than this many seconds disconnected.",
+)
+@click.option(
+    "--keep-disconnected",
+    default=86400,
+    show_default=True,
+    help="Delete disconnected sessions older than this many seconds.",
+)
+def cleanup_command(dry_run: bool, session_max_age: int, keep_disconnected: int) -> None:
+    """Remove expired tokens and counters, close stale and delete old sessions."""
+    core = _state().core
+    report = core.storage.cleanup(
+        core.clock(),
+        session_max_age_seconds=session_max_age,
+        keep_disconnected_seconds=keep_disconnected,
+        dry_run=dry_run,
+    )
+    verb = "Would remove" if dry_run else "Removed"
+    click.echo(
+        f"{verb}: {report.expired_tokens} expired token(s), {report.counters} counter(s), "
+        f"{report.old_disconnected} old disconnected session(s); "
+        f"{'would mark' if dry_run else 'marked'} {report.stale_sessions} stale session(s) "
+        "disconnected."
+    )
+
+
+class _ProgressTransport(Transport):
+    """Counts finished deliveries (delivered or gone) into a click progress bar."""
+
+    def __init__(self, inner: Transport, bar: Any):
+        self.inner = inner
+        self.bar = bar
+        self.lock = threading.Lock()
+
+    def _tick(self) -> None:
+        with self.lock:
+            self.bar.update(1)
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        """Deliver through the wrapped transport, then advance the bar."""
+        try:
+            self.inner.post(connection_id, data)
+        except GoneError:
+            self._tick()
+            raise
+        self._tick()
+
+
+@cli_group.command("send")
+@click.argument("message")
+@click.option("--channel", help="Every connection in this channel.")
+@click.option("--user", "user_id", help="Every connection of this user id.")
+@click.option("--connection-id", help="One connection.")
+@click.option("--everyone", is_flag=True, help="Every connected session.")
+@click.option("--text", is_flag=True, help="Send MESSAGE as text instead of parsing it as JSON.")
+def send_command(
+    message: str,
+    channel: str | None,
+    user_id: str | None,
+    connection_id: str | None,
+    everyone: bool,
+    text: bool,
+) -> None:
+    """Send MESSAGE (JSON unless --text) with a progress bar and a summary."""
+    core = _state().core
+    data: Any = message
+    if not text:
+        try:
+            data = json.loads(message)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON ({exc}); use --text for plain text") from exc
+    try:
+        payload = check_size(encode_payload(data))
+        batches = list(
+            core.recipients(
+                connection_id=connection_id, channel=channel, user_id=user_id, everyone=everyone
+            )
+        )
+    except PayloadTooLarge as exc:
+        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    total = sum(len(batch) for batch in batches)
+    cfg = core.config
+    with click.progressbar(length=total, label="Sending", file=sys.stderr) as bar:
+        report = fanout(
+            _ProgressTransport(core.transport, bar),
+            payload,
+            batches,
+            storage=core.storage,
+            concurrency=1 if connection_id else cfg.send_concurrency,
+            deadline=cfg.send_deadline,
+            max_attempts=cfg.send_max_attempts,
+        )
+    click.echo(
+        f"Delivered {report.delivered} of {total}; gone {len(report.gone)} "
+        f"(marked disconnected {report.marked_disconnected}); failed {len(report.failed)}; "
+        f"retried {report.retried}; {report.elapsed:.2f}s"
+    )
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _local_commands(
+    *,
+    app_import_path: str | None,
+    host: str,
+    app_port: int,
+    port: int,
+    prefix: str,
+    secret: str,
+    extra: Sequence[str],
+) -> tuple[list[str], list[str]]:
+    flask_cmd = [sys.executable, "-m", "flask"]
+    if app_import_path:
+        flask_cmd += ["--app", app_import_path]
+    flask_cmd += ["run", "--host", host, "--port", str(app_port)]
+    gateway_cmd = [
+        sys.executable,
+        "-m",
+        "apigw_ws_core.local",
+        "--backend",
+        f"http://{host}:{app_port}{prefix}/",
+        "--secret",
+        secret,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *extra,
+    ]
+    return flask_cmd, gateway_cmd
+
+
+@cli_group.command(
+    "local", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for both servers.")
+@click.option("--port", default=8001, show_default=True, help="Gateway port (WebSocket + API).")
+@click.option("--app-port", default=5000, show_default=True, help="Port of `flask run`.")
+@click.option("--stage", default="local", show_default=True, help="Gateway stage name.")
+@click.argument("gateway_args", nargs=-1, type=click.UNPROCESSED)
+def local_command(
+    host: str, port: int, app_port: int, stage: str, gateway_args: tuple[str, ...]
+) -> None:
+    """Run `flask run` and the local API Gateway in front of it (Ctrl-C stops both).
+
+    Extra arguments go to the gateway (see `apigw-ws local --help`). The Flask process gets
+    FLASK_APIGW_WS_MANAGEMENT_ENDPOINT (read it with app.config.from_prefixed_env()) and
+    dummy AWS credentials when none are set.
+    """
+    state = _state()
+    secret = state.core.config.secret
+    if not secret:
+        raise click.ClickException("set APIGW_WS_SECRET (any value will do locally)")
+    info = click.get_current_context().find_object(ScriptInfo)
+    flask_cmd, gateway_cmd = _local_commands(
+        app_import_path=info.app_import_path if info else None,
+        host=host,
+        app_port=app_port,
+        port=port,
+        prefix=state.url_prefix,
+        secret=secret,
+        extra=[*gateway_args, "--stage", stage],
+    )
+    env = dict(os.environ)
+    env["FLASK_APIGW_WS_MANAGEMENT_ENDPOINT"] = f"http://{host}:{port}/{stage}"
+    env.setdefault("AWS_ACCESS_KEY_ID", "local")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    click.echo(f"flask:   http://{host}:{app_port}/   gateway: ws://{host}:{port}/{stage}")
+    procs = [subprocess.Popen(flask_cmd, env=env), subprocess.Popen(gateway_cmd, env=env)]
+    try:
+        while all(p.poll() is None for p in procs):
+            try:
+                procs[0].wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    codes = [p.returncode for p in procs]
+    if any(code not in (0, -signal.SIGINT, 130) for code in codes):
+        raise SystemExit(1)
+
+
+@cli_group.command(
+    "provision",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def provision_command(args: tuple[str, ...]) -> None:
+    """Plan, apply or destroy the AWS WebSocket API (same arguments as `apigw-ws provision`)."""
+    try:
+        module = importlib.import_module("apigw_ws_core.provision_cli")
+    except ImportError as exc:
+        raise click.ClickException(
+            f"provisioning is not available here ({exc}); install apigw-ws[aws]"
+        ) from exc
+    parser = argparse.ArgumentParser(prog="flask apigw-ws provision")
+    module.add_provision_arguments(parser)
+    namespace = parser.parse_args(list(args))
+    raise SystemExit(int(module.run_provision(namespace) or 0))
