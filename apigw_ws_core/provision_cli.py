@@ -231,10 +231,25 @@ def _clients(args: argparse.Namespace, spec: GatewaySpec | None) -> AwsClients:
     return AwsClients.create(region=region, profile=getattr(args, "profile", None))
 
 
-def run_provision(args: argparse.Namespace) -> int:
-    """Run ``apigw-ws provision plan|apply|destroy``."""
+def run_provision(
+    args: argparse.Namespace,
+    *,
+    store: GatewayStore | None = None,
+    app_secret: str | None = None,
+    gateway_name: str | None = None,
+) -> int:
+    """Run ``apigw-ws provision plan|apply|destroy`` (``args`` from
+    :func:`add_provision_arguments`).
+
+    Framework commands (``manage.py apigw_ws_provision``, ``flask apigw-ws provision``)
+    pass the app's ``store`` (its :class:`~apigw_ws_core.storage.Storage`: the gateway record
+    then lives in the app's database, where the app finds its Management API endpoint), its
+    ``app_secret`` (used when the config gives none; a different one is refused) and the
+    ``gateway_name`` the app reads (a config with another name gets a warning). Without
+    ``store`` the record goes to the JSON state file.
+    """
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, app_secret=app_secret)
         spec = config.spec
         if args.region and spec.region and args.region != spec.region:
             sys.stderr.write(
@@ -242,7 +257,14 @@ def run_provision(args: argparse.Namespace) -> int:
                 f"{args.config}\n"
             )
             return 1
-        store = FileGatewayStore(_state_path(args, Path(args.config), config.state_file))
+        if gateway_name is not None and gateway_name != spec.name:
+            sys.stderr.write(
+                f"warning: the app reads the gateway record {gateway_name!r} but this config "
+                f"provisions {spec.name!r}; set the app's gateway_name to {spec.name!r} (or "
+                "its management_endpoint) so that it finds the endpoint\n"
+            )
+        if store is None or getattr(args, "state", None):
+            store = FileGatewayStore(_state_path(args, Path(args.config), config.state_file))
         aws = _clients(args, spec)
     except ApigwWsError as exc:
         sys.stderr.write(f"error: {exc}\n")

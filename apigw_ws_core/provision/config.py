@@ -107,12 +107,16 @@ def spec_from_dict(
     *,
     environ: Mapping[str, str] | None = None,
     need_secret: bool = True,
+    app_secret: str | None = None,
 ) -> GatewaySpec:
     """Build a :class:`GatewaySpec` from config data (the parsed TOML file).
 
     ``secret`` may be given directly (in code; never commit it to a file) or read from the
-    environment variable named by ``secret_env``. With ``need_secret=False`` a missing
-    secret is replaced by a placeholder: for commands that only look at the spec's shape.
+    environment variable named by ``secret_env``. ``app_secret`` is the secret the app
+    checks (framework commands pass it): it is used when the config gives none, and a
+    config secret that differs from it is an error, since the app would reject every call.
+    With ``need_secret=False`` a missing secret is replaced by a placeholder: for commands
+    that only look at the spec's shape.
     """
     env = os.environ if environ is None else environ
     _unknown(data, set(_SPEC_KEYS) | _OTHER_KEYS, "")
@@ -123,7 +127,7 @@ def spec_from_dict(
     secret = data.get("secret")
     if secret is None:
         var = data.get("secret_env", DEFAULT_SECRET_ENV)
-        secret = env.get(str(var))
+        secret = env.get(str(var)) or app_secret
         if not secret and not need_secret:
             secret = _PLACEHOLDER_SECRET
         if not secret:
@@ -132,6 +136,11 @@ def spec_from_dict(
                 "set (generate one with: python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))')"
             )
+    if app_secret and str(secret) != app_secret:
+        raise SpecError(
+            "the provisioning secret differs from the secret the app is configured with; "
+            "the app would reject every call from API Gateway"
+        )
     values["secret"] = str(secret)
     values["stage_variables"] = _str_table(data.get("stage_variables"), "stage_variables")
     values["tags"] = _str_table(data.get("tags"), "tags")
@@ -166,6 +175,7 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     need_secret: bool = True,
+    app_secret: str | None = None,
 ) -> ProvisionConfig:
     """Read and validate a TOML config file (see :func:`spec_from_dict` for the secret)."""
     source = Path(path)
@@ -176,7 +186,7 @@ def load_config(
         raise SpecError(f"config file {source} not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"config file {source} is not valid TOML: {exc}") from exc
-    spec = spec_from_dict(data, environ=environ, need_secret=need_secret)
+    spec = spec_from_dict(data, environ=environ, need_secret=need_secret, app_secret=app_secret)
     state = data.get("state_file")
     if state is not None and not isinstance(state, str):
         raise SpecError("state_file must be a path string")

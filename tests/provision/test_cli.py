@@ -188,3 +188,45 @@ def test_iam_policy_needs_a_kind_and_deploy_needs_a_config(
     # The secret is not needed to print a policy.
     monkeypatch.delenv("APIGW_WS_SECRET")
     assert _policy(capsys, "--deploy", "--config", str(cli))["Version"] == "2012-10-17"
+
+
+def _provision_args(*argv: str) -> Any:
+    import argparse
+
+    from apigw_ws_core.provision_cli import add_provision_arguments
+
+    parser = argparse.ArgumentParser()
+    add_provision_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_framework_front_ends_use_the_app_store_and_secret(
+    cli: Path,
+    aws: AwsEnv,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apigw_ws_core.provision import MemoryGatewayStore
+    from apigw_ws_core.provision_cli import run_provision
+
+    monkeypatch.delenv("APIGW_WS_SECRET")
+    store = MemoryGatewayStore()
+    args = _provision_args("apply", "--config", str(cli), "--yes")
+    assert run_provision(args, store=store, app_secret=SECRET, gateway_name="cli-chat") == 0
+    record = store.get_gateway("cli-chat")
+    assert record is not None and record.status == "ready"
+    assert not (cli.parent / "state").exists()  # no state file: the app's store has it
+    client = aws.client("apigatewayv2")
+    integration = client.get_integrations(ApiId=record.api_id)["Items"][0]
+    assert integration["RequestParameters"]["integration.request.header.X-Apigw-Ws-Secret"] == (
+        f"'{SECRET}'"
+    )
+    capsys.readouterr()
+
+    args = _provision_args("plan", "--config", str(cli))
+    assert run_provision(args, store=store, app_secret=SECRET, gateway_name="default") == 0
+    assert "gateway_name to 'cli-chat'" in capsys.readouterr().err
+
+    monkeypatch.setenv("APIGW_WS_SECRET", "a-different-secret-0123456789")
+    assert run_provision(args, store=store, app_secret=SECRET) == 1
+    assert "differs from the secret the app is configured with" in capsys.readouterr().err
