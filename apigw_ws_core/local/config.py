@@ -169,9 +169,7 @@ class Integration:
     type: IntegrationType = "HTTP_PROXY"
     uri: str = ""
     method: str = attrs.field(default="POST", converter=_upper)
-    request_parameters: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_frozen_str_map
-    )
+    request_parameters: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_str_map)
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     handler: LambdaHandler | None = attrs.field(default=None, eq=False, repr=False)
 

@@ -287,9 +287,7 @@ class LambdaContext:
     def __init__(self, timeout_ms: int, loop_time: float) -> None:
         """Remember the deadline so :meth:`get_remaining_time_in_millis` works."""
         self.aws_request_id = str(uuid.uuid4())
-        self.invoked_function_arn = (
-            "arn:aws:lambda:us-east-1:000000000000:function:apigw-ws-local"
-        )
+        self.invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:apigw-ws-local"
         self._deadline = loop_time + timeout_ms / 1000
         self._timeout_ms = timeout_ms
 
@@ -392,9 +390,7 @@ class IntegrationRunner:
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
-                return IntegrationResult(
-                    response.status, Headers(response.headers.items()), body
-                )
+                return IntegrationResult(response.status, Headers(response.headers.items()), body)
         except TimeoutError:
             logger.warning("%s %s timed out (%s)", call.method, call.url, inv.route_key)
             return IntegrationResult(0, error="timeout")

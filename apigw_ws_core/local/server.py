@@ -124,9 +124,7 @@ class Gateway:
         if self.options.local_endpoints:
             app.router.add_get("/_local/connections", self._local_connections)
             app.router.add_get("/_local/connections/{connection_id}", self._local_connection)
-            app.router.add_get(
-                "/_local/connections/{connection_id}/messages", self._local_messages
-            )
+            app.router.add_get("/_local/connections/{connection_id}/messages", self._local_messages)
             app.router.add_post("/_local/connections/{connection_id}/close", self._local_close)
             app.router.add_get("/_local/stats", self._local_stats)
             app.router.add_get("/_local/config", self._local_config)
@@ -599,9 +597,7 @@ class Gateway:
 
     async def _local_connections(self, request: web.Request) -> web.Response:
         """List open (and, with ``?closed=1``, recently closed) connections."""
-        payload: dict[str, Any] = {
-            "connections": [c.summary() for c in self.connections.values()]
-        }
+        payload: dict[str, Any] = {"connections": [c.summary() for c in self.connections.values()]}
         if request.query.get("closed") in ("1", "true", "yes"):
             payload["closed"] = [
                 {k: v for k, v in s.items() if k != "messages"} for s in self.closed
@@ -637,9 +633,7 @@ class Gateway:
         reason = str(spec.get("reason", ""))
         abort = bool(spec.get("abort", False))
         if not abort and (
-            not isinstance(code, int)
-            or not 1000 <= code <= 4999
-            or code in _RESERVED_CLOSE_CODES
+            not isinstance(code, int) or not 1000 <= code <= 4999 or code in _RESERVED_CLOSE_CODES
         ):
             return web.json_response({"message": f"invalid close code {code!r}"}, status=400)
         if len(reason.encode("utf-8")) > 123:
@@ -675,9 +669,7 @@ class Gateway:
 
     async def _local_config(self, request: web.Request) -> web.Response:
         """Serve the effective API definition and options."""
-        return web.json_response(
-            {"api": self.api.to_dict(), "options": attrs.asdict(self.options)}
-        )
+        return web.json_response({"api": self.api.to_dict(), "options": attrs.asdict(self.options)})
 
 
 async def start_gateway(

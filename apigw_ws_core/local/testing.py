@@ -61,9 +61,7 @@ _T = TypeVar("_T")
 READY_LINE = re.compile(r"apigw-ws local ready ws=(?P<ws>\S+) management=(?P<management>\S+)")
 
 
-def wait_until(
-    predicate: Callable[[], _T], timeout: float = 5.0, interval: float = 0.01
-) -> _T:
+def wait_until(predicate: Callable[[], _T], timeout: float = 5.0, interval: float = 0.01) -> _T:
     """Poll ``predicate`` until it returns something truthy; return that value.
 
     :raises TimeoutError: when ``timeout`` seconds pass first.
@@ -559,11 +557,7 @@ class RecordingBackend:
         deadline = time.monotonic() + timeout
 
         def matching() -> list[RecordedRequest]:
-            return [
-                r
-                for r in self._requests
-                if r.route == route and (where is None or where(r))
-            ]
+            return [r for r in self._requests if r.route == route and (where is None or where(r))]
 
         with self._lock:
             while len(found := matching()) < count:

@@ -133,9 +133,12 @@ def test_file_shorthand_and_route_list(tmp_path: Any) -> None:
     assert api.routes["chat"].integration.uri == "http://127.0.0.1:8000/ws/chat"
     assert api.routes["$default"].integration.uri == "http://other/x"
     assert not api.routes["$default"].two_way
-    assert api.routes["chat"].integration.request_parameters[
-        "integration.request.header.X-Apigw-Ws-Secret"
-    ] == "'abc'"
+    assert (
+        api.routes["chat"].integration.request_parameters[
+            "integration.request.header.X-Apigw-Ws-Secret"
+        ]
+        == "'abc'"
+    )
 
 
 @pytest.mark.parametrize(
