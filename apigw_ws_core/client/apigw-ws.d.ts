@@ -51,8 +51,18 @@ export interface ClientOptions {
   url?: string;
   /** Endpoint returning `{token, url?}` as JSON; called before every connect. */
   tokenUrl?: string;
-  /** Extra `fetch` options for `tokenUrl` (method, headers such as a CSRF token, credentials). */
+  /**
+   * Extra `fetch` options for `tokenUrl`. The default is a POST with the JSON body
+   * `{"channel": ...}`; with `method: 'GET'` the channel goes in the query string instead.
+   */
   tokenRequest?: RequestInit;
+  /**
+   * CSRF token sent with the POST (string or function). Default: the page's
+   * `<meta name="csrf-token">`, else Django's `csrftoken` cookie. `null` sends none.
+   */
+  csrfToken?: string | (() => string | null | undefined) | null;
+  /** Header carrying the CSRF token (default `X-CSRFToken`, which Django and Flask-WTF read). */
+  csrfHeader?: string;
   /** Fetch a token yourself; throw a `TokenError` with status 401/403 to deny. */
   getToken?: (context: TokenRequestContext) => Promise<string | TokenResult> | string | TokenResult;
   /** Channel to join at connect (`?channel=`). */
@@ -90,7 +100,7 @@ export interface ClientOptions {
   random?: () => number;
 }
 
-export declare const DEFAULTS: Readonly<Required<Omit<ClientOptions, 'url' | 'tokenUrl' | 'getToken' | 'WebSocket' | 'fetch' | 'random'>>>;
+export declare const DEFAULTS: Readonly<Required<Omit<ClientOptions, 'url' | 'tokenUrl' | 'getToken' | 'WebSocket' | 'fetch' | 'random' | 'csrfToken'>>>;
 
 /** Any message the server sends with a string `type`. */
 export interface IncomingMessage {

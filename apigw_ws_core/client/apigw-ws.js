@@ -31,6 +31,8 @@ export const DEFAULTS = Object.freeze({
   tokenParam: 'ws_token',
   channelParam: 'channel',
   tokenRequest: {},
+  csrfToken: undefined,
+  csrfHeader: 'X-CSRFToken',
   actionKey: 'action',
   typeKey: 'type',
   reconnect: true,
@@ -110,6 +112,31 @@ function parseRetryAfter(value) {
   if (!value) return null;
   const seconds = Number(value);
   return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : null;
+}
+
+function readCookie(name) {
+  const doc = globalThis.document;
+  if (!doc || typeof doc.cookie !== 'string') return null;
+  for (const part of doc.cookie.split(';')) {
+    const [key, ...rest] = part.trim().split('=');
+    if (key === name) return decodeURIComponent(rest.join('='));
+  }
+  return null;
+}
+
+/**
+ * The CSRF token to send with a POST to the token endpoint: the `csrfToken` option (a string
+ * or a function), else `<meta name="csrf-token" content="...">` on the page, else Django's
+ * `csrftoken` cookie.
+ */
+function csrfToken(option) {
+  if (typeof option === 'function') return option() || null;
+  if (typeof option === 'string') return option;
+  if (option === null) return null;
+  const doc = globalThis.document;
+  const meta = doc && typeof doc.querySelector === 'function' ? doc.querySelector('meta[name="csrf-token"]') : null;
+  const content = meta && meta.getAttribute('content');
+  return content || readCookie('csrftoken');
 }
 
 function normalizeToken(result) {
@@ -381,13 +408,24 @@ export class ApigwWsClient extends EventTarget {
     if (!tokenUrl) return null;
     const origin = globalThis.location ? globalThis.location.href : undefined;
     const url = new URL(tokenUrl, origin);
-    if (channel !== null) url.searchParams.set(this.options.channelParam, channel);
+    const method = (tokenRequest.method || 'POST').toUpperCase();
+    const headers = { Accept: 'application/json' };
+    let payload;
+    if (method === 'GET' || method === 'HEAD') {
+      if (channel !== null) url.searchParams.set(this.options.channelParam, channel);
+    } else {
+      headers['Content-Type'] = 'application/json';
+      payload = JSON.stringify(channel === null ? {} : { [this.options.channelParam]: channel });
+      const csrf = csrfToken(this.options.csrfToken);
+      if (csrf) headers[this.options.csrfHeader] = csrf;
+    }
     const init = {
-      method: 'GET',
       credentials: 'same-origin',
       cache: 'no-store',
+      body: payload,
       ...tokenRequest,
-      headers: { Accept: 'application/json', ...(tokenRequest.headers || {}) },
+      method,
+      headers: { ...headers, ...(tokenRequest.headers || {}) },
       signal,
     };
     const response = await this._fetch(url.toString(), init);

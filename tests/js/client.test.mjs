@@ -82,7 +82,7 @@ describe('backoffDelay', () => {
 });
 
 describe('connecting', () => {
-  test('fetches a token for the channel, then opens the socket with it', async () => {
+  test('POSTs for a token for the channel, then opens the socket with it', async () => {
     const { client, fetch } = makeClient({ channel: 'general', params: { v: 2 } });
     const states = record(client, ['statechange', 'open']);
     const done = client.connect();
@@ -91,8 +91,10 @@ describe('connecting', () => {
     assert.equal(fetch.calls.length, 1);
     const call = fetch.calls[0];
     assert.equal(call.url.pathname, '/ws/token/');
-    assert.equal(call.url.searchParams.get('channel'), 'general');
-    assert.equal(call.init.method, 'GET');
+    assert.equal(call.url.search, '');
+    assert.equal(call.init.method, 'POST');
+    assert.deepEqual(JSON.parse(call.init.body), { channel: 'general' });
+    assert.equal(call.init.headers['Content-Type'], 'application/json');
     assert.equal(call.init.credentials, 'same-origin');
     assert.equal(call.init.headers.Accept, 'application/json');
     const ws = FakeWebSocket.last;
@@ -106,6 +108,49 @@ describe('connecting', () => {
       states.of('statechange').map((s) => s.state),
       ['connecting', 'open'],
     );
+  });
+
+  test('with method GET the channel goes in the query string', async () => {
+    const { client, fetch } = makeClient({ channel: 'general', tokenRequest: { method: 'GET' } });
+    client.connect();
+    await flush();
+    const call = fetch.calls[0];
+    assert.equal(call.init.method, 'GET');
+    assert.equal(call.init.body, undefined);
+    assert.equal(call.url.searchParams.get('channel'), 'general');
+  });
+
+  test('the CSRF token: option, else <meta name="csrf-token">, else the csrftoken cookie', async () => {
+    const saved = globalThis.document;
+    try {
+      const { client: a, fetch: fa } = makeClient({ csrfToken: () => 'from-fn' });
+      a.connect();
+      await flush();
+      assert.equal(fa.calls[0].init.headers['X-CSRFToken'], 'from-fn');
+
+      globalThis.document = {
+        cookie: 'other=1; csrftoken=from%20cookie',
+        querySelector: () => null,
+      };
+      const { client: b, fetch: fb } = makeClient();
+      b.connect();
+      await flush();
+      assert.equal(fb.calls[0].init.headers['X-CSRFToken'], 'from cookie');
+
+      globalThis.document.querySelector = (sel) =>
+        sel === 'meta[name="csrf-token"]' ? { getAttribute: () => 'from-meta' } : null;
+      const { client: c, fetch: fc } = makeClient({ csrfHeader: 'X-CSRF-Token' });
+      c.connect();
+      await flush();
+      assert.equal(fc.calls[0].init.headers['X-CSRF-Token'], 'from-meta');
+
+      const { client: d, fetch: fd } = makeClient({ csrfToken: null });
+      d.connect();
+      await flush();
+      assert.equal(fd.calls[0].init.headers['X-CSRFToken'], undefined);
+    } finally {
+      globalThis.document = saved;
+    }
   });
 
   test('uses the URL the token endpoint returns when no url option is given', async () => {
@@ -132,14 +177,15 @@ describe('connecting', () => {
     assert.equal(FakeWebSocket.last.query.ws_token, 'custom-1');
   });
 
-  test('tokenRequest adds headers and a method (e.g. a CSRF-protected POST)', async () => {
+  test('tokenRequest adds headers and overrides fetch options', async () => {
     const { client, fetch } = makeClient({
-      tokenRequest: { method: 'POST', headers: { 'X-CSRFToken': 'abc' } },
+      tokenRequest: { method: 'PUT', headers: { Authorization: 'Bearer x' }, credentials: 'include' },
     });
     client.connect();
     await flush();
-    assert.equal(fetch.calls[0].init.method, 'POST');
-    assert.equal(fetch.calls[0].init.headers['X-CSRFToken'], 'abc');
+    assert.equal(fetch.calls[0].init.method, 'PUT');
+    assert.equal(fetch.calls[0].init.credentials, 'include');
+    assert.equal(fetch.calls[0].init.headers.Authorization, 'Bearer x');
     assert.equal(fetch.calls[0].init.headers.Accept, 'application/json');
   });
 
@@ -630,7 +676,7 @@ describe('channels and closing', () => {
     const moved = client.setChannel('random');
     await flush();
     assert.deepEqual(first.closedWith, { code: 1000, reason: 'channel_changed' });
-    assert.equal(fetch.calls[1].url.searchParams.get('channel'), 'random');
+    assert.deepEqual(JSON.parse(fetch.calls[1].init.body), { channel: 'random' });
     const second = FakeWebSocket.last;
     assert.equal(second.query.channel, 'random');
     second.serverOpen();
