@@ -1,0 +1,1 @@
+../../../../../apigw_ws_core/client/apigw-ws.js

@@ -1,0 +1,34 @@
+"""The Django static file and the Flask blueprint serve the very client in apigw_ws_core/client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT = ROOT / "apigw_ws_core" / "client"
+
+
+@pytest.mark.parametrize("name", ["apigw-ws.js", "apigw-ws.d.ts"])
+def test_django_static_file_is_the_core_client(name):
+    static = ROOT / "adapters/django/apigw_ws_django/static/apigw_ws" / name
+    assert static.read_bytes() == (CLIENT / name).read_bytes()
+
+
+def test_flask_blueprint_serves_the_core_client():
+    flask = pytest.importorskip("flask")
+    from apigw_ws_flask.client import client_blueprint
+
+    app = flask.Flask(__name__)
+    app.register_blueprint(client_blueprint)
+    http = app.test_client()
+    response = http.get("/apigw-ws/apigw-ws.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.data == (CLIENT / "apigw-ws.js").read_bytes()
+    response.close()
+    assert http.get("/apigw-ws/apigw-ws.d.ts").status_code == 200
+    assert http.get("/apigw-ws/README.md").status_code == 404
+    assert http.get("/apigw-ws/../app.py").status_code == 404
