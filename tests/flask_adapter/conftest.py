@@ -34,7 +34,9 @@ def build_app(db: Database, **config: Any) -> tuple[Flask, ApigwWebSocket, Recor
     )
     app.config.update(config)
     transport = RecordingTransport()
-    ws = ApigwWebSocket(storage=db.storage, transport=transport, user_loader=lambda uid: {"id": uid})
+    ws = ApigwWebSocket(
+        storage=db.storage, transport=transport, user_loader=lambda uid: {"id": uid}
+    )
 
     @ws.handler("echo")
     def echo(ctx, message):

@@ -107,7 +107,7 @@ def test_one_extension_many_apps(sqlite_db: Database):
 
 
 def test_duplicate_handler_name_is_an_error(sqlite_db: Database):
-    app, ws, _ = build_app(sqlite_db)
+    _app, ws, _ = build_app(sqlite_db)
     with pytest.raises(ConfigurationError, match="already registered"):
         ws.handler("echo")(lambda ctx, m: None)
 
@@ -116,7 +116,7 @@ def test_duplicate_handler_name_is_an_error(sqlite_db: Database):
 
 
 def test_token_endpoint(sqlite_db: Database):
-    app, ws, _ = build_app(sqlite_db, APIGW_WS_TOKEN_RATE_PER_USER="2/60")
+    app, _ws, _ = build_app(sqlite_db, APIGW_WS_TOKEN_RATE_PER_USER="2/60")
     client = app.test_client()
     resp = client.post("/ws/token")
     assert resp.status_code == 401 and resp.get_json()["error"] == "login_required"
@@ -137,7 +137,7 @@ def test_token_endpoint(sqlite_db: Database):
 
 
 def test_token_bound_to_channel(sqlite_db: Database):
-    app, ws, _ = build_app(sqlite_db)
+    app, _ws, _ = build_app(sqlite_db)
     client = app.test_client()
     gw = Gateway(client)
     token = gw.token("4", channel="lobby")
@@ -185,7 +185,7 @@ def _login_app(db: Database, csrf: str | None) -> tuple[Flask, ApigwWebSocket]:
 
 @pytest.mark.parametrize("order", ["before", "after", None])
 def test_flask_login_and_csrf(sqlite_db: Database, order):
-    app, ws = _login_app(sqlite_db, order)
+    app, _ws = _login_app(sqlite_db, order)
     client = app.test_client()
     assert client.post("/ws/token").status_code in (400, 401)  # no CSRF token / no login
     csrf = client.get("/csrf").get_data(as_text=True)
@@ -208,7 +208,7 @@ def test_flask_login_and_csrf(sqlite_db: Database, order):
 
 
 def test_cli_cleanup(sqlite_db: Database):
-    app, ws, _ = build_app(sqlite_db)
+    app, _ws, _ = build_app(sqlite_db)
     gw = Gateway(app.test_client())
     gw.token("1")
     runner = app.test_cli_runner()
@@ -220,7 +220,7 @@ def test_cli_cleanup(sqlite_db: Database):
 
 
 def test_cli_send(sqlite_db: Database):
-    app, ws, transport = build_app(sqlite_db)
+    app, _ws, transport = build_app(sqlite_db)
     gw = Gateway(app.test_client())
     a, _ = gw.connect(user="1", channel="room")
     b, _ = gw.connect(user="2", channel="room")
@@ -244,7 +244,7 @@ def test_cli_send(sqlite_db: Database):
 
 
 def test_cli_provision_is_wired(sqlite_db: Database, tmp_path):
-    app, ws, _ = build_app(sqlite_db)
+    app, _ws, _ = build_app(sqlite_db)
     runner = app.test_cli_runner()
     missing = tmp_path / "nope.toml"
     result = runner.invoke(args=["apigw-ws", "provision", "plan", "--config", str(missing)])

@@ -12,7 +12,7 @@ from tests.sqla.dbs import Database
 
 
 def test_connect_with_token_creates_session(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     cid, resp = gw.connect(user="7", channel="room")
     assert resp.status_code == 200
     session = db.storage.get_session(cid)
@@ -23,7 +23,7 @@ def test_connect_with_token_creates_session(env, db: Database):
 
 
 def test_connect_echoes_subprotocol(env):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     token = gw.token("1")
     resp = gw.post(
         "connect",
@@ -36,7 +36,7 @@ def test_connect_echoes_subprotocol(env):
 
 
 def test_handler_return_value_is_the_reply(env):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     cid, _ = gw.connect(user="5")
     resp = gw.send(cid, {"handler": "echo", "text": "hi"})
     assert resp.status_code == 200
@@ -44,7 +44,7 @@ def test_handler_return_value_is_the_reply(env):
 
 
 def test_ctx_reply_pushes_to_the_connection(env):
-    app, ws, transport, gw = env
+    _app, _ws, transport, gw = env
     cid, _ = gw.connect()
     resp = gw.send(cid, {"action": "ping"})
     assert resp.status_code == 200 and resp.get_data() == b""
@@ -52,7 +52,7 @@ def test_ctx_reply_pushes_to_the_connection(env):
 
 
 def test_channel_multicast(env):
-    app, ws, transport, gw = env
+    _app, _ws, transport, gw = env
     members = [gw.connect(user=str(i), channel="room")[0] for i in range(3)]
     outsider, _ = gw.connect(user="9", channel="other")
     resp = gw.send(members[0], {"handler": "shout", "text": "hello", "room": "room"})
@@ -90,7 +90,7 @@ def test_send_in_background_runs_in_app_context(env):
 
 def test_gone_connections_are_marked_disconnected(env, db: Database):
     app, ws, transport, gw = env
-    a, _ = gw.connect(channel="room")
+    _a, _ = gw.connect(channel="room")
     b, _ = gw.connect(channel="room")
     transport.gone.add(b)
     with app.app_context():
@@ -100,7 +100,7 @@ def test_gone_connections_are_marked_disconnected(env, db: Database):
 
 
 def test_disconnect_twice(env, db: Database):
-    app, ws, transport, gw = env
+    _app, ws, _transport, gw = env
     seen = []
     ws.on_disconnect(lambda cid, event: seen.append(cid))
     cid, _ = gw.connect()
@@ -121,7 +121,7 @@ def _error(resp) -> str:
 
 
 def test_wrong_secret_is_403_and_writes_nothing(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     cid, _ = gw.connect()
     token = gw.token("1")
     before = snapshot(db, counters=True)
@@ -138,7 +138,7 @@ def test_wrong_secret_is_403_and_writes_nothing(env, db: Database):
 
 
 def test_bad_token_is_401(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     before = snapshot(db)
     resp = gw.post("connect", new_connection_id(), query="channel=room&ws_token=not-a-token")
     assert resp.status_code == 401 and _error(resp) == "invalid_token"
@@ -148,7 +148,7 @@ def test_bad_token_is_401(env, db: Database):
 
 
 def test_used_token_is_401(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     token = gw.token("1")
     assert gw.post("connect", new_connection_id(), query=f"ws_token={token}").status_code == 200
     before = snapshot(db)
@@ -158,7 +158,7 @@ def test_used_token_is_401(env, db: Database):
 
 
 def test_forbidden_channel_is_403(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     token = gw.token("1")
     before = snapshot(db)
     resp = gw.post("connect", new_connection_id(), query=f"channel=user.2&ws_token={token}")
@@ -171,7 +171,7 @@ def test_forbidden_channel_is_403(env, db: Database):
 
 
 def test_unknown_handler_and_malformed_json_are_400(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, transport, gw = env
     cid, _ = gw.connect()
     before = snapshot(db)
     cases = [
@@ -191,7 +191,7 @@ def test_unknown_handler_and_malformed_json_are_400(env, db: Database):
 
 
 def test_body_too_large_is_413(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     cid, _ = gw.connect()
     before = snapshot(db, counters=True)
     body = json.dumps({"handler": "echo", "text": "x" * 131072}).encode()
@@ -201,7 +201,7 @@ def test_body_too_large_is_413(env, db: Database):
 
 
 def test_message_rate_limit_is_429_with_retry_after(db: Database):
-    app, ws, transport = build_app(db, APIGW_WS_MESSAGE_RATE_PER_CONNECTION="2/60")
+    app, _ws, _transport = build_app(db, APIGW_WS_MESSAGE_RATE_PER_CONNECTION="2/60")
     with app.test_client() as client:
         gw = Gateway(client)
         cid, _ = gw.connect()
@@ -215,7 +215,7 @@ def test_message_rate_limit_is_429_with_retry_after(db: Database):
 
 
 def test_connect_rate_limit_is_429(db: Database):
-    app, ws, transport = build_app(db, APIGW_WS_CONNECT_RATE_PER_IP="1/60")
+    app, _ws, _transport = build_app(db, APIGW_WS_CONNECT_RATE_PER_IP="1/60")
     with app.test_client() as client:
         gw = Gateway(client)
         assert gw.connect()[1].status_code == 200
@@ -227,7 +227,7 @@ def test_connect_rate_limit_is_429(db: Database):
 
 
 def test_malformed_gateway_calls(env, db: Database):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     before = snapshot(db, counters=True)
     resp = gw.client.post("/ws/default", data=b"{}", headers={"X-Apigw-Ws-Secret": "x"})
     assert resp.status_code == 400 and _error(resp) == "invalid_connection_id"
@@ -241,7 +241,7 @@ def test_malformed_gateway_calls(env, db: Database):
 
 
 def test_round_trips_per_event(env, db: Database, record_property):
-    app, ws, transport, gw = env
+    _app, _ws, _transport, gw = env
     token = gw.token("1")
     cid = new_connection_id()
     with db.count_statements() as connect:

@@ -32,7 +32,9 @@ def test_token_consumed_once_by_50_concurrent_consumers(db: Database):
     for n in range(3):
         token_hash = f"{n}" * 64
         db.storage.store_token(
-            Token(token_hash=token_hash, user_id="1", created_at=now, expires_at=now + timedelta(60))
+            Token(
+                token_hash=token_hash, user_id="1", created_at=now, expires_at=now + timedelta(60)
+            )
         )
         run_race(
             lambda s, h=token_hash: s.consume_token(h, now),
@@ -52,7 +54,11 @@ def test_microseconds_and_utc_round_trip(db: Database):
     assert got is not None and got.connected_at == at and got.connected_at.tzinfo is not None
     with pytest.raises(Exception, match="timezone-aware"):
         db.storage.create_session(
-            Session(connection_id="naive-000000001=", channel_name="a", connected_at=at.replace(tzinfo=None))
+            Session(
+                connection_id="naive-000000001=",
+                channel_name="a",
+                connected_at=at.replace(tzinfo=None),
+            )
         )
 
 
