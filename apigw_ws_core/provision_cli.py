@@ -163,6 +163,15 @@ def run_action(
             changes = plan(spec, storage=store, aws=aws, session=session)
         out.write(render_changes(changes, show_noop=show_unchanged) + "\n")
         pending = [c for c in changes if c.action != "noop"]
+        record = store.get_gateway(spec.name) if store is not None else None
+        unchanged = (
+            record is not None and record.status == "ready" and record.spec_hash == spec.spec_hash()
+        )
+        if action != "destroy" and unchanged and pending:
+            err.write(
+                "note: the config has not changed since the last apply, so these differences "
+                "were made outside apigw-ws (drift); apply puts them back\n"
+            )
         if action == "plan":
             return 2 if detailed_exitcode and pending else 0
         if not pending and action == "destroy":

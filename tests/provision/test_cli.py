@@ -230,3 +230,22 @@ def test_framework_front_ends_use_the_app_store_and_secret(
     monkeypatch.setenv("APIGW_WS_SECRET", "a-different-secret-0123456789")
     assert run_provision(args, store=store, app_secret=SECRET) == 1
     assert "differs from the secret the app is configured with" in capsys.readouterr().err
+
+
+def test_plan_names_drift_made_outside_apigw_ws(
+    cli: Path, aws: AwsEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(capsys, "provision", "apply", "-c", str(cli), "-y")[0] == 0
+    record = FileGatewayStore(cli.parent / "state" / "gw.json").get_gateway("cli-chat")
+    client = aws.client("apigatewayv2")
+    client.update_integration(
+        ApiId=record.api_id,
+        IntegrationId=record.resources["integration:chat_message"],
+        IntegrationUri="https://evil.example.com/",
+    )
+    code, out, err = _run(capsys, "provision", "plan", "-c", str(cli))
+    assert code == 0 and "drift" in err
+    assert '~ IntegrationUri: "https://evil.example.com/" -> ' in out
+    assert _run(capsys, "provision", "apply", "-c", str(cli), "-y")[0] == 0
+    code, out, err = _run(capsys, "provision", "plan", "-c", str(cli))
+    assert "No changes" in out and "drift" not in err
