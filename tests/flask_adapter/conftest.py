@@ -26,14 +26,16 @@ def sqlite_database(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fi
     db.close()
 
 
-def build_app(db: Database, **config: Any) -> tuple[Flask, ApigwWebSocket, RecordingTransport]:
+def build_app(
+    db: Database, transport: Any = None, **config: Any
+) -> tuple[Flask, ApigwWebSocket, Any]:
     """A Flask app with the extension, demo handlers and a recording transport."""
     app = Flask("apigw_ws_test_app")
     app.config.update(
         TESTING=True, SECRET_KEY="test-key", APIGW_WS_SECRET=SECRET, WTF_CSRF_ENABLED=False
     )
     app.config.update(config)
-    transport = RecordingTransport()
+    transport = transport if transport is not None else RecordingTransport()
     ws = ApigwWebSocket(
         storage=db.storage, transport=transport, user_loader=lambda uid: {"id": uid}
     )
