@@ -1,0 +1,259 @@
+"""Models of the Django ORM storage.
+
+Names users of django-aws-api-gateway-websockets know are kept: :class:`WebSocketSession`
+with ``connection_id``, ``channel_name``, ``connected`` and ``user``, ``send_message()`` on
+an instance and on a queryset.
+
+Every hot query has an index (see each model's ``Meta``):
+
+* ``$connect``: insert a session (unique ``connection_id``) and its subscription;
+* a message: fetch a session by ``connection_id`` (unique index);
+* ``$disconnect``: update by ``connection_id``, delete subscriptions by ``session``;
+* sending: keyset pagination over ``(channel_name, session_id)`` of subscriptions,
+  ``(user, connected, id)`` and ``(connected, id)`` of sessions;
+* tokens by hash (unique), counters by ``(key, window_start)`` (unique);
+* cleanup by ``expires_at`` and ``(connected, connected_at / disconnected_at)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import models
+
+from apigw_ws_core.storage import Session
+from apigw_ws_storage.django_orm.fields import CaseSensitiveCharField
+
+if TYPE_CHECKING:
+    from apigw_ws_core.app import WebSocketApp
+    from apigw_ws_core.fanout import SendReport
+
+__all__ = [
+    "GatewayRecord",
+    "RateLimitCounter",
+    "WebSocketSession",
+    "WebSocketSessionQuerySet",
+    "WebSocketSubscription",
+    "WebSocketToken",
+]
+
+
+def _default_app() -> WebSocketApp:
+    """The process-wide app of the Django adapter (needed to send)."""
+    try:
+        from apigw_ws_django.runtime import get_app
+    except ImportError as exc:  # pragma: no cover - the adapter ships in the same wheel
+        raise RuntimeError(
+            "sending needs the Django adapter: add 'apigw_ws_django' to INSTALLED_APPS"
+        ) from exc
+    return get_app()
+
+
+class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
+    """Sessions, with bulk sending: ``WebSocketSession.objects.filter(...).send_message()``."""
+
+    def connected(self) -> WebSocketSessionQuerySet:
+        """Only sessions whose connection is open."""
+        return self.filter(connected=True)
+
+    def in_channel(self, channel_name: str) -> WebSocketSessionQuerySet:
+        """Sessions subscribed to ``channel_name`` (the connect channel or a later
+        ``subscribe``); ``filter(channel_name=...)`` matches the connect channel only."""
+        return self.filter(subscriptions__channel_name=channel_name)
+
+    def iter_connection_ids(self, batch_size: int = 500) -> Iterator[list[str]]:
+        """Stream the connection ids of the **connected** sessions in this queryset, in
+        batches, with keyset pagination on the primary key (never loads all rows)."""
+        base = self.filter(connected=True).order_by("pk")
+        last: Any = None
+        while True:
+            page = base if last is None else base.filter(pk__gt=last)
+            rows = list(page.values_list("pk", "connection_id")[:batch_size])
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [cid for _, cid in rows]
+            if len(rows) < batch_size:
+                return
+
+    def send_message(
+        self, data: Any, *, app: WebSocketApp | None = None, batch_size: int = 500
+    ) -> SendReport:
+        """Send ``data`` (dict/list → JSON, str, bytes) to every connected session in this
+        queryset through the core fan-out (bounded concurrency, retries, gone connections
+        marked disconnected). Returns the :class:`~apigw_ws_core.fanout.SendReport`.
+
+        Uses the Django adapter's app unless ``app`` is given.
+        """
+        from apigw_ws_core.app import encode_payload
+        from apigw_ws_core.fanout import check_size, fanout
+
+        app = app or _default_app()
+        payload = check_size(encode_payload(data))
+        cfg = app.config
+        return fanout(
+            app.transport,
+            payload,
+            self.iter_connection_ids(batch_size),
+            storage=app.storage,
+            concurrency=cfg.send_concurrency,
+            deadline=cfg.send_deadline,
+            max_attempts=cfg.send_max_attempts,
+        )
+
+
+class WebSocketSession(models.Model):
+    """One WebSocket connection through API Gateway (one row per connection id).
+
+    ``channel_name`` is the channel chosen at ``$connect``; the full channel membership is in
+    :class:`WebSocketSubscription`. Rows stay after disconnect (``connected=False``) until
+    ``apigw_ws_cleanup`` removes them.
+    """
+
+    connection_id = CaseSensitiveCharField(
+        max_length=128, unique=True, help_text="API Gateway's connection id (case-sensitive)."
+    )
+    channel_name = CaseSensitiveCharField(
+        max_length=100, help_text="The channel chosen when the connection opened."
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="websocket_sessions",
+        db_index=False,  # covered by the (user, connected, id) index
+        help_text="The user the connection token was issued to (empty: anonymous).",
+    )
+    connected = models.BooleanField(default=True)
+    source_ip = models.CharField(max_length=64, blank=True, default="")
+    user_agent = models.CharField(max_length=255, blank=True, default="")
+    stage = models.CharField(max_length=64, blank=True, default="")
+    api_id = models.CharField(max_length=64, blank=True, default="")
+    connected_at = models.DateTimeField()
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WebSocketSessionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "WebSocket session"
+        indexes = [
+            models.Index(fields=["connected", "id"], name="apigw_ws_sess_conn_id"),
+            models.Index(fields=["user", "connected", "id"], name="apigw_ws_sess_user"),
+            models.Index(fields=["channel_name", "connected", "id"], name="apigw_ws_sess_channel"),
+            models.Index(fields=["connected", "connected_at"], name="apigw_ws_sess_stale"),
+            models.Index(fields=["connected", "disconnected_at"], name="apigw_ws_sess_gone"),
+        ]
+
+    def __str__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"{self.connection_id} ({self.channel_name}, {state})"
+
+    def send_message(self, data: Any, *, app: WebSocketApp | None = None) -> SendReport:
+        """Send ``data`` to this connection (``app.send(data, connection_id=...)``)."""
+        return (app or _default_app()).send(data, connection_id=self.connection_id)
+
+    def to_record(self) -> Session:
+        """The core :class:`~apigw_ws_core.storage.Session` record of this row."""
+        return Session(
+            connection_id=self.connection_id,
+            channel_name=self.channel_name,
+            user_id=None if self.user_id is None else str(self.user_id),
+            connected=self.connected,
+            source_ip=self.source_ip,
+            user_agent=self.user_agent,
+            stage=self.stage,
+            api_id=self.api_id,
+            connected_at=self.connected_at,
+            disconnected_at=self.disconnected_at,
+        )
+
+
+class WebSocketSubscription(models.Model):
+    """Membership of a connected session in a channel. Deleted when the session
+    disconnects, so every row belongs to a live connection."""
+
+    session = models.ForeignKey(
+        WebSocketSession,
+        on_delete=models.CASCADE,
+        related_name="subscriptions",
+        db_index=False,  # covered by the (session, channel_name) unique constraint
+    )
+    channel_name = CaseSensitiveCharField(max_length=100)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "WebSocket subscription"
+        constraints = [
+            models.UniqueConstraint(fields=["session", "channel_name"], name="apigw_ws_sub_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["channel_name", "session"], name="apigw_ws_sub_channel"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_name}: {self.session_id}"
+
+
+class WebSocketToken(models.Model):
+    """A single-use connection token. Only the SHA-256 hex digest is stored; the row is
+    deleted when the token is used."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="websocket_tokens"
+    )
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    channel = CaseSensitiveCharField(max_length=100, null=True, blank=True)
+    origin = models.CharField(max_length=255, null=True, blank=True)
+
+    class Meta:
+        verbose_name = "WebSocket token"
+
+    def __str__(self) -> str:
+        return f"token {self.token_hash[:8]}… for user {self.user_id}"
+
+
+class RateLimitCounter(models.Model):
+    """A fixed-window rate-limit counter: hits of ``key`` in the window starting at
+    ``window_start``. Incremented with one atomic upsert."""
+
+    key = CaseSensitiveCharField(max_length=255)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "rate-limit counter"
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="apigw_ws_counter_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.window_start:%Y-%m-%d %H:%M:%S}={self.count}"
+
+
+class GatewayRecord(models.Model):
+    """What provisioning created for one named WebSocket API and where to reach it
+    (the core's :class:`~apigw_ws_core.storage.GatewayRecord`)."""
+
+    name = models.CharField(max_length=128, unique=True)
+    api_id = models.CharField(max_length=64, blank=True, default="")
+    region = models.CharField(max_length=64, blank=True, default="")
+    stage = models.CharField(max_length=128, blank=True, default="")
+    api_endpoint = models.CharField(max_length=255, blank=True, default="")
+    management_endpoint = models.CharField(max_length=255, blank=True, default="")
+    custom_domain = models.CharField(max_length=255, blank=True, default="")
+    resources = models.JSONField(default=dict, blank=True)
+    spec_hash = models.CharField(max_length=128, blank=True, default="")
+    status = models.CharField(max_length=32, default="partial")
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API Gateway record"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.api_id or 'not created'}, {self.status})"

@@ -1,0 +1,571 @@
+"""``DjangoStorage``: the :class:`~apigw_ws_core.storage.Storage` contract on the Django ORM.
+
+Each method is one SQL statement where the databases allow it, so the request path stays
+cheap and needs no transaction (``BEGIN``/``COMMIT`` are round trips too):
+
+=====================  =====================================================================
+method                 statements
+=====================  =====================================================================
+``create_session``     INSERT session + INSERT subscription(s) (a retried ``$connect`` for
+                       an existing id takes a slower, transactional replace path)
+``get_session``        one SELECT by the unique connection id
+``mark_disconnected``  per batch of 500 ids: one UPDATE, plus one DELETE of subscriptions
+                       when something changed
+``consume_token``      one ``DELETE ... RETURNING`` (PostgreSQL, SQLite >= 3.35, MariaDB
+                       >= 10.5); MySQL: SELECT + DELETE, the DELETE's row count decides
+``incr_counter``       one upsert ``... RETURNING`` (PostgreSQL, SQLite, MariaDB); MySQL:
+                       upsert + ``SELECT LAST_INSERT_ID()`` on the same connection
+``subscribe``          one ``INSERT ... SELECT`` that ignores duplicates
+=====================  =====================================================================
+
+Exactly-once token consumption holds under any concurrency because the DELETE both tests
+and removes the row: of several racing deletes only one can remove it (PostgreSQL and
+InnoDB re-check the row after waiting on its lock; SQLite serialises writers).
+
+User ids are strings in the core; here they are converted with the user model's primary
+key field (``str(user.pk)`` on the way out). ``USE_TZ`` must be ``True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Count, F
+from django.utils.dateparse import parse_datetime
+
+from apigw_ws_core.storage import (
+    CleanupReport,
+    GatewayRecord,
+    Presence,
+    Session,
+    Storage,
+    Token,
+)
+from apigw_ws_storage.django_orm import models as m
+
+__all__ = ["DjangoStorage"]
+
+T = TypeVar("T")
+
+#: Ids per UPDATE/DELETE in bulk operations (well under every backend's parameter limit).
+BULK_BATCH = 500
+
+
+def _aware(value: Any) -> datetime:
+    """A timezone-aware UTC datetime from what a raw cursor returned."""
+    if isinstance(value, str):
+        parsed = parse_datetime(value)
+        if parsed is None:
+            raise ValueError(f"not a datetime: {value!r}")
+        value = parsed
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a datetime: {value!r}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class DjangoStorage(Storage):
+    """Sessions, subscriptions, tokens, counters and gateway records in Django models.
+
+    :param using: the database alias (``DATABASES`` key) to use for every query.
+
+    Thread-safe: it holds no connection itself; Django gives each thread its own.
+    """
+
+    def __init__(self, using: str = DEFAULT_DB_ALIAS):
+        self.using = using
+
+    # --- helpers -------------------------------------------------------------------
+
+    @property
+    def connection(self) -> BaseDatabaseWrapper:
+        """The Django connection of the current thread for :attr:`using`."""
+        return connections[self.using]
+
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; inside an outer transaction, in a savepoint, so that an expected
+        ``IntegrityError`` does not break the caller's transaction."""
+        if self.connection.in_atomic_block:
+            with transaction.atomic(using=self.using):
+                return fn()
+        return fn()
+
+    @staticmethod
+    def _user_pk(user_id: str | None) -> Any:
+        """The user model primary key value for a core user id string."""
+        if user_id is None:
+            return None
+        pk_field = get_user_model()._meta.pk
+        assert pk_field is not None
+        try:
+            return pk_field.to_python(user_id)
+        except ValidationError as exc:
+            raise ValueError(f"{user_id!r} is not a valid user id") from exc
+
+    def _q(self, name: str) -> str:
+        return self.connection.ops.quote_name(name)
+
+    def _dt(self, value: datetime) -> Any:
+        """A datetime adapted for a raw SQL parameter on this backend."""
+        return self.connection.ops.adapt_datetimefield_value(value)
+
+    def _supports_returning(self) -> bool:
+        """``DELETE/INSERT ... RETURNING``: PostgreSQL, SQLite >= 3.35, MariaDB >= 10.5."""
+        return bool(self.connection.features.can_return_columns_from_insert)
+
+    # --- sessions ------------------------------------------------------------------
+
+    def _session_fields(self, session: Session) -> dict[str, Any]:
+        return {
+            "channel_name": session.channel_name,
+            "user_id": self._user_pk(session.user_id),
+            "connected": session.connected,
+            "source_ip": session.source_ip,
+            "user_agent": session.user_agent,
+            "stage": session.stage,
+            "api_id": session.api_id,
+            "connected_at": session.connected_at,
+            "disconnected_at": session.disconnected_at,
+        }
+
+    def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
+        """See :meth:`Storage.create_session`.
+
+        A new connection id costs two statements: INSERT the session, INSERT its
+        subscription(s). If the second fails, the session row is removed again. An id that
+        exists already (a retried ``$connect``) fails the first INSERT on the unique
+        index and is replaced in one transaction.
+        """
+        names = list(dict.fromkeys([session.channel_name, *channels]))
+        fields = self._session_fields(session)
+        sessions = m.WebSocketSession.objects.using(self.using)
+        try:
+            row = self._guarded(
+                lambda: sessions.create(connection_id=session.connection_id, **fields)
+            )
+        except IntegrityError:
+            if not self._replace_session(session, fields, names):
+                raise
+            return
+        if not session.connected:
+            return
+        try:
+            self._insert_subscriptions(row.pk, names, session.connected_at)
+        except BaseException:
+            sessions.filter(pk=row.pk)._raw_delete(self.using)
+            raise
+
+    def _insert_subscriptions(self, session_pk: int, names: Sequence[str], at: datetime) -> None:
+        subs = m.WebSocketSubscription.objects.using(self.using)
+        if len(names) == 1:
+            subs.create(session_id=session_pk, channel_name=names[0], created_at=at)
+        else:
+            subs.bulk_create(
+                [
+                    m.WebSocketSubscription(session_id=session_pk, channel_name=n, created_at=at)
+                    for n in names
+                ]
+            )
+
+    def _replace_session(
+        self, session: Session, fields: dict[str, Any], names: Sequence[str]
+    ) -> bool:
+        """Overwrite an existing row with this connection id; ``False`` if there is none
+        (the ``IntegrityError`` had another cause, such as an unknown user)."""
+        with transaction.atomic(using=self.using):
+            sessions = m.WebSocketSession.objects.using(self.using)
+            pk = (
+                sessions.select_for_update()
+                .filter(connection_id=session.connection_id)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if pk is None:
+                return False
+            m.WebSocketSubscription.objects.using(self.using).filter(session_id=pk)._raw_delete(
+                self.using
+            )
+            sessions.filter(pk=pk).update(**fields)
+            if session.connected:
+                self._insert_subscriptions(pk, names, session.connected_at)
+        return True
+
+    _SESSION_COLUMNS = (
+        "connection_id",
+        "channel_name",
+        "user_id",
+        "connected",
+        "source_ip",
+        "user_agent",
+        "stage",
+        "api_id",
+        "connected_at",
+        "disconnected_at",
+    )
+
+    @staticmethod
+    def _session_record(row: Sequence[Any]) -> Session:
+        cid, channel, user, connected, ip, ua, stage, api, at, gone = row
+        return Session(
+            connection_id=cid,
+            channel_name=channel,
+            user_id=None if user is None else str(user),
+            connected=bool(connected),
+            source_ip=ip,
+            user_agent=ua,
+            stage=stage,
+            api_id=api,
+            connected_at=at,
+            disconnected_at=gone,
+        )
+
+    def get_session(self, connection_id: str) -> Session | None:
+        """See :meth:`Storage.get_session` (one SELECT on the unique index)."""
+        rows = list(
+            m.WebSocketSession.objects.using(self.using)
+            .filter(connection_id=connection_id)
+            .values_list(*self._SESSION_COLUMNS)[:1]
+        )
+        return self._session_record(rows[0]) if rows else None
+
+    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
+        """See :meth:`Storage.mark_disconnected`: per batch one UPDATE, and one DELETE of
+        the batch's subscriptions when the UPDATE changed a row (a session that was already
+        disconnected has none)."""
+        ids = list(dict.fromkeys(connection_ids))
+        changed = 0
+        sessions = m.WebSocketSession.objects.using(self.using)
+        for batch in _chunks(ids, BULK_BATCH):
+            count = sessions.filter(connection_id__in=batch, connected=True).update(
+                connected=False, disconnected_at=at
+            )
+            if count:
+                self._delete_subscriptions(sessions.filter(connection_id__in=batch))
+            changed += count
+        return changed
+
+    def _delete_subscriptions(self, sessions: m.WebSocketSessionQuerySet) -> int:
+        """One DELETE of the subscriptions of ``sessions`` (a subquery, never loaded)."""
+        return (
+            m.WebSocketSubscription.objects.using(self.using)
+            .filter(session__in=sessions.values("pk"))
+            ._raw_delete(self.using)
+        )
+
+    # --- channels ------------------------------------------------------------------
+
+    def subscribe(self, connection_id: str, channel_name: str) -> bool:
+        """See :meth:`Storage.subscribe`: one ``INSERT ... SELECT`` from the connected
+        session, ignoring an existing membership."""
+        conn = self.connection
+        q = self._q
+        sub_table = q(m.WebSocketSubscription._meta.db_table)
+        sess_table = q(m.WebSocketSession._meta.db_table)
+        select = (
+            f"SELECT {q('id')}, %s, %s FROM {sess_table} "  # noqa: S608 - quoted identifiers only
+            f"WHERE {q('connection_id')} = %s AND {q('connected')} = %s"
+        )
+        columns = f"({q('session_id')}, {q('channel_name')}, {q('created_at')})"
+        if conn.vendor == "mysql":
+            sql = f"INSERT IGNORE INTO {sub_table} {columns} {select}"
+        else:
+            sql = f"INSERT INTO {sub_table} {columns} {select} ON CONFLICT DO NOTHING"
+        now = datetime.now(UTC)
+        with conn.cursor() as cursor:
+            cursor.execute(sql, [channel_name, self._dt(now), connection_id, True])
+            return bool(cursor.rowcount == 1)
+
+    def unsubscribe(self, connection_id: str, channel_name: str) -> bool:
+        """See :meth:`Storage.unsubscribe` (one DELETE)."""
+        sessions = m.WebSocketSession.objects.using(self.using).filter(connection_id=connection_id)
+        deleted = (
+            m.WebSocketSubscription.objects.using(self.using)
+            .filter(session__in=sessions.values("pk"), channel_name=channel_name)
+            ._raw_delete(self.using)
+        )
+        return deleted > 0
+
+    def channels_of(self, connection_id: str) -> list[str]:
+        """See :meth:`Storage.channels_of`."""
+        names = (
+            m.WebSocketSubscription.objects.using(self.using)
+            .filter(session__connection_id=connection_id)
+            .values_list("channel_name", flat=True)
+        )
+        return sorted(names)
+
+    def iter_connection_ids(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        batch_size: int = 500,
+    ) -> Iterator[list[str]]:
+        """See :meth:`Storage.iter_connection_ids`: keyset pagination on the session's
+        primary key, one indexed query per batch."""
+        try:
+            user_pk = self._user_pk(user_id)
+        except ValueError:
+            return
+        key: str
+        value: str
+        if channel is not None:
+            qs: Any = m.WebSocketSubscription.objects.using(self.using).filter(
+                channel_name=channel, session__connected=True
+            )
+            if user_id is not None:
+                qs = qs.filter(session__user_id=user_pk)
+            key, value = "session_id", "session__connection_id"
+        else:
+            qs = m.WebSocketSession.objects.using(self.using).filter(connected=True)
+            if user_id is not None:
+                qs = qs.filter(user_id=user_pk)
+            key, value = "id", "connection_id"
+        qs = qs.order_by(key)
+        last: int | None = None
+        while True:
+            page = qs if last is None else qs.filter(**{f"{key}__gt": last})
+            rows = list(page.values_list(key, value)[:batch_size])
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [cid for _, cid in rows]
+            if len(rows) < batch_size:
+                return
+
+    def presence(self, channel_name: str) -> Presence:
+        """See :meth:`Storage.presence` (one grouped query)."""
+        rows = (
+            m.WebSocketSubscription.objects.using(self.using)
+            .filter(channel_name=channel_name, session__connected=True)
+            .values("session__user_id")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+        users: set[str] = set()
+        total = 0
+        for row in rows:
+            total += row["n"]
+            if row["session__user_id"] is not None:
+                users.add(str(row["session__user_id"]))
+        return Presence(
+            channel_name=channel_name, user_ids=frozenset(users), connection_count=total
+        )
+
+    # --- tokens --------------------------------------------------------------------
+
+    def store_token(self, token: Token) -> None:
+        """See :meth:`Storage.store_token` (one INSERT)."""
+        tokens = m.WebSocketToken.objects.using(self.using)
+        try:
+            self._guarded(
+                lambda: tokens.create(
+                    token_hash=token.token_hash,
+                    user_id=self._user_pk(token.user_id),
+                    created_at=token.created_at,
+                    expires_at=token.expires_at,
+                    channel=token.channel,
+                    origin=token.origin,
+                )
+            )
+        except IntegrityError as exc:
+            raise ValueError("token hash already exists (or the user does not)") from exc
+
+    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
+        """See :meth:`Storage.consume_token`: the row is deleted by the statement that
+        reads it, so exactly one caller gets it."""
+        q = self._q
+        table = q(m.WebSocketToken._meta.db_table)
+        cols = ", ".join(q(c) for c in ("user_id", "created_at", "expires_at", "channel", "origin"))
+        where = f"{q('token_hash')} = %s AND {q('expires_at')} > %s"
+        params = [token_hash, self._dt(now)]
+        with self.connection.cursor() as cursor:
+            if self._supports_returning():
+                cursor.execute(f"DELETE FROM {table} WHERE {where} RETURNING {cols}", params)  # noqa: S608 - quoted identifiers only
+                rows = cursor.fetchall()
+                if not rows:
+                    return None
+                row = rows[0]
+            else:
+                cursor.execute(f"SELECT {cols} FROM {table} WHERE {where}", params)  # noqa: S608 - quoted identifiers only
+                row = cursor.fetchone()
+                if row is None:
+                    return None
+                cursor.execute(f"DELETE FROM {table} WHERE {where}", params)  # noqa: S608 - quoted identifiers only
+                if cursor.rowcount != 1:
+                    return None
+        user, created, expires, channel, origin = row
+        return Token(
+            token_hash=token_hash,
+            user_id=str(user),
+            created_at=_aware(created),
+            expires_at=_aware(expires),
+            channel=channel,
+            origin=origin,
+        )
+
+    # --- counters ------------------------------------------------------------------
+
+    def incr_counter(self, key: str, window_start: datetime, expires_at: datetime) -> int:
+        """See :meth:`Storage.incr_counter`: one atomic upsert returning the new value."""
+        conn = self.connection
+        q = self._q
+        table = q(m.RateLimitCounter._meta.db_table)
+        count = q("count")
+        insert = (
+            f"INSERT INTO {table} ({q('key')}, {q('window_start')}, {count}, "  # noqa: S608 - quoted identifiers only
+            f"{q('expires_at')}) VALUES (%s, %s, 1, %s)"
+        )
+        params = [key, self._dt(window_start), self._dt(expires_at)]
+        with conn.cursor() as cursor:
+            if conn.vendor in ("postgresql", "sqlite") and self._supports_returning():
+                target = f"{table}.{count}" if conn.vendor == "postgresql" else count
+                cursor.execute(
+                    f"{insert} ON CONFLICT ({q('key')}, {q('window_start')}) "
+                    f"DO UPDATE SET {count} = {target} + 1 RETURNING {count}",
+                    params,
+                )
+                return int(cursor.fetchall()[0][0])
+            if conn.vendor == "mysql":
+                if self._supports_returning():  # MariaDB
+                    cursor.execute(
+                        f"{insert} ON DUPLICATE KEY UPDATE {count} = {count} + 1 RETURNING {count}",
+                        params,
+                    )
+                    return int(cursor.fetchall()[0][0])
+                cursor.execute(
+                    f"{insert} ON DUPLICATE KEY UPDATE {count} = LAST_INSERT_ID({count} + 1)",
+                    params,
+                )
+                if cursor.rowcount == 1:  # inserted
+                    return 1
+                cursor.execute("SELECT LAST_INSERT_ID()")
+                return int(cursor.fetchone()[0])
+        return self._incr_counter_portable(key, window_start, expires_at)
+
+    def _incr_counter_portable(self, key: str, window_start: datetime, expires_at: datetime) -> int:
+        """Row-locking fallback for databases without an upsert we know."""
+        counters = m.RateLimitCounter.objects.using(self.using)
+        with transaction.atomic(using=self.using):
+            try:
+                with transaction.atomic(using=self.using):
+                    counters.create(
+                        key=key, window_start=window_start, count=1, expires_at=expires_at
+                    )
+                return 1
+            except IntegrityError:
+                pass
+            row = counters.select_for_update().filter(key=key, window_start=window_start)
+            row.update(count=F("count") + 1)
+            return int(row.values_list("count", flat=True)[0])
+
+    # --- gateway records -----------------------------------------------------------
+
+    def get_gateway(self, name: str) -> GatewayRecord | None:
+        """See :meth:`Storage.get_gateway`."""
+        row = m.GatewayRecord.objects.using(self.using).filter(name=name).first()
+        if row is None:
+            return None
+        return GatewayRecord(
+            name=row.name,
+            api_id=row.api_id,
+            region=row.region,
+            stage=row.stage,
+            api_endpoint=row.api_endpoint,
+            management_endpoint=row.management_endpoint,
+            custom_domain=row.custom_domain,
+            resources={str(k): str(v) for k, v in (row.resources or {}).items()},
+            spec_hash=row.spec_hash,
+            status=row.status,
+            updated_at=row.updated_at,
+        )
+
+    def save_gateway(self, record: GatewayRecord) -> None:
+        """See :meth:`Storage.save_gateway` (insert or replace by name)."""
+        m.GatewayRecord.objects.using(self.using).update_or_create(
+            name=record.name,
+            defaults={
+                "api_id": record.api_id,
+                "region": record.region,
+                "stage": record.stage,
+                "api_endpoint": record.api_endpoint,
+                "management_endpoint": record.management_endpoint,
+                "custom_domain": record.custom_domain,
+                "resources": dict(record.resources),
+                "spec_hash": record.spec_hash,
+                "status": record.status,
+                "updated_at": record.updated_at,
+            },
+        )
+
+    # --- housekeeping --------------------------------------------------------------
+
+    def cleanup(
+        self,
+        now: datetime,
+        *,
+        session_max_age_seconds: int = 7200,
+        keep_disconnected_seconds: int = 86400,
+        dry_run: bool = False,
+    ) -> CleanupReport:
+        """See :meth:`Storage.cleanup`. Consumed tokens are already gone (consuming
+        deletes them), so only expired ones remain to delete."""
+        tokens = m.WebSocketToken.objects.using(self.using).filter(expires_at__lte=now)
+        counters = m.RateLimitCounter.objects.using(self.using).filter(expires_at__lte=now)
+        sessions = m.WebSocketSession.objects.using(self.using)
+        stale = sessions.filter(
+            connected=True, connected_at__lt=now - timedelta(seconds=session_max_age_seconds)
+        )
+        old = sessions.filter(
+            connected=False,
+            disconnected_at__lt=now - timedelta(seconds=keep_disconnected_seconds),
+        )
+        if dry_run:
+            return CleanupReport(
+                expired_tokens=tokens.count(),
+                stale_sessions=stale.count(),
+                old_disconnected=old.count(),
+                counters=counters.count(),
+            )
+        expired_tokens = tokens._raw_delete(self.using)
+        expired_counters = counters._raw_delete(self.using)
+        old_count = 0
+        while True:  # bounded batches keep each statement short on big tables
+            ids = list(old.values_list("pk", flat=True)[:BULK_BATCH])
+            if not ids:
+                break
+            batch = sessions.filter(pk__in=ids)
+            self._delete_subscriptions(batch)
+            old_count += batch._raw_delete(self.using)
+        stale_count = 0
+        while True:
+            cids = list(stale.values_list("connection_id", flat=True)[:BULK_BATCH])
+            if not cids:
+                break
+            stale_count += self.mark_disconnected(cids, now)
+        return CleanupReport(
+            expired_tokens=expired_tokens,
+            stale_sessions=stale_count,
+            old_disconnected=old_count,
+            counters=expired_counters,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, database alias and vendor, for logs and diagnostics."""
+        return {
+            "backend": type(self).__name__,
+            "database": self.using,
+            "vendor": self.connection.vendor,
+        }
