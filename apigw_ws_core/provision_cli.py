@@ -246,6 +246,8 @@ def run_provision(
     store: GatewayStore | None = None,
     app_secret: str | None = None,
     gateway_name: str | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Run ``apigw-ws provision plan|apply|destroy`` (``args`` from
     :func:`add_provision_arguments`).
@@ -255,19 +257,22 @@ def run_provision(
     then lives in the app's database, where the app finds its Management API endpoint), its
     ``app_secret`` (used when the config gives none; a different one is refused) and the
     ``gateway_name`` the app reads (a config with another name gets a warning). Without
-    ``store`` the record goes to the JSON state file.
+    ``store`` the record goes to the JSON state file. ``out``/``err`` default to the
+    process's standard streams.
     """
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         config = load_config(args.config, app_secret=app_secret)
         spec = config.spec
         if args.region and spec.region and args.region != spec.region:
-            sys.stderr.write(
+            err.write(
                 f"error: --region {args.region} contradicts region = {spec.region!r} in "
                 f"{args.config}\n"
             )
             return 1
         if gateway_name is not None and gateway_name != spec.name:
-            sys.stderr.write(
+            err.write(
                 f"warning: the app reads the gateway record {gateway_name!r} but this config "
                 f"provisions {spec.name!r}; set the app's gateway_name to {spec.name!r} (or "
                 "its management_endpoint) so that it finds the endpoint\n"
@@ -276,7 +281,7 @@ def run_provision(
             store = FileGatewayStore(_state_path(args, Path(args.config), config.state_file))
         aws = _clients(args, spec)
     except ApigwWsError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        err.write(f"error: {exc}\n")
         return 1
     return run_action(
         args.action,
@@ -286,6 +291,8 @@ def run_provision(
         assume_yes=args.yes,
         show_unchanged=args.show_unchanged,
         detailed_exitcode=args.detailed_exitcode,
+        out=out,
+        err=err,
     )
 
 
