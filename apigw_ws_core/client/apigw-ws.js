@@ -586,6 +586,7 @@ export class ApigwWsClient extends EventTarget {
   }
 
   _scheduleReconnect(reason, minDelay = 0) {
+    if (this._state === State.CLOSED) return; // a listener called close()
     if (!this.options.reconnect || this._attempt >= this.options.maxRetries) {
       this._emit('error', { kind: 'retries_exhausted', message: `gave up after ${this._attempt} attempts` });
       this.close(1000, 'retries exhausted');

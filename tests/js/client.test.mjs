@@ -316,6 +316,26 @@ describe('reconnecting', () => {
     assert.equal(FakeWebSocket.instances.length, 3);
   });
 
+  test('close() from a close or error listener stops the reconnect', async () => {
+    const { client } = makeClient();
+    client.on('close', ({ opened }) => {
+      if (!opened) client.close(1000, 'refused');
+    });
+    client.connect();
+    await flush();
+    FakeWebSocket.last.fail();
+    assert.equal(client.state, 'closed');
+    mock.timers.tick(60000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 1);
+
+    const failing = makeClient({ fetch: fakeFetch(() => json({}, 500)) }).client;
+    failing.on('error', () => failing.close());
+    failing.connect();
+    await flush();
+    assert.equal(failing.state, 'closed');
+  });
+
   test('reconnect: false closes for good on the first drop', async () => {
     const { client } = makeClient({ reconnect: false });
     const ws = await opened(client);
