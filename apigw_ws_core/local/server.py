@@ -655,6 +655,7 @@ class Gateway:
                 "closing": states["CLOSING"],
             },
             "rss_bytes": _rss_bytes(),
+            "cpu_s": round(time.process_time(), 3),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "counters": dict(self.counters),
             "integration_calls": self.runner.calls,
