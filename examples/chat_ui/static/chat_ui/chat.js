@@ -55,6 +55,28 @@ function hue(text) {
   return n;
 }
 
+// A padlock as inline SVG: emoji fonts are not everywhere (headless Chromium has none).
+function lockIcon() {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 16 16');
+  svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-label', 'private');
+  const body = document.createElementNS(ns, 'rect');
+  for (const [k, v] of Object.entries({ x: 3, y: 7, width: 10, height: 7, rx: 1.5 })) body.setAttribute(k, v);
+  const shackle = document.createElementNS(ns, 'path');
+  shackle.setAttribute('d', 'M5.5 7V5a2.5 2.5 0 0 1 5 0v2');
+  shackle.setAttribute('fill', 'none');
+  shackle.setAttribute('stroke', 'currentColor');
+  shackle.setAttribute('stroke-width', '1.6');
+  svg.append(body, shackle);
+  return svg;
+}
+
+function roomMark(room) {
+  return room.private ? lockIcon() : '#';
+}
+
 function avatar(name) {
   return h('span', { class: 'avatar', style: `--hue: ${hue(name)}`, 'aria-hidden': 'true', text: initials(name) });
 }
@@ -144,7 +166,7 @@ function renderRooms() {
           'aria-current': room.name === current ? 'page' : false,
           onclick: () => switchRoom(room.name),
         },
-        h('span', { class: 'room-hash', 'aria-hidden': 'true', text: room.private ? '🔒' : '#' }),
+        h('span', { class: 'room-hash', 'aria-hidden': 'true' }, roomMark(room)),
         h('span', { class: 'room-name', text: room.title || room.name }),
       ),
     ),
@@ -155,7 +177,7 @@ function messageNode(message) {
   if (message.system) {
     return h('li', { class: 'message system', 'data-testid': 'message' }, h('span', { class: 'system-text', text: message.text }));
   }
-  const mine = String(message.user) === String(me.id) || message.name === me.name;
+  const mine = String(message.user) === String(me.id);
   return h(
     'li',
     { class: `message${mine ? ' mine' : ''}`, 'data-testid': 'message', 'data-user': message.name || '' },
@@ -171,7 +193,7 @@ function messageNode(message) {
 
 function renderRoom() {
   const room = rooms.get(current);
-  roomTitle.textContent = `${room.private ? '🔒 ' : '# '}${room.title || room.name}`;
+  roomTitle.replaceChildren(h('span', { class: 'room-hash', 'aria-hidden': 'true' }, roomMark(room)), room.title || room.name);
   roomDescription.textContent = room.description || '';
   if (room.refused) {
     notice.textContent = room.refused;
@@ -270,7 +292,12 @@ client.on('close', ({ opened }) => {
   }
 });
 
-client.onMessage('chat_message', (m) => addMessage(m.room || current, m));
+// Servers may name the sender by id only, and call a chat line "chat" or "chat_message".
+function chatLine(m) {
+  addMessage(m.room || client.channel || current, { ...m, name: m.name || String(m.user ?? '') });
+}
+client.onMessage('chat_message', chatLine);
+client.onMessage('chat', chatLine);
 
 client.onMessage('history', (m) => {
   const room = rooms.get(m.room || current);
@@ -280,16 +307,18 @@ client.onMessage('history', (m) => {
 });
 
 client.onMessage('presence', (m) => {
-  const room = rooms.get(m.room || current);
+  const room = rooms.get(m.room || client.channel || current);
   if (!room) return;
-  room.users = [...m.users].sort((a, b) => String(a.name).localeCompare(String(b.name)));
+  room.users = m.users
+    .map((u) => (typeof u === 'object' && u !== null ? { id: u.id, name: u.name || String(u.id) } : { id: u, name: String(u) }))
+    .sort((a, b) => a.name.localeCompare(b.name));
   if (room.name === current) renderPresence();
 });
 
 client.onMessage('announcement', (m) => {
   banner.replaceChildren(h('strong', { text: m.from ? `${m.from}: ` : 'Announcement: ' }), document.createTextNode(m.text));
   banner.hidden = false;
-  for (const name of rooms.keys()) addMessage(name, { system: true, text: `📣 ${m.text}` });
+  for (const name of rooms.keys()) addMessage(name, { system: true, text: `Announcement: ${m.text}` });
 });
 
 function switchRoom(name) {
