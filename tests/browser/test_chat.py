@@ -19,7 +19,10 @@ from tests.browser.conftest import ARTIFACTS, ROOT, ChatSite, run_scenario
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-FLASK_EXAMPLE = Path(os.environ.get("APIGW_WS_E2E_FLASK_EXAMPLE", ROOT / "examples" / "flask_chat" / "chat.py"))
+#: Which Flask chat to test (an override helps when trying a change to the example elsewhere).
+FLASK_EXAMPLE = Path(
+    os.environ.get("APIGW_WS_E2E_FLASK_EXAMPLE", ROOT / "examples" / "flask_chat" / "chat.py")
+)
 
 
 def _load(path: Path, name: str):
