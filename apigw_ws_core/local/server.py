@@ -71,6 +71,15 @@ def _aws_error(status: int, error_type: str, message: str) -> web.Response:
     )
 
 
+def _gone(connection_id: str) -> web.Response:
+    """410 for an id that is unknown, closed, closing or still in ``$connect``."""
+    return _aws_error(
+        410,
+        "GoneException",
+        f"Connection {connection_id} is gone (unknown, closed, or its $connect is still running)",
+    )
+
+
 class Gateway:
     """An API Gateway WebSocket API stage, running locally.
 
@@ -547,7 +556,7 @@ class Gateway:
         conn = self.connections.get(cid)
         if conn is None or conn.state != "OPEN":
             self.counters["management_gone"] += 1
-            return _aws_error(410, "GoneException", "")
+            return _gone(cid)
         if request.method == "GET":
             self.counters["management_gets"] += 1
             return web.json_response(
@@ -570,7 +579,7 @@ class Gateway:
             )
         if not await self._deliver(conn, body, "management"):
             self.counters["management_gone"] += 1
-            return _aws_error(410, "GoneException", "")
+            return _gone(cid)
         return web.json_response({}, headers={"x-amzn-RequestId": new_request_id()})
 
     async def _management_malformed(self, request: web.Request) -> web.StreamResponse:
