@@ -1,0 +1,211 @@
+"""Run a chat example behind the local gateway on SQLite; ``scripts/demo`` calls this.
+
+Starts two processes — the local API Gateway (``python -m apigw_ws_core.local``) and the
+example app — waits until both answer, prints the URL to open and the demo logins, and stops
+both on Ctrl-C (or when either exits).
+
+Usage: ``scripts/demo [django|flask] [--port 8000] [--gateway-port 8001]``. Without a name,
+the Django example is used when present, else the Flask one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+PYTHON = sys.executable
+
+
+@dataclass
+class Example:
+    """How to prepare and start one example app."""
+
+    name: str
+    directory: Path
+    login_path: str
+    logins: list[tuple[str, str, str]]
+    prepare: Callable[[dict[str, str]], None]
+    command: Callable[[int], list[str]]
+    env: Callable[[str, str, str, str], dict[str, str]]
+
+
+def _django_env(secret: str, ws_url: str, management: str, db: str) -> dict[str, str]:
+    return {
+        "APIGW_WS_SECRET": secret,
+        "APIGW_WS_MANAGEMENT_ENDPOINT": management,
+        "CHAT_WS_URL": ws_url,
+        "CHAT_DATABASE": db,
+    }
+
+
+def _django_prepare(env: dict[str, str]) -> None:
+    manage = [PYTHON, "manage.py"]
+    cwd = EXAMPLES / "django_chat"
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=cwd, env=env, check=True)
+    subprocess.run([*manage, "seed_demo"], cwd=cwd, env=env, check=True)
+
+
+def _flask_env(secret: str, ws_url: str, management: str, db: str) -> dict[str, str]:
+    return {
+        "FLASK_APIGW_WS_SECRET": secret,
+        "FLASK_APIGW_WS_MANAGEMENT_ENDPOINT": management,
+        "FLASK_CHAT_WS_URL": ws_url,
+        "FLASK_DATABASE_URL": f"sqlite:///{db}",
+    }
+
+
+EXAMPLE_DEFS = {
+    "django": Example(
+        name="django",
+        directory=EXAMPLES / "django_chat",
+        login_path="/login/",
+        logins=[
+            ("alice", "demo", "staff: may enter the private room"),
+            ("bob", "demo", "member"),
+        ],
+        prepare=_django_prepare,
+        command=lambda port: [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        env=_django_env,
+    ),
+    "flask": Example(
+        name="flask",
+        directory=EXAMPLES / "flask_chat",
+        login_path="/login",
+        logins=[
+            ("alice", "demo", "staff: may enter the private room"),
+            ("bob", "demo", "member"),
+            ("carol", "demo", "member"),
+        ],
+        prepare=lambda env: None,
+        command=lambda port: [
+            PYTHON, "-m", "flask", "--app", "chat", "run", "--host", "127.0.0.1",
+            "--port", str(port), "--no-reload", "--no-debugger",
+        ],
+        env=_flask_env,
+    ),
+}
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"demo: the app exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"demo: {url} did not answer within {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo until Ctrl-C; return the exit status."""
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
+    parser.add_argument("example", nargs="?", choices=sorted(EXAMPLE_DEFS))
+    parser.add_argument("--port", type=int, default=8000, help="the app's port (8000)")
+    parser.add_argument("--gateway-port", type=int, default=8001, help="the gateway's (8001)")
+    args = parser.parse_args(argv)
+    present = [n for n in ("django", "flask") if EXAMPLE_DEFS[n].directory.is_dir()]
+    name = args.example or (present[0] if present else "django")
+    example = EXAMPLE_DEFS[name]
+    if not example.directory.is_dir():
+        parser.error(f"{example.directory.relative_to(ROOT)} is not there")
+
+    state = ROOT / ".demo"
+    state.mkdir(exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    stage = "local"
+    ws_url = f"ws://127.0.0.1:{args.gateway_port}/{stage}"
+    management = f"http://127.0.0.1:{args.gateway_port}/{stage}"
+    env = {
+        **os.environ,
+        # The local gateway accepts any well-formed SigV4 signature: dummy keys suffice.
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "PYTHONUNBUFFERED": "1",
+        **example.env(secret, ws_url, management, str(state / f"{name}-chat.sqlite3")),
+    }
+
+    gateway = app = None
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        example.prepare(env)
+        gateway = subprocess.Popen(
+            [
+                PYTHON, "-m", "apigw_ws_core.local",
+                "--backend", f"http://127.0.0.1:{args.port}/ws/",
+                "--secret", secret,
+                "--host", "127.0.0.1",
+                "--port", str(args.gateway_port),
+                "--stage", stage,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        app = subprocess.Popen(example.command(args.port), cwd=example.directory, env=env)
+        base = f"http://127.0.0.1:{args.port}"
+        _wait_http(f"http://127.0.0.1:{args.gateway_port}/_local/stats", gateway)
+        _wait_http(base + example.login_path, app)
+        width = max(len(user) for user, _, _ in example.logins)
+        logins = "\n".join(
+            f"      {user:<{width}}  password {password}   ({note})"
+            for user, password, note in example.logins
+        )
+        print(
+            f"\n  apigw-ws chat demo ({name}) is running.\n\n"
+            f"  Open  {base}/  in two browser windows (one private), log in as two users:\n"
+            f"{logins}\n\n"
+            f"  WebSocket (local API Gateway): {ws_url}\n"
+            f"  Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        while gateway.poll() is None and app.poll() is None:
+            time.sleep(0.5)
+        which = "gateway" if gateway.poll() is not None else "app"
+        print(f"demo: the {which} stopped; shutting down", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo: stopping", file=sys.stderr)
+        return 0
+    finally:
+        _stop(app)
+        _stop(gateway)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
