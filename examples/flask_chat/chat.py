@@ -1,4 +1,7 @@
-"""A small Flask chat on API Gateway WebSockets: rooms, presence, a few demo users.
+"""A small Flask chat on API Gateway WebSockets: rooms, presence, a staff-only room, demo users.
+
+The page is the shared chat UI in ``examples/chat_ui`` on the apigw-ws browser client, which
+the ``apigw_ws_client`` blueprint serves from the installed package.
 
 Run it locally (SQLite, the local gateway in front of ``flask run``)::
 
@@ -9,21 +12,33 @@ Run it locally (SQLite, the local gateway in front of ``flask run``)::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from apigw_ws_core import HandlerContext
-from apigw_ws_core.channels import AUTHENTICATED, ChannelPolicy, ChannelRule
+from apigw_ws_core.channels import AUTHENTICATED, AUTHORIZED, ChannelPolicy, ChannelRule
 from apigw_ws_core.events import DisconnectEvent
 from apigw_ws_flask import ApigwWebSocket
+from apigw_ws_flask.client import client_blueprint
 from apigw_ws_storage.sqla import SqlaStorage
 
-ROOMS = ["general", "random", "help"]
+#: room -> (title, description, private). Channels are named ``room-<room>``.
+ROOM_INFO = {
+    "general": ("General", "Everyone is welcome.", False),
+    "random": ("Random", "Anything goes.", False),
+    "help": ("Help", "Questions and answers.", False),
+    "staff": ("Staff", "Staff only: alice may come in, bob and carol may not.", True),
+}
+ROOMS = list(ROOM_INFO)
+STAFF = {"alice"}
+#: The page's JavaScript and CSS, shared with the Django example.
+CHAT_UI_STATIC = Path(__file__).resolve().parent.parent / "chat_ui" / "static"
 DEMO_PASSWORD = "demo"  # demo only: every demo user has this password
 
 
@@ -62,8 +77,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     login.user_loader(USERS.get)
     CSRFProtect(app)  # the gateway endpoints are exempt; the token endpoint is protected
 
-    # --- WebSockets: only rooms are joinable, and only when logged in ----------------
-    policy = ChannelPolicy([ChannelRule(f"room-{name}", AUTHENTICATED) for name in ROOMS])
+    # --- the page's assets: the browser client and the shared chat UI ----------------
+    app.register_blueprint(client_blueprint)
+    app.register_blueprint(
+        Blueprint("chat_ui", __name__, static_folder=CHAT_UI_STATIC, static_url_path="/chat-ui")
+    )
+
+    # --- WebSockets: only rooms are joinable, only when logged in, staff room by staff -
+    policy = ChannelPolicy(
+        [
+            ChannelRule("room-staff", AUTHORIZED),
+            *(ChannelRule(f"room-{name}", AUTHENTICATED) for name in ROOMS),
+        ],
+        authorize=lambda user_id, channel: user_id in STAFF,
+    )
     ws = ApigwWebSocket(app, storage=storage, policy=policy, transport=app.config.get("TRANSPORT"))
 
     def presence_update(channel: str) -> None:
@@ -84,6 +111,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 {"type": "chat", "user": ctx.user_id, "text": text},
                 channel=ctx.session.channel_name,
             )
+
+    @ws.handler("ping")
+    def ping(ctx: HandlerContext, message: dict[str, Any]) -> None:
+        """The browser client's keepalive (API Gateway drops idle connections)."""
 
     @ws.handler("join")
     def join(ctx: HandlerContext, message: dict[str, Any]) -> None:
@@ -109,12 +140,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         room = request.args.get("room", ROOMS[0])
         if room not in ROOMS:
             abort(404)
-        return render_template(
-            "chat.html",
-            user=current_user.id,
-            room=room,
-            rooms=ROOMS,
-            ws_url=app.config["CHAT_WS_URL"],
-        )
+        chat_config = {
+            "user": {"id": current_user.id, "name": current_user.id},
+            "wsUrl": app.config["CHAT_WS_URL"],
+            "tokenUrl": url_for("apigw_ws_token.token"),
+            "clientUrl": url_for("apigw_ws_client.asset", filename="apigw-ws.js"),
+            "rooms": [
+                {"name": f"room-{name}", "title": title, "description": text, "private": private}
+                for name, (title, text, private) in ROOM_INFO.items()
+            ],
+            "initialRoom": f"room-{room}",
+        }
+        return render_template("chat.html", chat_config=chat_config)
 
     return app

@@ -54,7 +54,9 @@ def test_chat_app_with_test_client(chat_module, tmp_path):
     assert b"wrong password" in resp.data
     client.post("/login", data={"username": "alice", "password": "demo", "csrf_token": csrf})
     page = client.get("/?room=random").get_data(as_text=True)
-    assert '"room-random"' in page and "ws_token" in page
+    assert '"initialRoom": "room-random"' in page and "/apigw-ws/apigw-ws.js" in page
+    assert client.get("/apigw-ws/apigw-ws.js").status_code == 200
+    assert client.get("/chat-ui/chat_ui/chat.js").status_code == 200
     assert client.get("/?room=secret").status_code == 404
     csrf = _csrf(page)
     assert client.post("/ws/token", json={"channel": "room-random"}).status_code == 400  # CSRF
