@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if not example.directory.is_dir():
         parser.error(f"{example.directory.relative_to(ROOT)} is not there")
 
-    state = ROOT / ".demo"
-    state.mkdir(exist_ok=True)
+    state = Path(os.environ.get("APIGW_WS_DEMO_STATE", ROOT / ".demo"))
+    state.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(24)
     stage = "local"
     ws_url = f"ws://127.0.0.1:{args.gateway_port}/{stage}"
