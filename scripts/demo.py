@@ -4,8 +4,10 @@ Starts two processes — the local API Gateway (``python -m apigw_ws_core.local`
 example app — waits until both answer, prints the URL to open and the demo logins, and stops
 both on Ctrl-C (or when either exits).
 
-Usage: ``scripts/demo [django|flask] [--port 8000] [--gateway-port 8001]``. Without a name,
-the Django example is used when present, else the Flask one.
+Usage: ``scripts/demo [flask|django] [--port 8000] [--gateway-port 8001]``; the default is
+:data:`DEFAULT_EXAMPLE`. The Django entry expects ``examples/django_chat`` to read
+``APIGW_WS_SECRET``, ``APIGW_WS_MANAGEMENT_ENDPOINT``, ``CHAT_WS_URL`` and ``CHAT_DATABASE``
+from the environment and to offer ``manage.py seed_demo``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 PYTHON = sys.executable
+#: The example ``scripts/demo`` runs without an argument (the one the browser tests prove).
+DEFAULT_EXAMPLE = "flask"
 
 
 @dataclass
@@ -131,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="the app's port (8000)")
     parser.add_argument("--gateway-port", type=int, default=8001, help="the gateway's (8001)")
     args = parser.parse_args(argv)
-    present = [n for n in ("django", "flask") if EXAMPLE_DEFS[n].directory.is_dir()]
-    name = args.example or (present[0] if present else "django")
+    name = args.example or DEFAULT_EXAMPLE
     example = EXAMPLE_DEFS[name]
     if not example.directory.is_dir():
         parser.error(f"{example.directory.relative_to(ROOT)} is not there")
