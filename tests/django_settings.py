@@ -102,6 +102,8 @@ if os.environ.get("APIGW_WS_TEST_MARIADB_URL"):
         TEST={"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
     )
 
+DATABASE_ROUTERS = ["tests.django_orm.helpers.AliasRouter"]
+
 CACHES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }

@@ -45,7 +45,7 @@ class ChatView(WebSocketView):
         """Only for connections opened with a token."""
         return {"ok": "yes"}
 
-    @handler(name="admin-action", permission=has_perms("auth.delete_user"))
+    @handler(name="moderate", permission=has_perms("auth.delete_user"))
     def admin_action(self, request: Any, message: dict[str, Any]) -> dict[str, str]:
         """Needs a Django permission."""
         return {"ok": "admin"}

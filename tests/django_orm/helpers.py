@@ -44,6 +44,19 @@ def alias_params(
     return params
 
 
+class AliasRouter:
+    """Routes every model to the alias under test (set by the ``alias`` fixtures), as a
+    project keeping its WebSocket tables in another database would with a router."""
+
+    alias: str | None = None
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return AliasRouter.alias
+
+    def db_for_write(self, model: Any, **hints: Any) -> str | None:
+        return AliasRouter.alias
+
+
 class ThreadStorage:
     """A ``DjangoStorage`` for one worker thread: closes that thread's connection after
     every call, so no connection outlives the thread (test databases can be dropped)."""

@@ -14,6 +14,7 @@ them all.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -44,11 +45,14 @@ __all__ = [
 WATCHED_SETTINGS = frozenset({"APIGW_WS", "DATABASES", "CACHES", "AUTH_USER_MODEL"})
 
 
-def load_django_user(user_id: str) -> Any:
-    """The default user loader: the user model by primary key (``None`` if gone)."""
-    model = get_user_model()
+def load_django_user(user_id: str, using: str | None = None) -> Any:
+    """The default user loader: the user model by primary key (``None`` if gone), read
+    from database ``using`` (the storage's, where the sessions' foreign keys point)."""
+    manager = get_user_model()._default_manager
+    if using is not None:
+        manager = manager.db_manager(using)
     try:
-        return model._default_manager.filter(pk=user_id).first()
+        return manager.filter(pk=user_id).first()
     except (ValueError, TypeError, ValidationError):
         return None
 
@@ -85,7 +89,10 @@ class Runtime:
         self.storage: Storage = storage
         self.rate_limiter = settings.build("rate_limiter")
         self.policy = self._policy()
-        self.user_loader = settings.callable_setting("user_loader") or load_django_user
+        using = getattr(storage, "using", None)
+        self.user_loader: Callable[[str], Any] = settings.callable_setting(
+            "user_loader"
+        ) or functools.partial(load_django_user, using=using)
         self._lock = threading.Lock()
         self._apps: dict[type[CoreWebSocketView], WebSocketApp] = {}
         self.default_app = self._make_app(None, settings.build("transport"))
@@ -133,11 +140,12 @@ class Runtime:
         """The transport every app sends through."""
         return self.default_app.transport
 
-    def set_transport(self, transport: Transport) -> Transport:
-        """Replace the shared transport; returns the previous one (``None`` if unbuilt)."""
+    def set_transport(self, transport: Transport | None) -> Transport | None:
+        """Replace the shared transport; returns the previous one (``None`` if it was not
+        built yet). ``None`` makes the next send build it again from the settings."""
         previous = self.default_app._transport
-        self.default_app.transport = transport
-        return previous  # type: ignore[return-value]
+        self.default_app._transport = transport
+        return previous
 
     def close(self) -> None:
         """Close the apps (thread pools, transport)."""
@@ -166,7 +174,7 @@ def get_app(view: type[CoreWebSocketView] | None = None) -> WebSocketApp:
     return get_runtime().app_for(view)
 
 
-def set_transport(transport: Transport) -> Transport:
+def set_transport(transport: Transport | None) -> Transport | None:
     """Make every app send through ``transport``; returns the previous transport."""
     return get_runtime().set_transport(transport)
 
