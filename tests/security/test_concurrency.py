@@ -1,0 +1,233 @@
+"""Races on the real databases: a token is single-use under concurrency.
+
+For the SQLAlchemy storage and the Django ORM storage, each on PostgreSQL and MariaDB:
+
+* 50 threads released by a barrier consume the same token hash: exactly one wins;
+* 50 parallel ``$connect`` calls through the full pipeline carry the same token: exactly one
+  200, 49 x 401, one session row, one subscription, no token left;
+* 50 parallel ``$connect`` calls from one address against a limit of 10: exactly 10 pass,
+  40 get 429 (the storage-backed limiter counts exactly).
+
+These need the servers (``APIGW_WS_TEST_POSTGRES_URL`` / ``APIGW_WS_TEST_MARIADB_URL``);
+``.ci/run`` sets them, so CI never skips them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apigw_ws_core import Config, WebSocketApp
+from apigw_ws_core.events import from_http
+from apigw_ws_core.storage import Storage, Token
+from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
+
+from .support import SECRET
+
+THREADS = 50
+
+
+def race(fn: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
+    """Run ``fn(i)`` in ``threads`` threads released together by a barrier; return the
+    results in completion order. Any exception fails the test."""
+    barrier = threading.Barrier(threads)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            value = fn(i)
+            with lock:
+                results.append(value)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(120)
+    if errors:
+        raise errors[0]
+    assert len(results) == threads
+    return results
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def consume_race(storage_for_thread: Callable[[], Storage], storage: Storage) -> None:
+    """50 consumers on one token hash: exactly one winner (two rounds)."""
+    now = _now()
+    for round_no in range(2):
+        token_hash = f"{round_no}5ec" * 16
+        storage.store_token(
+            Token(
+                token_hash=token_hash,
+                user_id="7",
+                created_at=now,
+                expires_at=now + timedelta(seconds=60),
+            )
+        )
+        winners = [
+            r
+            for r in race(lambda i, h=token_hash: storage_for_thread().consume_token(h, now))
+            if r is not None
+        ]
+        assert len(winners) == 1
+        assert winners[0].user_id == "7"
+
+
+def app_on(storage: Storage, **config: Any) -> WebSocketApp:
+    """A pipeline on ``storage`` (a RecordingTransport; nothing reaches AWS)."""
+    config.setdefault("connect_rate_per_ip", None)
+    return WebSocketApp(
+        storage=storage, transport=RecordingTransport(), config=Config(secret=SECRET, **config)
+    )
+
+
+def connect_call(app: WebSocketApp, query: str) -> tuple[int, str, str]:
+    """One ``$connect`` from a new connection; ``(status, error code, connection id)``."""
+    cid = new_connection_id()
+    reply = app.handle(from_http("connect", gateway_headers("connect", cid, secret=SECRET), query))
+    body = reply.json_body() if reply.body else None
+    return reply.status, (body or {}).get("error", ""), cid
+
+
+def pipeline_token_race(app: WebSocketApp) -> list[str]:
+    """50 parallel connects with one token: one 200, 49 x 401. Returns the winner's id."""
+    token, _ = app.issue_token("7")
+    results = race(lambda i: connect_call(app, f"channel=room&ws_token={token}"))
+    statuses = Counter((status, code) for status, code, _ in results)
+    assert statuses == {(200, ""): 1, (401, "invalid_token"): THREADS - 1}, statuses
+    return [cid for status, _, cid in results if status == 200]
+
+
+def pipeline_rate_race(app: WebSocketApp) -> None:
+    """50 parallel connects from one address with a limit of 10: exactly 10 pass."""
+    results = race(lambda i: connect_call(app, "channel=room"))
+    statuses = Counter((status, code) for status, code, _ in results)
+    assert statuses == {(200, ""): 10, (429, "rate_limited"): THREADS - 10}, statuses
+
+
+# --- SQLAlchemy storage -------------------------------------------------------------------
+
+SQLA_DIALECTS = [
+    pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
+    pytest.param("mariadb", marks=pytest.mark.mariadb, id="mariadb"),
+]
+
+
+@pytest.fixture(scope="module", params=SQLA_DIALECTS)
+def sqla_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    from tests.sqla.dbs import open_database
+
+    db = open_database(request, request.param, Path(tmp_path_factory.mktemp("sec")))
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def sqla(sqla_db: Any) -> Any:
+    sqla_db.empty()
+    return sqla_db
+
+
+def test_sqla_50_consumers_one_winner(sqla):
+    consume_race(sqla.new_storage, sqla.storage)
+
+
+def test_sqla_50_parallel_connects_with_one_token(sqla):
+    from sqlalchemy import func, select
+
+    app = app_on(sqla.storage)
+    [winner] = pipeline_token_race(app)
+    with sqla.engine.connect() as conn:
+        sessions = conn.execute(select(sqla.models.session_table.c.connection_id)).scalars().all()
+        subs = conn.execute(select(func.count()).select_from(sqla.models.subscription_table))
+        tokens = conn.execute(select(func.count()).select_from(sqla.models.token_table))
+        assert sessions == [winner]
+        assert subs.scalar_one() == 1
+        assert tokens.scalar_one() == 0
+
+
+def test_sqla_50_parallel_connects_count_exactly(sqla):
+    pipeline_rate_race(app_on(sqla.storage, require_token=False, connect_rate_per_ip="10/3600"))
+
+
+# --- Django ORM storage -------------------------------------------------------------------
+
+
+def _django_params() -> list[Any]:
+    """One param per server alias, with its ``django_db`` mark. ``default`` (SQLite) is
+    listed too: Django sets up the other test databases only after it."""
+    from django.conf import settings
+
+    from tests.conftest import service_url
+
+    params = []
+    for alias, env in (
+        ("postgres", "APIGW_WS_TEST_POSTGRES_URL"),
+        ("mariadb", "APIGW_WS_TEST_MARIADB_URL"),
+    ):
+        marks: list[Any] = [getattr(pytest.mark, alias)]
+        if alias not in settings.DATABASES or service_url(env) is None:
+            marks.append(pytest.mark.skip(reason=f"{alias} not available: set {env}"))
+        else:
+            marks.append(pytest.mark.django_db(databases=[alias, "default"], transaction=True))
+        params.append(pytest.param(alias, marks=marks, id=f"django-{alias}"))
+    return params
+
+
+@pytest.fixture(params=_django_params())
+def django_alias(request: pytest.FixtureRequest) -> str:
+    from django.contrib.auth import get_user_model
+
+    alias: str = request.param
+    get_user_model().objects.using(alias).create(pk=7, username="user7")
+    return alias
+
+
+def _thread_storage(alias: str) -> Storage:
+    from tests.django_orm.helpers import ThreadStorage
+
+    return ThreadStorage(alias)  # type: ignore[return-value]
+
+
+def test_django_50_consumers_one_winner(django_alias):
+    consume_race(lambda: _thread_storage(django_alias), _thread_storage(django_alias))
+
+
+def test_django_50_parallel_connects_with_one_token(django_alias):
+    from apigw_ws_storage.django_orm.models import (
+        WebSocketSession,
+        WebSocketSubscription,
+        WebSocketToken,
+    )
+
+    app = app_on(_thread_storage(django_alias))
+    [winner] = pipeline_token_race(app)
+    sessions = list(
+        WebSocketSession.objects.using(django_alias).values_list("connection_id", flat=True)
+    )
+    assert sessions == [winner]
+    assert WebSocketSubscription.objects.using(django_alias).count() == 1
+    assert WebSocketToken.objects.using(django_alias).count() == 0
+
+
+def test_django_50_parallel_connects_count_exactly(django_alias):
+    pipeline_rate_race(
+        app_on(_thread_storage(django_alias), require_token=False, connect_rate_per_ip="10/3600")
+    )
