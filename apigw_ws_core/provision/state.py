@@ -36,6 +36,7 @@ __all__ = [
     "get_rrset",
     "observe",
     "validation_record_of",
+    "wait_for_validation_record",
 ]
 
 

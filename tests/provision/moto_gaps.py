@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
@@ -224,6 +223,3 @@ class MotoGaps:
         mapping.stage = params.get("Stage", mapping.stage)
         mapping.api_mapping_key = params.get("ApiMappingKey", mapping.api_mapping_key)
         return _ok(mapping.to_json() | {"ApiMappingId": mapping.api_mapping_id})
-
-
-HookFactory = Callable[[Any], MotoGaps]
