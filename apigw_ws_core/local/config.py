@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -52,6 +53,8 @@ __all__ = [
     "load_config_file",
     "resolve_lambda_handler",
 ]
+
+logger = logging.getLogger("apigw_ws_core.local")
 
 CONNECT = "$connect"
 DISCONNECT = "$disconnect"
@@ -643,6 +646,8 @@ def config_from_apigw(
         chosen = stages[0] if stages else None
     else:
         chosen = next((s for s in stages if s.get("StageName") == stage), None)
+    if stage is not None and chosen is None:
+        logger.warning("API %s has no stage %r; using it without stage variables", api_id, stage)
     stage_name = stage or (chosen or {}).get("StageName") or DEFAULT_STAGE
     return ApiConfig(
         routes=routes,

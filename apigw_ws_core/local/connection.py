@@ -120,7 +120,7 @@ class Connection:
         self.forwarded_proto = forwarded_proto
         self.subprotocol: str | None = None
         self.ws: web.WebSocketResponse | None = None
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
         #: Close code/reason when the gateway (not the client) closes the connection.
         self.close_code: int | None = None
         self.close_reason = ""
@@ -149,9 +149,7 @@ class Connection:
     def write_buffer_size(self) -> int:
         """Bytes queued in the transport towards the client."""
         transport = self.transport
-        if transport is None or not isinstance(transport, asyncio.WriteTransport):
-            return 0
-        return transport.get_write_buffer_size()
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     def summary(self) -> dict[str, Any]:
         """Return a JSON-able description for the ``/_local/`` endpoints."""

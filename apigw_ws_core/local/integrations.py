@@ -397,7 +397,8 @@ class IntegrationRunner:
         except (aiohttp.ClientConnectionError, OSError) as exc:
             logger.warning("%s %s failed: %r", call.method, call.url, exc)
             return IntegrationResult(0, error="unreachable")
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, RuntimeError) as exc:
+            # RuntimeError: the session was closed while shutting down.
             logger.warning("%s %s failed: %r", call.method, call.url, exc)
             return IntegrationResult(0, error="error")
 

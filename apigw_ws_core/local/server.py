@@ -230,7 +230,7 @@ class Gateway:
             conn.close_code, conn.close_reason = 1006, reason
             transport = conn.transport
             if transport is not None:
-                transport.abort()  # type: ignore[attr-defined]
+                transport.abort()
             return True
         conn.close_code, conn.close_reason = code, reason
         conn.closer = self._spawn(self._close_ws(conn, ws, code, reason))
@@ -248,7 +248,7 @@ class Gateway:
         except (TimeoutError, ConnectionError, RuntimeError):
             transport = conn.transport
             if transport is not None:
-                transport.abort()  # type: ignore[attr-defined]
+                transport.abort()
 
     def _finish(self, conn: Connection, code: int, reason: str, *, owes_disconnect: bool) -> None:
         """Forget a connection and (once) schedule its ``$disconnect`` call."""

@@ -271,7 +271,7 @@ def test_stage_variables_in_integration_uri(
     base = backend.url.rstrip("/")
     route = Route(
         key="$default",
-        integration=Integration(uri="${stageVariables.base}/default"),
+        integration=Integration(uri="${stageVariables.base}/default?v=1", method="put"),
         two_way=True,
     )
     gw = gateway_factory(ApiConfig(routes=[route], stage_variables={"base": base}))
@@ -279,6 +279,8 @@ def test_stage_variables_in_integration_uri(
     with ws_connect(gw.ws_url) as ws:
         ws.send("x")
         assert ws.recv(timeout=5) == "ok"
+    request = backend.requests_for("default")[0]
+    assert (request.method, request.path, request.query_string) == ("PUT", "/ws/default", "v=1")
 
 
 def test_concurrent_handshakes(gateway_factory: Any, backend: Any, ws_connect: Any) -> None:

@@ -159,6 +159,17 @@ def test_lambda_timeout(gateway_factory: Any, ws_connect: Any) -> None:
         assert json.loads(ws.recv(timeout=5))["message"] == "Internal server error"
 
 
+def test_lambda_connect_timeout_is_504(gateway_factory: Any, ws_connect: Any) -> None:
+    def slow(event: dict[str, Any], context: Any) -> Any:
+        time.sleep(1.0)
+        return {"statusCode": 200}
+
+    gw = gateway_factory(config_from_lambda(slow, timeout_ms=200))
+    with pytest.raises(InvalidStatus) as info:
+        ws_connect(gw.ws_url)
+    assert info.value.response.status_code == 504
+
+
 def test_handler_imported_from_module_path(
     gateway_factory: Any, ws_connect: Any, tmp_path: Any, monkeypatch: Any
 ) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import attrs
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from apigw_ws_core.local import config_from_backend
+from apigw_ws_core.local import ApiConfig, config_from_backend
 from apigw_ws_core.local.testing import LocalGateway, management_client, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -30,22 +31,48 @@ def last_closed(gw: Any, cid: str) -> dict[str, Any]:
     )
 
 
+def with_disconnect_status(api: ApiConfig) -> ApiConfig:
+    """Map the disconnect status into headers (generic mappings reach every context variable)."""
+    route = api.routes["$disconnect"]
+    params = dict(route.integration.request_parameters)
+    params["integration.request.header.X-Close-Code"] = "context.disconnectStatusCode"
+    params["integration.request.header.X-Close-Reason"] = "context.disconnectReason"
+    integration = attrs.evolve(route.integration, request_parameters=params)
+    routes = dict(api.routes)
+    routes["$disconnect"] = attrs.evolve(route, integration=integration)
+    return api.replace(routes=routes.values())
+
+
 def test_idle_timeout_closes_1001(
     gateway_factory: Any, backend: Any, open_connection: Any, disconnects_for: Any
 ) -> None:
-    gw = gateway_factory(config_from_backend(backend.url), idle_timeout=0.4)
+    gw = gateway_factory(with_disconnect_status(config_from_backend(backend.url)), idle_timeout=0.4)
     ws, cid = open_connection(gw)
     started = time.monotonic()
     assert close_frame(ws) == (1001, "Going away")
     assert 0.35 < time.monotonic() - started < 2.0
-    assert len(disconnects_for(cid)) == 1
+    [disconnect] = disconnects_for(cid)
+    assert disconnect.header("X-Close-Code") == "1001"
+    assert disconnect.header("X-Close-Reason") == "Going away"
     assert last_closed(gw, cid)["closeCode"] == 1001
+
+
+def test_delete_disconnect_status_via_mappings(
+    gateway_factory: Any, backend: Any, open_connection: Any, disconnects_for: Any
+) -> None:
+    gw = gateway_factory(with_disconnect_status(config_from_backend(backend.url)))
+    ws, cid = open_connection(gw)
+    with ws:
+        management_client(f"http://127.0.0.1:{gw.port}").delete_connection(ConnectionId=cid)
+        [disconnect] = disconnects_for(cid)
+    assert disconnect.header("X-Close-Code") == "1000"
+    assert disconnect.header("X-Close-Reason") == "Connection Closed Normally"
 
 
 def test_activity_keeps_a_connection_alive(
     gateway_factory: Any, backend: Any, open_connection: Any
 ) -> None:
-    gw = gateway_factory(config_from_backend(backend.url), idle_timeout=0.5)
+    gw = gateway_factory(config_from_backend(backend.url), idle_timeout=0.8)
     client = management_client(gw.management_endpoint)
     ws, cid = open_connection(gw)
     with ws:

@@ -192,7 +192,7 @@ def test_sigv4_check_can_be_disabled(
 
 
 def test_throttling(gateway_factory: Any, backend: Any, open_connection: Any) -> None:
-    gw = gateway_factory(config_from_backend(backend.url), throttle_rps=2, throttle_burst=2)
+    gw = gateway_factory(config_from_backend(backend.url), throttle_rps=1, throttle_burst=2)
     ws, cid = open_connection(gw)
     client = management_client(gw.management_endpoint)
     with ws:
