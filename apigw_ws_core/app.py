@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -55,6 +56,9 @@ from apigw_ws_core.tokens import check_bindings, issue_token, take_token
 from apigw_ws_core.transport import ManagementApiTransport, Transport
 
 __all__ = ["Reply", "WebSocketApp", "encode_payload"]
+
+#: The connection whose ``$connect`` is being handled in the current context, if any.
+_CONNECTING: ContextVar[str | None] = ContextVar("apigw_ws_connecting", default=None)
 
 log = logging.getLogger("apigw_ws")
 
@@ -362,8 +366,14 @@ class WebSocketApp:
             connected_at=now,
         )
         self.storage.create_session(session)
-        for hook in self.connect_hooks:
-            hook(session, event)
+        # API Gateway answers 410 to posts for a connection whose $connect is still running;
+        # sends made by the hooks skip it instead of marking the new session gone.
+        connecting = _CONNECTING.set(event.connection_id)
+        try:
+            for hook in self.connect_hooks:
+                hook(session, event)
+        finally:
+            _CONNECTING.reset(connecting)
         headers = {}
         offered = event.headers.get("sec-websocket-protocol")
         if offered:
@@ -508,19 +518,26 @@ class WebSocketApp:
         user_id: Any = None,
         everyone: bool = False,
     ) -> Iterator[list[str]]:
-        """Batches of connection ids for a target (see :meth:`send`)."""
+        """Batches of connection ids for a target (see :meth:`send`).
+
+        A connection whose ``$connect`` is being handled in this context is left out: API
+        Gateway cannot deliver to it until the handshake completes.
+        """
         if connection_id is not None:
             if channel is not None or user_id is not None or everyone:
                 raise ValueError("connection_id cannot be combined with other targets")
-            yield [connection_id]
+            if connection_id != _CONNECTING.get():
+                yield [connection_id]
             return
         if channel is None and user_id is None and not everyone:
             raise ValueError("say who to send to: connection_id, channel, user_id or everyone")
         if channel is not None:
             validate_channel(channel)
-        yield from self.storage.iter_connection_ids(
+        skip = _CONNECTING.get()
+        for batch in self.storage.iter_connection_ids(
             channel=channel, user_id=None if user_id is None else str(user_id)
-        )
+        ):
+            yield [cid for cid in batch if cid != skip] if skip in batch else batch
 
     def send(
         self,

@@ -407,3 +407,23 @@ def test_default_transport_from_gateway_record():
     assert app.transport is t
     with pytest.raises(ConfigurationError):
         _ = WebSocketApp(storage=MemoryStorage(), config=Config(secret="s")).transport
+
+
+def test_sends_from_connect_hooks_skip_the_connecting_connection():
+    app = make_app(require_token=False)
+    _, old = connect(app, query="channel=room")
+    reports = []
+    app.on_connect(
+        lambda s, ev: reports.append(
+            (app.send({"joined": s.connection_id}, channel="room"),
+             app.send({"hello": 1}, connection_id=s.connection_id))
+        )
+    )
+    _, new = connect(app, query="channel=room")
+    (to_room, to_self), = reports
+    assert to_room.delivered == 1 and to_room.gone == ()
+    assert to_self.delivered == 0 and to_self.gone == ()
+    assert app.transport.messages_for(old) == [{"joined": new}]
+    assert app.transport.messages_for(new) == []
+    assert app.storage.get_session(new).connected is True
+    assert app.send({"later": 1}, connection_id=new).delivered == 1
