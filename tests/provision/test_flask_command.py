@@ -30,7 +30,8 @@ def test_flask_provision_plan_and_apply(
     path.write_text(CONFIG)
     app = flask.Flask(__name__)
     app.config.update(APIGW_WS_SECRET=SECRET, APIGW_WS_GATEWAY_NAME="flask-chat")
-    ApigwWebSocket(app, storage=MemoryStorage())
+    storage = MemoryStorage()
+    ApigwWebSocket(app, storage=storage)
     runner = app.test_cli_runner()
 
     result = runner.invoke(args=["apigw-ws", "provision", "plan", "--config", str(path)])
@@ -42,6 +43,10 @@ def test_flask_provision_plan_and_apply(
     assert "Gateway 'flask-chat' is ready." in result.output
     (api,) = aws.client("apigatewayv2").get_apis()["Items"]
     assert api["Name"] == "flask-chat"
+    record = storage.get_gateway("flask-chat")
+    assert record is not None
+    assert record.status == "ready"
+    assert record.api_id == api["ApiId"]
 
     result = runner.invoke(args=["apigw-ws", "provision", "plan", "-c", str(path)])
     assert "No changes" in result.output

@@ -258,4 +258,11 @@ def provision_command(args: tuple[str, ...]) -> None:
     parser = argparse.ArgumentParser(prog="flask apigw-ws provision")
     module.add_provision_arguments(parser)
     namespace = parser.parse_args(list(args))
-    raise SystemExit(int(module.run_provision(namespace) or 0))
+    core = _state().core
+    code = module.run_provision(
+        namespace,
+        store=core.storage,
+        app_secret=core.config.secret,
+        gateway_name=core.config.gateway_name,
+    )
+    raise SystemExit(int(code or 0))
