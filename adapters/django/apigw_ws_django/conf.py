@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -32,7 +33,7 @@ from django.utils.module_loading import import_string
 from apigw_ws_core.config import Config
 from apigw_ws_core.errors import ConfigurationError
 
-__all__ = ["DJANGO_DEFAULTS", "AdapterSettings", "load_settings", "resolve"]
+__all__ = ["DJANGO_DEFAULTS", "LOCAL_ENDPOINT_ENV", "AdapterSettings", "load_settings", "resolve"]
 
 #: Django-only keys of ``APIGW_WS`` and their defaults.
 DJANGO_DEFAULTS: dict[str, Any] = {
@@ -138,6 +139,16 @@ class AdapterSettings:
         return cast(Callable[..., Any], value)
 
 
+#: Set by ``manage.py apigw_ws_local`` for the ``runserver`` it starts: the local
+#: gateway's Management API, used instead of ``MANAGEMENT_ENDPOINT``.
+LOCAL_ENDPOINT_ENV = "APIGW_WS_LOCAL_MANAGEMENT_ENDPOINT"
+
+
 def load_settings() -> AdapterSettings:
     """Read ``settings.APIGW_WS`` (``{}`` when absent)."""
-    return AdapterSettings.from_mapping(getattr(django_settings, "APIGW_WS", None))
+    raw = getattr(django_settings, "APIGW_WS", None)
+    local = os.environ.get(LOCAL_ENDPOINT_ENV)
+    if local and isinstance(raw, Mapping):
+        raw = {k: v for k, v in raw.items() if str(k).upper() != "MANAGEMENT_ENDPOINT"}
+        raw["MANAGEMENT_ENDPOINT"] = local
+    return AdapterSettings.from_mapping(raw)

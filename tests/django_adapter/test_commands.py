@@ -1,0 +1,118 @@
+"""Management commands: apigw_ws_cleanup and apigw_ws_send."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apigw_ws_django.testing import WebSocketTestClient
+from apigw_ws_storage.django_orm import models as m
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(*args: Any) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def ws() -> Any:
+    with WebSocketTestClient() as client:
+        yield client
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("alice")
+
+
+def test_cleanup(ws: WebSocketTestClient, alice: Any):
+    now = datetime.now(UTC)
+    stale = ws.connect(user=alice)
+    fresh = ws.connect(user=alice)
+    m.WebSocketSession.objects.filter(connection_id=stale.connection_id).update(
+        connected_at=now - timedelta(hours=3)
+    )
+    old = ws.connect(user=alice)
+    old.disconnect()
+    m.WebSocketSession.objects.filter(connection_id=old.connection_id).update(
+        disconnected_at=now - timedelta(days=2)
+    )
+    ws.token_for(alice)
+    m.WebSocketToken.objects.update(expires_at=now - timedelta(seconds=1))
+
+    out, _ = run("apigw_ws_cleanup", "--dry-run")
+    assert (
+        out.strip()
+        == (
+            "Would remove 1 expired token(s), 3 expired counter(s) and 1 old disconnected "
+            "session(s); 1 stale session(s) would be marked disconnected."
+        )
+        or "Would remove 1 expired token(s)" in out
+    )
+    assert m.WebSocketSession.objects.count() == 3
+    out, _ = run("apigw_ws_cleanup")
+    assert out.startswith("Removed 1 expired token(s)")
+    assert "1 old disconnected session(s); 1 stale session(s) marked disconnected." in out
+    assert set(m.WebSocketSession.objects.values_list("connection_id", "connected")) == {
+        (stale.connection_id, False),
+        (fresh.connection_id, True),
+    }
+    out, _ = run("apigw_ws_cleanup", "--max-age", "0")
+    assert "1 stale session(s) marked" in out
+
+
+def test_send_to_channel_with_progress(ws: WebSocketTestClient, alice: Any):
+    a = ws.connect(user=alice, channel="lobby")
+    b = ws.connect(user=alice, channel="lobby")
+    ws.connect(user=alice, channel="elsewhere")
+    ws.transport.gone.add(b.connection_id)
+    out, err = run("apigw_ws_send", '{"type": "notice"}', "--channel", "lobby")
+    assert "Delivered 1, gone 1, failed 0" in out
+    assert "sent 2/2 [" in err
+    assert ws.received(a.connection_id) == [{"type": "notice"}]
+    assert not m.WebSocketSession.objects.get(connection_id=b.connection_id).connected
+
+
+def test_send_targets(ws: WebSocketTestClient, alice: Any, django_user_model: Any):
+    bob = django_user_model.objects.create_user("bob")
+    a = ws.connect(user=alice, channel="x")
+    b = ws.connect(user=bob, channel="y")
+    out, _ = run("apigw_ws_send", "hi", "--text", "--user", "alice", "--no-progress")
+    assert "Delivered 1" in out and [msg.data for msg in ws.transport.sent] == [b"hi"]
+    ws.transport.clear()
+    run("apigw_ws_send", "[1]", "--user", str(bob.pk))
+    assert ws.received(b.connection_id) == [[1]]
+    run("apigw_ws_send", '["all"]', "--all")
+    assert ws.received(a.connection_id)[-1] == ["all"] == ws.received(b.connection_id)[-1]
+    run("apigw_ws_send", "{}", "--connection", a.connection_id)
+    assert ws.received(a.connection_id)[-1] == {}
+
+
+def test_send_errors(ws: WebSocketTestClient, alice: Any, settings: Any):
+    with pytest.raises(CommandError, match="not valid JSON"):
+        run("apigw_ws_send", "{nope", "--all")
+    with pytest.raises(CommandError, match="no user"):
+        run("apigw_ws_send", "{}", "--user", "nobody")
+    with pytest.raises(CommandError, match="131072"):
+        run("apigw_ws_send", "x" * 140000, "--text", "--all")
+    with pytest.raises(CommandError):
+        run("apigw_ws_send", "{}")  # no target
+    settings.APIGW_WS = {**settings.APIGW_WS, "SEND_MAX_ATTEMPTS": 1}
+    conn = ws.connect(user=alice)  # installs the recording transport in the rebuilt apps
+    ws.transport.throttle[conn.connection_id] = 100
+    with pytest.raises(CommandError, match="1 delivery"):
+        run("apigw_ws_send", "{}", "--all", "--no-progress")
+
+
+def test_send_reads_stdin(ws: WebSocketTestClient, alice: Any, monkeypatch: pytest.MonkeyPatch):
+    conn = ws.connect(user=alice)
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"from": "stdin"}'))
+    run("apigw_ws_send", "-", "--all")
+    assert ws.received(conn.connection_id) == [{"from": "stdin"}]

@@ -1,0 +1,108 @@
+"""The token endpoint: POST only, CSRF-protected, login required, rate limited, JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from apigw_ws_django.testing import WebSocketTestClient
+from apigw_ws_storage.django_orm import models as m
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/ws-token/"
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("alice", password="pw")
+
+
+def _csrf_client(user: Any) -> tuple[Client, str]:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    client.get("/admin/login/")  # any page that sets the CSRF cookie
+    return client, client.cookies["csrftoken"].value
+
+
+def test_issues_a_token_that_opens_one_connection(alice: Any):
+    client, csrf = _csrf_client(alice)
+    response = client.post(URL, {}, headers={"X-CSRFToken": csrf})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"token", "expires_in"} and body["expires_in"] == 60
+    row = m.WebSocketToken.objects.get()
+    assert row.user_id == alice.pk and body["token"] not in row.token_hash
+    with WebSocketTestClient() as ws:
+        conn = ws.connect(token=body["token"])
+        assert conn.accepted
+        assert conn.send({"handler": "whoami"}).json()["user"] == "alice"
+        assert not ws.connect(token=body["token"]).accepted
+
+
+def test_binds_channel_and_origin_from_json_body(alice: Any):
+    client, csrf = _csrf_client(alice)
+    response = client.post(
+        URL,
+        {"channel": "room-7", "origin": "https://chat.example.com"},
+        content_type="application/json",
+        headers={"X-CSRFToken": csrf},
+    )
+    token = response.json()["token"]
+    row = m.WebSocketToken.objects.get()
+    assert (row.channel, row.origin) == ("room-7", "https://chat.example.com")
+    with WebSocketTestClient() as ws:
+        assert ws.connect(token=token, channel="room-8").response.status_code == 401
+    response = client.post(URL, {"channel": "room-7"}, headers={"X-CSRFToken": csrf})
+    with WebSocketTestClient() as ws:
+        assert ws.connect(token=response.json()["token"], channel="room-7").accepted
+
+
+def test_requires_login(alice: Any):
+    response = Client().post(URL)
+    assert response.status_code == 401
+    assert response.json()["error"] == "login_required"
+    assert not m.WebSocketToken.objects.exists()
+
+
+def test_requires_csrf(alice: Any):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.post(URL).status_code == 403
+    assert not m.WebSocketToken.objects.exists()
+
+
+def test_post_only(alice: Any):
+    client = Client()
+    client.force_login(alice)
+    assert client.get(URL).status_code == 405
+
+
+def test_bad_input(alice: Any):
+    client = Client()
+    client.force_login(alice)
+    r = client.post(URL, b"{nope", content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_json"
+    r = client.post(URL, {"channel": "bad channel"}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_channel"
+    r = client.post(URL, {"channel": 5}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_message"
+    r = client.post(URL, [1], content_type="application/json")
+    assert r.status_code == 400
+    assert not m.WebSocketToken.objects.exists()
+
+
+def test_rate_limited(settings: Any, alice: Any):
+    settings.APIGW_WS = {**settings.APIGW_WS, "TOKEN_RATE_PER_USER": "2/60"}
+    client = Client()
+    client.force_login(alice)
+    assert client.post(URL).status_code == 200
+    assert client.post(URL).status_code == 200
+    response = client.post(URL)
+    assert response.status_code == 429 and response.json()["error"] == "rate_limited"
+    assert int(response["Retry-After"]) >= 1
+    assert m.WebSocketToken.objects.count() == 2
