@@ -172,8 +172,12 @@ class HostileRequest:
 
 
 @st.composite
-def hostile_requests(draw: st.DrawFn, *, secret: str, token: str) -> HostileRequest:
-    """A request to one of our routes, built like API Gateway's and then mutated."""
+def hostile_requests(
+    draw: st.DrawFn, *, secret: str, token: str, origin: str = ALLOWED_ORIGIN
+) -> HostileRequest:
+    """A request to one of our routes, built like API Gateway's and then mutated.
+
+    ``token`` is a live token the forger may have stolen; ``origin`` the allowed origin."""
     route = draw(st.sampled_from(["connect"] * 5 + ["default"] * 5 + ["disconnect"] * 2 + ["*"]))
     if route == "*":  # a custom route slug, or garbage
         route = draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=8))
@@ -193,12 +197,13 @@ def hostile_requests(draw: st.DrawFn, *, secret: str, token: str) -> HostileRequ
         secret=presented,
         source_ip=draw(st.sampled_from(["203.0.113.10", "2001:db8::1", "garbage", ""])),
     )
+    if route == "connect" and draw(st.integers(0, 4)) < 3:  # browsers send an Origin
+        headers["Origin"] = origin
     for name in draw(st.lists(st.sampled_from(sorted(headers)), max_size=2, unique=True)):
         if name != "X-Apigw-Ws-Secret":
             del headers[name]
     optional = {
-        "Origin": st.sampled_from([ALLOWED_ORIGIN, ALLOWED_ORIGIN, "https://evil.example", "null"])
-        | _HEADER_TEXT,
+        "Origin": st.sampled_from([origin, origin, "https://evil.example", "null"]) | _HEADER_TEXT,
         "connectionId": st.sampled_from([cid, LIVE_CID]) | _ID_TEXT,
         "X-Apigw-Ws-Event-Type": st.sampled_from(["CONNECT", "MESSAGE", "DISCONNECT"])
         | _HEADER_TEXT,
@@ -232,6 +237,8 @@ def hostile_requests(draw: st.DrawFn, *, secret: str, token: str) -> HostileRequ
             max_size=4,
         )
     )
+    if draw(st.integers(0, 2)) == 0:  # the well-formed connect a browser would make
+        pairs = [("channel", draw(CHANNELS)), ("ws_token", token)]
     query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in pairs)
     if draw(st.integers(0, 9)) == 0:
         query = draw(_HEADER_TEXT.map(lambda t: quote(t, safe="=&%+")))
@@ -255,11 +262,15 @@ def check_reply(
     headers: Mapping[str, str],
     *,
     secret_checked: bool = True,
+    framework_statuses: frozenset[int] = frozenset(),
 ) -> None:
     """The invariants of every reply: no 5xx, a stable JSON error for every 4xx, 403 for
-    every call without the secret, and no header value that could split a response."""
+    every call without the secret, and no header value that could split a response.
+
+    ``framework_statuses``: statuses a web framework may answer itself, before our view
+    runs (a URL that matches no route: Django's and Flask's own 404/405 pages)."""
     assert status < 500, (status, body[:200])
-    if status >= 400:
+    if status >= 400 and not (status in framework_statuses and not body.startswith(b"{")):
         data = json.loads(body)
         assert data["error"] in STABLE_CODES, data
         assert isinstance(data["message"], str)
