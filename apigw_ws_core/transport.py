@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -174,8 +175,15 @@ class AsyncTransport(Transport):
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result (from any other thread)."""
-        return self.submit(coro).result(timeout)
+        """Run ``coro`` on the loop and wait for its result (from any other thread).
+
+        On ``timeout`` the coroutine is cancelled and ``TimeoutError`` raised."""
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def stop_loop(self) -> None:
         """Stop the loop thread (it restarts on next use)."""
@@ -352,8 +360,50 @@ class SigV4Signer:
         payload_sha256: str,
         credentials: ReadOnlyCredentials,
         now: float | None = None,
+        canonical_path: str | None = None,
     ) -> list[tuple[str, str]]:
-        """Headers to add for ``method path`` (``path`` as sent, already %-encoded)."""
+        """Headers to add for ``method path`` (``path`` as sent, already %-encoded).
+
+        ``canonical_path`` may be passed precomputed (botocore's: the normalised path
+        percent-encoded once more, ``safe="/~"``)."""
+        stamp, token, authorization = self._sign(
+            method, path, payload_sha256, credentials, now, canonical_path
+        )
+        headers = [("X-Amz-Date", stamp)]
+        if token:
+            headers.append(("X-Amz-Security-Token", token))
+        headers.append(("Authorization", authorization))
+        return headers
+
+    def header_lines(
+        self,
+        method: str,
+        path: str,
+        payload_sha256: str,
+        credentials: ReadOnlyCredentials,
+        now: float | None = None,
+        canonical_path: str | None = None,
+    ) -> str:
+        """:meth:`sign` as HTTP/1.1 header lines, each ending in CRLF."""
+        stamp, token, authorization = self._sign(
+            method, path, payload_sha256, credentials, now, canonical_path
+        )
+        if token:
+            return (
+                f"X-Amz-Date: {stamp}\r\nX-Amz-Security-Token: {token}\r\n"
+                f"Authorization: {authorization}\r\n"
+            )
+        return f"X-Amz-Date: {stamp}\r\nAuthorization: {authorization}\r\n"
+
+    def _sign(
+        self,
+        method: str,
+        path: str,
+        payload_sha256: str,
+        credentials: ReadOnlyCredentials,
+        now: float | None,
+        canonical_path: str | None,
+    ) -> tuple[str, str | None, str]:
         stamp = self._timestamp(time.time() if now is None else now)
         day = stamp[:8]
         token = credentials.token
@@ -365,7 +415,8 @@ class SigV4Signer:
         else:
             canonical_headers = f"host:{self.host}\nx-amz-date:{stamp}\n"
             signed = "host;x-amz-date"
-        canonical_path = quote(normalize_url_path(path), safe="/~")
+        if canonical_path is None:
+            canonical_path = quote(normalize_url_path(path), safe="/~")
         canonical = f"{method}\n{canonical_path}\n\n{canonical_headers}\n{signed}\n{payload_sha256}"
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
         to_sign = (
@@ -374,30 +425,53 @@ class SigV4Signer:
         )
         key = self._signing_key(credentials.secret_key or "", day)
         signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-        headers = [("X-Amz-Date", stamp)]
-        if token:
-            headers.append(("X-Amz-Security-Token", token))
-        headers.append(
-            (
-                "Authorization",
-                f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-                f"SignedHeaders={signed}, Signature={signature}",
-            )
+        authorization = (
+            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}"
         )
-        return headers
+        return stamp, token, authorization
 
 
 # --- a small asyncio HTTP/1.1 client ------------------------------------------------
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_BASE64_ID = re.compile(r"[A-Za-z0-9+/=_-]+")
 _MAX_RESPONSE_BODY = 1 << 20
+#: How often in-flight requests are checked against their deadline (seconds).
+_WATCHDOG_INTERVAL = 0.1
 
 
-@attrs.frozen
 class _Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
+    """One response: status, the head as received (and lower-cased), the body."""
+
+    __slots__ = ("body", "head", "lower", "status")
+
+    def __init__(self, status: int, head: bytes, lower: bytes, body: bytes):
+        self.status = status
+        self.head = head
+        self.lower = lower
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        """The (last) value of header ``name``, or ``None``."""
+        return _header(self.head, self.lower, name.lower().encode("latin-1"))
+
+
+def _header(head: bytes, lower: bytes, name: bytes) -> str | None:
+    """Find ``name:`` in a response head (``lower`` is ``head.lower()``)."""
+    start = lower.rfind(b"\r\n" + name + b":")
+    if start < 0:
+        return None
+    start += len(name) + 3
+    end = lower.find(b"\r\n", start)
+    return head[start:end].strip().decode("latin-1")
+
+
+def _parse_status(head: bytes) -> tuple[int, bool]:
+    """Status code and whether the server speaks HTTP/1.1, from a response head."""
+    if head[:7] != b"HTTP/1." or head[8:9] != b" " or not head[9:12].isdigit():
+        raise ValueError(f"malformed HTTP status line: {head[:80]!r}")
+    return int(head[9:12]), head[7:8] == b"1"
 
 
 class _StaleConnection(Exception):
@@ -405,12 +479,14 @@ class _StaleConnection(Exception):
 
 
 class _Conn:
-    __slots__ = ("idle_since", "reader", "writer")
+    __slots__ = ("deadline", "idle_since", "reader", "timed_out", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
+        self.deadline = 0.0
+        self.timed_out = False
 
     def close(self) -> None:
         self.writer.close()
@@ -422,11 +498,13 @@ class _HttpPool:
     At most ``max_connections`` connections exist; a request takes an idle connection
     (most recently used first) or opens one. A kept-alive connection the server closed
     while idle is detected and the request re-sent once on a fresh connection (nothing
-    was received for it, so the server never saw it).
+    was received for it, so the server never answered it). Deadlines are enforced by one
+    watchdog task that aborts overdue connections, not by a timer per request.
     """
 
     def __init__(
         self,
+        loop: asyncio.AbstractEventLoop,
         scheme: str,
         host: str,
         port: int,
@@ -434,6 +512,7 @@ class _HttpPool:
         max_connections: int,
         idle_timeout: float,
     ):
+        self.loop = loop
         self.scheme = scheme
         self.host = host
         self.port = port
@@ -441,17 +520,20 @@ class _HttpPool:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self._idle: list[_Conn] = []
-        self._sem: asyncio.Semaphore | None = None
+        self._busy: set[_Conn] = set()
+        self._sem = asyncio.Semaphore(max_connections)
+        self._watchdog: asyncio.Task[None] | None = None
         self.opened = 0
 
-    async def _connect(self) -> _Conn:
-        reader, writer = await asyncio.open_connection(
-            self.host,
-            self.port,
-            ssl=self.ssl_context,
-            server_hostname=self.host if self.ssl_context else None,
-            limit=1 << 16,
-        )
+    async def _connect(self, deadline: float) -> _Conn:
+        async with asyncio.timeout_at(deadline):
+            reader, writer = await asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self.ssl_context,
+                server_hostname=self.host if self.ssl_context else None,
+                limit=1 << 16,
+            )
         self.opened += 1
         return _Conn(reader, writer)
 
@@ -468,28 +550,36 @@ class _HttpPool:
             conn.close()
         return None
 
-    async def request(self, method: str, head: bytes, body: bytes) -> _Response:
-        """Send one request (``head`` ends with the blank line) and read the response."""
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.max_connections)
+    async def request(self, method: str, head: bytes, body: bytes, timeout: float) -> _Response:
+        """Send one request (``head`` ends with the blank line) and read the response.
+
+        :raises TimeoutError: no complete response within ``timeout`` seconds (the wait
+            for a free connection is not counted).
+        :raises OSError, EOFError, ValueError: network or protocol errors.
+        """
         async with self._sem:
+            deadline = self.loop.time() + timeout
             conn = self._take_idle()
             if conn is not None:
                 try:
-                    return await self._exchange(conn, method, head, body, reused=True)
+                    return await self._exchange(conn, method, head, body, deadline, True)
                 except _StaleConnection:
                     pass
-            conn = await self._connect()
+            conn = await self._connect(deadline)
             try:
-                return await self._exchange(conn, method, head, body, reused=False)
+                return await self._exchange(conn, method, head, body, deadline, False)
             except _StaleConnection as exc:
                 raise ConnectionResetError("connection closed before a response") from exc
 
     async def _exchange(
-        self, conn: _Conn, method: str, head: bytes, body: bytes, *, reused: bool
+        self, conn: _Conn, method: str, head: bytes, body: bytes, deadline: float, reused: bool
     ) -> _Response:
         received = False
         ok = False
+        conn.deadline = deadline
+        self._busy.add(conn)
+        if self._watchdog is None:
+            self._watchdog = self.loop.create_task(self._watch())
         try:
             writer = conn.writer
             if len(body) <= 16384:
@@ -499,69 +589,70 @@ class _HttpPool:
             await writer.drain()
             reader = conn.reader
             while True:
-                try:
-                    raw = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial and not received and reused:
-                        raise _StaleConnection() from exc
-                    raise
+                raw = await reader.readuntil(b"\r\n\r\n")
                 received = True
-                status, headers, keep_alive = _parse_head(raw)
+                status, http11 = _parse_status(raw)
                 if status >= 200:
                     break
-            body_bytes = await _read_body(reader, method, status, headers)
-            if body_bytes is None:  # delimited by the connection closing
-                body_bytes = await reader.read(_MAX_RESPONSE_BODY)
+            lower = raw.lower()
+            connection = _header(raw, lower, b"connection") or ""
+            keep_alive = ("close" not in connection) if http11 else ("keep-alive" in connection)
+            data = await _read_body(reader, method, status, raw, lower)
+            if data is None:  # delimited by the connection closing
+                data = await reader.read(_MAX_RESPONSE_BODY)
                 keep_alive = False
             ok = True
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            if reused and not received:
+        except Exception as exc:
+            if conn.timed_out:
+                raise TimeoutError("request timed out") from exc
+            stale = isinstance(exc, (ConnectionResetError, BrokenPipeError)) or (
+                isinstance(exc, asyncio.IncompleteReadError) and not exc.partial
+            )
+            if reused and not received and stale:
                 raise _StaleConnection() from exc
             raise
         finally:
+            self._busy.discard(conn)
             if not ok:
                 conn.close()
-        if keep_alive:
+        if keep_alive and not conn.timed_out:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
             conn.close()
-        return _Response(status, headers, body_bytes)
+        return _Response(status, raw, lower, data)
+
+    async def _watch(self) -> None:
+        """Abort connections whose request is past its deadline; exit when none is busy."""
+        try:
+            while self._busy:
+                await asyncio.sleep(_WATCHDOG_INTERVAL)
+                now = self.loop.time()
+                for conn in [c for c in self._busy if c.deadline <= now]:
+                    conn.timed_out = True
+                    transport = conn.writer.transport
+                    transport.abort()
+        finally:
+            self._watchdog = None
 
     def close(self) -> None:
-        """Close idle connections (in-flight ones close when their request ends)."""
+        """Close idle connections and stop the watchdog."""
         while self._idle:
             self._idle.pop().close()
-
-
-def _parse_head(raw: bytes) -> tuple[int, dict[str, str], bool]:
-    """Status, lower-cased headers and keep-alive from a response head."""
-    lines = raw.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
-        raise ValueError(f"malformed HTTP status line: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"malformed HTTP header line: {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
-    connection = headers.get("connection", "").lower()
-    http11 = version == "HTTP/1.1"
-    keep_alive = "close" not in connection if http11 else "keep-alive" in connection
-    return int(code), headers, keep_alive
+        for conn in self._busy:
+            conn.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
 
 async def _read_body(
-    reader: asyncio.StreamReader, method: str, status: int, headers: dict[str, str]
+    reader: asyncio.StreamReader, method: str, status: int, head: bytes, lower: bytes
 ) -> bytes | None:
     """The response body; ``None`` when it is delimited by the connection closing."""
     if method == "HEAD" or status in (204, 304):
         return b""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
+    encoding = _header(head, lower, b"transfer-encoding")
+    if encoding is not None and "chunked" in encoding.lower():
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -576,7 +667,7 @@ async def _read_body(
                 raise ValueError("response body too large")
             chunks.append(await reader.readexactly(size))
             await reader.readexactly(2)
-    length = headers.get("content-length")
+    length = _header(head, lower, b"content-length")
     if length is not None:
         n = int(length)
         if n < 0 or n > _MAX_RESPONSE_BODY:
@@ -642,6 +733,7 @@ class ManagementApiTransport(AsyncTransport):
         default_port = 443 if parts.scheme == "https" else 80
         self.host_header = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
         self._path_prefix = parts.path.rstrip("/") + "/@connections/"
+        self._canonical_prefix = quote(normalize_url_path(self._path_prefix), safe="/~")
         self.max_connections = max_connections
         self.timeout = timeout
         self.idle_timeout = idle_timeout
@@ -650,6 +742,9 @@ class ManagementApiTransport(AsyncTransport):
         self._frozen: ReadOnlyCredentials | None = None
         self._creds_lock = threading.Lock()
         self._signer = SigV4Signer(self.region, self.host_header)
+        self._head_common = (
+            f" HTTP/1.1\r\nHost: {self.host_header}\r\nUser-Agent: {_USER_AGENT}\r\n"
+        )
         self._pool: _HttpPool | None = None
         self._ssl_context: ssl.SSLContext | None = None
 
@@ -698,10 +793,12 @@ class ManagementApiTransport(AsyncTransport):
 
     def _get_pool(self) -> _HttpPool:
         pool = self._pool
-        if pool is None:
+        loop = asyncio.get_running_loop()
+        if pool is None or pool.loop is not loop:  # connections belong to one loop
             if self.scheme == "https" and self._ssl_context is None:
                 self._ssl_context = self._make_ssl_context()
             pool = self._pool = _HttpPool(
+                loop,
                 self.scheme,
                 self.hostname,
                 self.port,
@@ -715,12 +812,20 @@ class ManagementApiTransport(AsyncTransport):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+            await asyncio.sleep(0)  # let the cancelled watchdog finish
 
-    def path_for(self, connection_id: str) -> str:
-        """The request path for a connection id (percent-encoded, no safe characters)."""
-        if not connection_id or connection_id in (".", ".."):
+    def path_for(self, connection_id: str) -> tuple[str, str]:
+        """The request path for a connection id (the id percent-encoded with no safe
+        characters, as botocore does) and its SigV4 canonical form."""
+        if _BASE64_ID.fullmatch(connection_id):  # API Gateway's ids: the fast path
+            quoted = connection_id.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+        elif not connection_id or connection_id in (".", ".."):
             raise TransportError(f"invalid connection id {connection_id!r}", status=400)
-        return self._path_prefix + quote(connection_id, safe="")
+        else:
+            quoted = quote(connection_id, safe="")
+        # normalize(prefix + segment) == normalize(prefix) + segment for one segment that
+        # is not a dot segment; the segment holds only unreserved characters and %XX.
+        return self._path_prefix + quoted, self._canonical_prefix + quoted.replace("%", "%25")
 
     async def arequest(
         self,
@@ -731,23 +836,20 @@ class ManagementApiTransport(AsyncTransport):
         timeout: float | None = None,
     ) -> _Response:
         """One signed request to ``@connections/{id}`` (network errors → status None)."""
-        path = self.path_for(connection_id)
+        path, canonical_path = self.path_for(connection_id)
         if self._frozen is None:
             self.refresh()  # first call straight on the loop: resolve here, once
         creds = self._frozen
         assert creds is not None
         body = payload.data if payload is not None else b""
         digest = payload.sha256 if payload is not None else _EMPTY_SHA256
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}"]
-        lines.append(f"User-Agent: {_USER_AGENT}")
-        for name, value in self._signer.sign(method, path, digest, creds):
-            lines.append(f"{name}: {value}")
-        if method == "POST" or body:
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        signed = self._signer.header_lines(
+            method, path, digest, creds, canonical_path=canonical_path
+        )
+        length = f"Content-Length: {len(body)}\r\n" if method == "POST" or body else ""
+        head = f"{method} {path}{self._head_common}{signed}{length}\r\n".encode("latin-1")
         try:
-            async with asyncio.timeout(timeout or self.timeout):
-                return await self._get_pool().request(method, head, body)
+            return await self._get_pool().request(method, head, body, timeout or self.timeout)
         except TimeoutError as exc:
             raise TransportError(f"Management API call timed out ({method})") from exc
         except ssl.SSLCertVerificationError as exc:
@@ -765,12 +867,12 @@ class ManagementApiTransport(AsyncTransport):
         if status == 410:
             raise GoneError(connection_id)
         if status == 429:
-            after = resp.headers.get("retry-after", "")
+            after = resp.header("retry-after") or ""
             retry_after = float(after) if after.replace(".", "", 1).isdigit() else None
             raise ThrottledError(retry_after=retry_after)
         if status == 413:
             raise PayloadTooLarge("the Management API refused the payload as too large")
-        kind = resp.headers.get("x-amzn-errortype", "").split(":")[0]
+        kind = (resp.header("x-amzn-errortype") or "").split(":")[0]
         raise TransportError(f"Management API answered {status} {kind}".strip(), status=status)
 
     async def apost(
