@@ -356,6 +356,17 @@ def main() -> int:
     client_pipe.send(("close",))
     _, close_s = client_pipe.recv()
     client.join(30)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        after = gateway.stats()
+        if after["connections"]["open"] == 0 and after["background_tasks"] == 0:
+            break
+        time.sleep(0.2)
+    print(
+        f"after the client closed: {after['counters']['disconnects']} $disconnect calls, "
+        f"{after['connections']['open']} connections open, RSS "
+        f"{after['rss_bytes'] / 2**20:.1f} MiB"
+    )
     stop_started = time.monotonic()
     gateway.stop(timeout=120)
     print(
