@@ -4,6 +4,9 @@ Starts two processes — the local API Gateway (``python -m apigw_ws_core.local`
 example app — waits until both answer, prints the URL to open and the demo logins, and stops
 both on Ctrl-C (or when either exits).
 
+``scripts/demo announce TEXT`` broadcasts an announcement to every browser of the running
+demo through the example's own CLI (``flask apigw-ws send ... --everyone``), as an admin would.
+
 Usage: ``scripts/demo [flask|django] [--port 8000] [--gateway-port 8001]``; the default is
 :data:`DEFAULT_EXAMPLE`. The Django entry expects ``examples/django_chat`` to read
 ``APIGW_WS_SECRET``, ``APIGW_WS_MANAGEMENT_ENDPOINT``, ``CHAT_WS_URL`` and ``CHAT_DATABASE``
@@ -13,6 +16,7 @@ from the environment and to offer ``manage.py seed_demo``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -43,6 +47,8 @@ class Example:
     prepare: Callable[[dict[str, str]], None]
     command: Callable[[int], list[str]]
     env: Callable[[str, str, str, str], dict[str, str]]
+    #: The example's command that sends a JSON message to every connection (or ``None``).
+    broadcast: Callable[[str], list[str]] | None = None
 
 
 def _django_env(secret: str, ws_url: str, management: str, db: str) -> dict[str, str]:
@@ -98,6 +104,9 @@ EXAMPLE_DEFS = {
             "--port", str(port), "--no-reload", "--no-debugger",
         ],
         env=_flask_env,
+        broadcast=lambda message: [
+            PYTHON, "-m", "flask", "--app", "chat", "apigw-ws", "send", message, "--everyone",
+        ],
     ),
 }
 
@@ -128,8 +137,33 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
+def _state_dir() -> Path:
+    return Path(os.environ.get("APIGW_WS_DEMO_STATE", ROOT / ".demo"))
+
+
+def announce(argv: list[str]) -> int:
+    """``scripts/demo announce TEXT``: broadcast to every browser of the running demo."""
+    parser = argparse.ArgumentParser(prog="scripts/demo announce")
+    parser.add_argument("text")
+    args = parser.parse_args(argv)
+    try:
+        running = json.loads((_state_dir() / "running.json").read_text())
+    except FileNotFoundError:
+        raise SystemExit("demo: no demo is running (start it with scripts/demo)") from None
+    example = EXAMPLE_DEFS[running["example"]]
+    if example.broadcast is None:
+        raise SystemExit(f"demo: the {example.name} example has no broadcast command")
+    message = json.dumps({"type": "announcement", "text": args.text, "from": "admin"})
+    env = {**os.environ, **running["env"]}
+    done = subprocess.run(example.broadcast(message), cwd=example.directory, env=env, check=False)
+    return done.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo until Ctrl-C; return the exit status."""
+    """Run the demo until Ctrl-C (or ``announce``); return the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["announce"]:
+        return announce(argv[1:])
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
     parser.add_argument("example", nargs="?", choices=sorted(EXAMPLE_DEFS))
     parser.add_argument("--port", type=int, default=8000, help="the app's port (8000)")
@@ -140,14 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     if not example.directory.is_dir():
         parser.error(f"{example.directory.relative_to(ROOT)} is not there")
 
-    state = Path(os.environ.get("APIGW_WS_DEMO_STATE", ROOT / ".demo"))
+    state = _state_dir()
     state.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(24)
     stage = "local"
     ws_url = f"ws://127.0.0.1:{args.gateway_port}/{stage}"
     management = f"http://127.0.0.1:{args.gateway_port}/{stage}"
-    env = {
-        **os.environ,
+    demo_env = {
         # The local gateway accepts any well-formed SigV4 signature: dummy keys suffice.
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
@@ -155,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONUNBUFFERED": "1",
         **example.env(secret, ws_url, management, str(state / f"{name}-chat.sqlite3")),
     }
+    env = {**os.environ, **demo_env}
+    running_file = state / "running.json"
 
     gateway = app = None
     stopping = False
@@ -189,11 +224,19 @@ def main(argv: list[str] | None = None) -> int:
             f"      {user:<{width}}  password {password}   ({note})"
             for user, password, note in example.logins
         )
+        running_file.write_text(json.dumps({"example": name, "env": demo_env}))
+        running_file.chmod(0o600)
+        broadcast = (
+            '  Broadcast to everyone, as an admin:  scripts/demo announce "Hello, everyone"\n'
+            if example.broadcast
+            else ""
+        )
         print(
             f"\n  apigw-ws chat demo ({name}) is running.\n\n"
             f"  Open  {base}/  in two browser windows (one private), log in as two users:\n"
             f"{logins}\n\n"
             f"  WebSocket (local API Gateway): {ws_url}\n"
+            f"{broadcast}"
             f"  Press Ctrl-C to stop.\n",
             flush=True,
         )
@@ -206,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndemo: stopping", file=sys.stderr)
         return 0
     finally:
+        running_file.unlink(missing_ok=True)
         _stop(app)
         _stop(gateway)
 

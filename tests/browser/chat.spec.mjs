@@ -8,8 +8,11 @@
 // Environment: E2E_BASE_URL, E2E_GATEWAY_URL (the gateway's http://host:port, for /_local/),
 // E2E_LOGIN_PATH (/login/), E2E_USERS (JSON: {"member": [user, password], "staff": [...]}),
 // E2E_PUBLIC_ROOM (general), E2E_PRIVATE_ROOM (private-staff), E2E_ARTIFACTS (test-artifacts),
-// E2E_NAME (prefix of screenshot files), APIGW_WS_CHROMIUM (/usr/bin/chromium).
+// E2E_NAME (prefix of screenshot files), APIGW_WS_CHROMIUM (/usr/bin/chromium), and
+// E2E_ANNOUNCE_CMD (JSON argv of a command taking the announcement text as last argument,
+// e.g. ["python", "scripts/demo.py", "announce"]; the admin broadcast step runs only with it).
 
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -207,6 +210,17 @@ async function main() {
     await say(member, back);
     check('sent_after_reconnect', await sees(staff, back));
     await waitFor('presence after reconnect', async () => (await presence(staff)).includes(member.username));
+
+    if (env.E2E_ANNOUNCE_CMD) {
+      step = 'an admin broadcast reaches every browser';
+      const announcement = `Maintenance at five ${nonce}`;
+      const [command, ...args] = JSON.parse(env.E2E_ANNOUNCE_CMD);
+      execFileSync(command, [...args, announcement], { stdio: ['ignore', 'pipe', 'pipe'] });
+      for (const user of [staff, member]) {
+        await user.page.locator('[data-testid="announcement"]', { hasText: announcement }).waitFor({ state: 'visible' });
+      }
+      check('announcement_everywhere', true);
+    }
 
     step = 'screenshots';
     await staff.page.screenshot({ path: join(ARTIFACTS, `${NAME}-${staff.role}.png`) });

@@ -6,6 +6,7 @@ receiving. Each example runs on SQLite behind the local gateway, as ``scripts/de
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import secrets
 import socket
@@ -152,6 +153,12 @@ def demo_site(browser_tools: str, tmp_path: Path) -> Iterator[ChatSite]:
             public_room="room-general",
             private_room="room-staff",
             login_path="/login",
+            extra_env={
+                "E2E_ANNOUNCE_CMD": json.dumps(
+                    [sys.executable, str(ROOT / "scripts" / "demo.py"), "announce"]
+                ),
+                "APIGW_WS_DEMO_STATE": str(tmp_path),
+            },
         )
     finally:
         proc.send_signal(2)  # Ctrl-C, as a person would stop it
@@ -167,3 +174,4 @@ def demo_site(browser_tools: str, tmp_path: Path) -> Iterator[ChatSite]:
 def test_the_readme_demo_command_in_a_real_browser(browser_tools: str, demo_site: ChatSite):
     result = run_scenario(browser_tools, demo_site)
     _assert_scenario(result)
+    assert result["checks"]["announcement_everywhere"] is True
