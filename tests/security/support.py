@@ -13,6 +13,7 @@ from typing import Any
 from apigw_ws_core import Config, MemoryStorage, WebSocketApp
 from apigw_ws_core.app import Reply
 from apigw_ws_core.events import from_http
+from apigw_ws_core.storage import Storage
 from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
 
 #: The gateway secret every test app is configured with. Long and distinctive, so that a
@@ -118,3 +119,11 @@ def capture_logs() -> Iterator[LogCapture]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+
+
+def thread_storage(alias: str) -> Storage:
+    """A Django ORM storage on ``alias`` that closes its thread's connection after every
+    call (for racing threads; see ``tests.django_orm.helpers.ThreadStorage``)."""
+    from tests.django_orm.helpers import ThreadStorage
+
+    return ThreadStorage(alias)  # type: ignore[return-value]

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from apigw_ws_core import Config, WebSocketApp
 from apigw_ws_core.events import from_http
 from apigw_ws_core.storage import Storage, Token
 from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
 
-from .support import SECRET
+from .support import SECRET, thread_storage
 
 THREADS = 50
 
@@ -122,28 +119,6 @@ def pipeline_rate_race(app: WebSocketApp) -> None:
 
 # --- SQLAlchemy storage -------------------------------------------------------------------
 
-SQLA_DIALECTS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
-    pytest.param("mariadb", marks=pytest.mark.mariadb, id="mariadb"),
-]
-
-
-@pytest.fixture(scope="module", params=SQLA_DIALECTS)
-def sqla_db(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Any]:
-    from tests.sqla.dbs import open_database
-
-    db = open_database(request, request.param, Path(tmp_path_factory.mktemp("sec")))
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def sqla(sqla_db: Any) -> Any:
-    sqla_db.empty()
-    return sqla_db
-
 
 def test_sqla_50_consumers_one_winner(sqla):
     consume_race(sqla.new_storage, sqla.storage)
@@ -170,44 +145,8 @@ def test_sqla_50_parallel_connects_count_exactly(sqla):
 # --- Django ORM storage -------------------------------------------------------------------
 
 
-def _django_params() -> list[Any]:
-    """One param per server alias, with its ``django_db`` mark. ``default`` (SQLite) is
-    listed too: Django sets up the other test databases only after it."""
-    from django.conf import settings
-
-    from tests.conftest import service_url
-
-    params = []
-    for alias, env in (
-        ("postgres", "APIGW_WS_TEST_POSTGRES_URL"),
-        ("mariadb", "APIGW_WS_TEST_MARIADB_URL"),
-    ):
-        marks: list[Any] = [getattr(pytest.mark, alias)]
-        if alias not in settings.DATABASES or service_url(env) is None:
-            marks.append(pytest.mark.skip(reason=f"{alias} not available: set {env}"))
-        else:
-            marks.append(pytest.mark.django_db(databases=[alias, "default"], transaction=True))
-        params.append(pytest.param(alias, marks=marks, id=f"django-{alias}"))
-    return params
-
-
-@pytest.fixture(params=_django_params())
-def django_alias(request: pytest.FixtureRequest) -> str:
-    from django.contrib.auth import get_user_model
-
-    alias: str = request.param
-    get_user_model().objects.using(alias).create(pk=7, username="user7")
-    return alias
-
-
-def _thread_storage(alias: str) -> Storage:
-    from tests.django_orm.helpers import ThreadStorage
-
-    return ThreadStorage(alias)  # type: ignore[return-value]
-
-
 def test_django_50_consumers_one_winner(django_alias):
-    consume_race(lambda: _thread_storage(django_alias), _thread_storage(django_alias))
+    consume_race(lambda: thread_storage(django_alias), thread_storage(django_alias))
 
 
 def test_django_50_parallel_connects_with_one_token(django_alias):
@@ -217,7 +156,7 @@ def test_django_50_parallel_connects_with_one_token(django_alias):
         WebSocketToken,
     )
 
-    app = app_on(_thread_storage(django_alias))
+    app = app_on(thread_storage(django_alias))
     [winner] = pipeline_token_race(app)
     sessions = list(
         WebSocketSession.objects.using(django_alias).values_list("connection_id", flat=True)
@@ -229,5 +168,5 @@ def test_django_50_parallel_connects_with_one_token(django_alias):
 
 def test_django_50_parallel_connects_count_exactly(django_alias):
     pipeline_rate_race(
-        app_on(_thread_storage(django_alias), require_token=False, connect_rate_per_ip="10/3600")
+        app_on(thread_storage(django_alias), require_token=False, connect_rate_per_ip="10/3600")
     )
