@@ -301,8 +301,9 @@ export class ApigwWsClient extends EventTarget {
   close(code = 1000, reason = 'client closed') {
     if (this._state === State.CLOSED) return;
     const wasIdle = this._state === State.IDLE;
+    const opened = this._state === State.OPEN;
     this._shutdown(code, reason, new Error('apigw-ws: closed before the connection opened'));
-    if (!wasIdle) this._emit('close', { code, reason, wasClean: true, willReconnect: false, opened: false });
+    if (!wasIdle) this._emit('close', { code, reason, wasClean: true, willReconnect: false, opened });
   }
 
   /**

@@ -711,7 +711,9 @@ describe('channels and closing', () => {
     client.close();
     assert.deepEqual(ws.closedWith, { code: 1000, reason: 'client closed' });
     assert.equal(client.state, 'closed');
-    assert.equal(events.of('close').length, 1);
+    assert.deepEqual(events.of('close'), [
+      { code: 1000, reason: 'client closed', wasClean: true, willReconnect: false, opened: true },
+    ]);
     await flush();
     mock.timers.tick(API_GATEWAY_MAX_CONNECTION_MS);
     await flush();
