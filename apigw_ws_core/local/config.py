@@ -361,6 +361,7 @@ def config_from_backend(
     params = default_request_parameters(secret)
 
     def make(key: str, path: str, reply: bool) -> Route:
+        """One route posting to ``{base}{path}``."""
         integration = Integration(
             type="HTTP_PROXY",
             uri=base + path,

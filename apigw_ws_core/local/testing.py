@@ -125,6 +125,7 @@ class _Inspector:
         raise NotImplementedError
 
     def _local(self, method: str, path: str, payload: Any = None) -> Any:
+        """Call ``/_local/{path}``; ``None`` on 404."""
         return _http_json(method, f"{self.base_url}/_local/{path}", payload)
 
     def connections(self, *, closed: bool = False) -> list[dict[str, Any]]:
@@ -235,6 +236,7 @@ class LocalGateway(_Inspector):
         failure: list[BaseException] = []
 
         def run() -> None:
+            """The gateway thread: bind, report readiness, serve until stopped."""
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
             self._loop = loop
@@ -291,6 +293,7 @@ class LocalGateway(_Inspector):
         """Call ``fn(gateway)`` on the gateway's loop (safe access to its state)."""
 
         async def invoke() -> _T:
+            """Run ``fn`` on the loop thread."""
             return fn(self.gateway)
 
         return self.run(invoke(), timeout)
@@ -557,6 +560,7 @@ class RecordingBackend:
         deadline = time.monotonic() + timeout
 
         def matching() -> list[RecordedRequest]:
+            """Requests recorded so far that satisfy the filter (lock held)."""
             return [r for r in self._requests if r.route == route and (where is None or where(r))]
 
         with self._lock:
@@ -584,9 +588,12 @@ class RecordingBackend:
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
+            """Records each request and writes the configured reply."""
+
             protocol_version = "HTTP/1.1"
 
             def _handle(self) -> None:
+                """Read the body, record the request, answer (keep-alive HTTP/1.1)."""
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path, _, query = self.path.partition("?")
@@ -616,9 +623,12 @@ class RecordingBackend:
             do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
 
             def log_message(self, format: str, *args: Any) -> None:
+                """Stay quiet (the default logs every request to stderr)."""
                 return
 
         class Server(ThreadingHTTPServer):
+            """Daemon threads, so stuck keep-alive connections never block shutdown."""
+
             daemon_threads = True
             request_queue_size = 256
 
