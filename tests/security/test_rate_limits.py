@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -282,22 +283,65 @@ def test_redis_limiter_in_the_pipeline(redis_limiter):
     assert app.storage.counters == {}  # counters live in Redis, not in storage
 
 
-def test_django_cache_limiter_if_present(settings_for_django_cache):
-    """The Django adapter's cache-backed limiter (when it exists) counts like the others."""
-    limiter_cls = settings_for_django_cache
-    limiter = limiter_cls()
+def _django_cache_limiter() -> Any:
+    try:
+        from apigw_ws_django.limits import CacheRateLimiter
+    except ImportError:  # pragma: no cover - the Django adapter is always there in CI
+        pytest.skip("apigw_ws_django.limits.CacheRateLimiter is not available")
+    return CacheRateLimiter
+
+
+def test_django_cache_limiter_locmem():
+    """The Django adapter's cache limiter counts and answers like the others."""
+    from django.core.cache import caches
+
+    limiter = _django_cache_limiter()(caches["default"], prefix=f"sec-{secrets.token_hex(4)}:")
     rate = RateLimit(limit=3, window=60)
     for _ in range(3):
-        limiter.hit("connect:ip:1", rate, T0)
-    with pytest.raises(RateLimited):
-        limiter.hit("connect:ip:1", rate, T0)
+        limiter.hit("connect:ip:1", rate, T0 + timedelta(seconds=15))
+    with pytest.raises(RateLimited) as exc:
+        limiter.hit("connect:ip:1", rate, T0 + timedelta(seconds=15))
+    assert exc.value.retry_after == 46
     limiter.hit("connect:ip:2", rate, T0)
+    limiter.hit("connect:ip:1", rate, T0 + timedelta(seconds=60))
 
 
-@pytest.fixture
-def settings_for_django_cache():
-    try:
-        from apigw_ws_django.limits import CacheRateLimiter  # type: ignore[import-not-found]
-    except ImportError:
-        pytest.skip("apigw_ws_django.limits.CacheRateLimiter is not there yet")
-    return CacheRateLimiter
+@pytest.mark.redis
+def test_django_redis_cache_limiter_counts_concurrent_hits_exactly(redis_url):
+    """Django's RedisCache against the real server: 50 threads, exact counts."""
+    from django.conf import settings as dj_settings
+
+    if "redis" not in dj_settings.CACHES:
+        pytest.skip("tests.django_settings has no 'redis' cache (APIGW_WS_TEST_REDIS_URL)")
+    prefix = f"sec-{secrets.token_hex(4)}:"
+    limiter = _django_cache_limiter()("redis", prefix=prefix)
+    rate = RateLimit(limit=300, window=60)
+    barrier = threading.Barrier(50)
+    outcomes: list[int | None] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        barrier.wait(timeout=30)
+        for _ in range(10):
+            try:
+                limiter.hit("msg:abc", rate, T0 + timedelta(seconds=20))
+                result: int | None = None
+            except RateLimited as exc:
+                result = exc.retry_after
+            with lock:
+                outcomes.append(result)
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes.count(None) == 300
+    assert outcomes.count(41) == 200
+    import redis
+
+    client = redis.Redis.from_url(redis_url)  # never cache.clear(): the db is shared
+    keys = list(client.scan_iter(match=f"*{prefix}*"))
+    assert keys
+    client.delete(*keys)
+    client.close()
