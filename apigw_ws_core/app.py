@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -605,7 +605,8 @@ class WebSocketApp:
         with self._transport_lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(2, thread_name_prefix="apigw-ws-bg")
-        return self._executor.submit(job)
+        # Same context as a direct send (a hook's send during $connect skips that id).
+        return self._executor.submit(copy_context().run, job)
 
     def run_send_job(self, job: SendJob | dict[str, Any]) -> SendReport:
         """Run a job made by :meth:`send_in_background` (or its ``as_dict()`` form, as a

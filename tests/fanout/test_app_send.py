@@ -136,3 +136,22 @@ def test_send_over_http_marks_gone(server):
         assert app.send({"x": 2}, connection_id="c3=").delivered == 1
     finally:
         app.close()
+
+
+def test_background_send_from_a_connect_hook_skips_the_connecting_id():
+    """Like a direct send, a background send started during $connect leaves out the
+    connection whose handshake is still open (API Gateway would answer 410)."""
+    from tests.core.helpers import connect, make_app
+
+    app = make_app(require_token=False)
+    _, first = connect(app)
+    futures = []
+    app.on_connect(
+        lambda session, event: futures.append(app.send_in_background("hi", everyone=True))
+    )
+    _, second = connect(app)
+    report = futures[0].result(5)
+    assert report.delivered == 1 and report.gone == ()
+    assert app.storage.get_session(second).connected
+    assert [m.connection_id for m in app.transport.sent] == [first]
+    app.close()
