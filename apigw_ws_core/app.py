@@ -317,7 +317,12 @@ class WebSocketApp:
     def _verify_secret(self, presented: str | None) -> None:
         cfg = self.config
         if cfg.secret:
-            if not secret_matches(presented, cfg.secret):
+            # with a previous secret set both comparisons run, whichever matches
+            current = secret_matches(presented, cfg.secret)
+            previous = bool(cfg.previous_secret) and secret_matches(
+                presented, cfg.previous_secret or cfg.secret
+            )
+            if not (current or previous):
                 raise Forbidden("Missing or wrong gateway secret.")
         elif not cfg.allow_insecure_no_secret:
             raise Forbidden("Gateway secret is not configured on the server.")

@@ -79,6 +79,9 @@ class Config:
 
     #: Shared secret that API Gateway sends in ``X-Apigw-Ws-Secret`` (set at provisioning).
     secret: str | None = attrs.field(default=None, repr=False, validator=_check_secret)
+    #: During a rotation, the old secret, still accepted next to ``secret``. Remove it once
+    #: API Gateway sends the new one everywhere.
+    previous_secret: str | None = attrs.field(default=None, repr=False, validator=_check_secret)
     #: Accept HTTP calls without a secret. Never in production.
     allow_insecure_no_secret: bool = False
     #: If non-empty, only these API ids / stages are accepted (on top of the secret).

@@ -285,3 +285,20 @@ def test_secret_never_appears_in_logs_or_event_repr():
     assert SECRET not in logging_repr
     assert SECRET not in repr(app.config)
     assert "x-apigw-ws-secret" not in event.headers
+
+
+def test_secret_rotation_accepts_the_previous_secret_until_removed():
+    old, new = "old-secret-0123456789abcdef", "new-secret-0123456789abcdef"
+    app = make_app(secret=new, previous_secret=old, require_token=False)
+    assert connect(app, secret=new)[0].status == 200
+    assert connect(app, secret=old)[0].status == 200
+    for wrong in (None, "", "x", old + new, old[:-1]):
+        assert connect(app, secret=wrong)[0].status == 403
+    done = make_app(secret=new, require_token=False)
+    assert connect(done, secret=old)[0].status == 403
+    # a previous secret alone never opens anything
+    orphan = make_app(secret=None, previous_secret=old, require_token=False)
+    assert connect(orphan, secret=old)[0].status == 403
+    assert old not in repr(app.config) and new not in repr(app.config)
+    with pytest.raises(ConfigurationError):
+        Config(secret=new, previous_secret="b\u00e4d")
