@@ -226,9 +226,11 @@ class WebSocketApp:
         self.connect_hooks: list[ConnectHook] = []
         self.message_hooks: list[MessageHook] = []
         self.disconnect_hooks: list[DisconnectHook] = []
+        if self.config.enable_ping:
+            self.handlers.add("ping", _builtin_ping, builtin=True)
         if self.config.enable_subscribe:
-            self.handlers.add("subscribe", _builtin_subscribe)
-            self.handlers.add("unsubscribe", _builtin_unsubscribe)
+            self.handlers.add("subscribe", _builtin_subscribe, builtin=True)
+            self.handlers.add("unsubscribe", _builtin_unsubscribe, builtin=True)
 
     # --- registration --------------------------------------------------------------
 
@@ -468,14 +470,18 @@ class WebSocketApp:
     ) -> tuple[str, int]:
         """Create a single-use token for ``user_id``; returns ``(token, expires_in)``.
 
-        Rate limited per user (``token_rate_per_user``); raises ``RateLimited``.
+        Rate limited per user (``token_rate_per_user``); raises ``RateLimited``. A token
+        bound to a ``channel`` is only issued if the channel policy lets the user join it
+        (``ChannelForbidden`` otherwise).
         """
         now = self.clock()
         if user_id is None or not str(user_id) or len(str(user_id)) > 64:
             raise ValueError("issue_token needs a user id of 1-64 characters (not None)")
         uid = str(user_id)
         if channel is not None:
-            validate_channel(channel)
+            # Refuse a channel the user may not join now, with a clean 403, rather than
+            # hand out a token that can only fail at $connect.
+            self.policy.check(uid, channel)
         if origin is not None and (len(origin) > 255 or _parse_origin(origin) is None):
             raise BadRequest("Malformed origin.")
         self.rate_limiter.hit(f"token:user:{uid}", self.config.token_rate_per_user, now)
@@ -680,6 +686,11 @@ def _origin_allowed(origin: str, allowed: tuple[str, ...], wildcards: bool) -> b
             if host.endswith(suffix) and len(host) > len(suffix):
                 return True
     return False
+
+
+def _builtin_ping(ctx: HandlerContext, message: dict[str, Any]) -> Any:
+    """Keepalive: any client message resets API Gateway's 10-minute idle timer."""
+    return {"type": "pong"}
 
 
 def _builtin_subscribe(ctx: HandlerContext, message: dict[str, Any]) -> Any:

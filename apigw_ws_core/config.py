@@ -104,6 +104,9 @@ class Config:
     )
     #: Enable the built-in ``subscribe``/``unsubscribe`` handlers.
     enable_subscribe: bool = False
+    #: Enable the built-in ``ping`` handler (answers ``{"type": "pong"}``) that the browser
+    #: client uses as a keepalive. An app handler named ``ping`` replaces it.
+    enable_ping: bool = True
     max_body_bytes: int = MAX_BODY_BYTES
     max_json_depth: int = 32
     #: Rate limits (``"N/SECONDS"``) or ``None`` to disable one.

@@ -122,13 +122,28 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, HandlerSpec] = {}
+        self._builtins: set[str] = set()
 
-    def add(self, name: str, func: HandlerFunc, permission: Permission | None = None) -> None:
-        """Register ``func`` under ``name``; refuses bad or duplicate names."""
+    def add(
+        self,
+        name: str,
+        func: HandlerFunc,
+        permission: Permission | None = None,
+        *,
+        builtin: bool = False,
+    ) -> None:
+        """Register ``func`` under ``name``; refuses bad or duplicate names.
+
+        A ``builtin`` handler (registered by the library) may be replaced once by the
+        application's own handler of the same name.
+        """
         if not isinstance(name, str) or not HANDLER_NAME_RE.match(name) or name in _RESERVED:
             raise ConfigurationError(f"invalid handler name {name!r}")
-        if name in self._handlers:
+        if name in self._handlers and name not in self._builtins:
             raise ConfigurationError(f"handler {name!r} is already registered")
+        self._builtins.discard(name)
+        if builtin:
+            self._builtins.add(name)
         self._handlers[name] = HandlerSpec(name, func, permission)
 
     def add_view(self, view: type[WebSocketView]) -> list[str]:

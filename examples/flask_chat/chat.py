@@ -25,7 +25,6 @@ from apigw_ws_core import HandlerContext
 from apigw_ws_core.channels import AUTHENTICATED, AUTHORIZED, ChannelPolicy, ChannelRule
 from apigw_ws_core.events import DisconnectEvent
 from apigw_ws_flask import ApigwWebSocket
-from apigw_ws_flask.client import client_blueprint
 from apigw_ws_storage.sqla import SqlaStorage
 
 #: room -> (title, description, private). Channels are named ``room-<room>``.
@@ -77,8 +76,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     login.user_loader(USERS.get)
     CSRFProtect(app)  # the gateway endpoints are exempt; the token endpoint is protected
 
-    # --- the page's assets: the browser client and the shared chat UI ----------------
-    app.register_blueprint(client_blueprint)
+    # --- the page's assets: the shared chat UI (the extension serves the client) -------
     app.register_blueprint(
         Blueprint("chat_ui", __name__, static_folder=CHAT_UI_STATIC, static_url_path="/chat-ui")
     )

@@ -32,3 +32,21 @@ def test_flask_blueprint_serves_the_core_client():
     assert http.get("/apigw-ws/apigw-ws.d.ts").status_code == 200
     assert http.get("/apigw-ws/README.md").status_code == 404
     assert http.get("/apigw-ws/../app.py").status_code == 404
+
+
+def test_flask_extension_serves_the_client_unless_disabled():
+    flask = pytest.importorskip("flask")
+    from apigw_ws_core import MemoryStorage
+    from apigw_ws_flask import ApigwWebSocket
+
+    def build(**config):
+        app = flask.Flask(__name__)
+        app.config.update(APIGW_WS_SECRET="s3cret-value", **config)
+        ApigwWebSocket(app, storage=MemoryStorage())
+        return app.test_client()
+
+    response = build().get("/apigw-ws/apigw-ws.js")
+    assert response.status_code == 200
+    assert response.data == (CLIENT / "apigw-ws.js").read_bytes()
+    response.close()
+    assert build(APIGW_WS_SERVE_CLIENT=False).get("/apigw-ws/apigw-ws.js").status_code == 404

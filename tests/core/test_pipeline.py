@@ -427,3 +427,28 @@ def test_sends_from_connect_hooks_skip_the_connecting_connection():
     assert app.transport.messages_for(new) == []
     assert app.storage.get_session(new).connected is True
     assert app.send({"later": 1}, connection_id=new).delivered == 1
+
+
+def test_builtin_ping_and_override():
+    app = make_app(require_token=False)
+    _, cid = connect(app)
+    assert message(app, cid, '{"action": "ping"}').json_body() == {"type": "pong"}
+    app.add_handler("ping", lambda ctx, m: {"mine": True})
+    assert message(app, cid, '{"action": "ping"}').json_body() == {"mine": True}
+    with pytest.raises(ConfigurationError):
+        app.add_handler("ping", lambda ctx, m: None)
+    off = make_app(require_token=False, enable_ping=False)
+    _, cid = connect(off)
+    assert message(off, cid, '{"action": "ping"}').json_body()["error"] == "unknown_handler"
+
+
+def test_token_for_forbidden_channel_is_refused_at_issue():
+    from apigw_ws_core.errors import ChannelForbidden
+
+    app = make_app()
+    with pytest.raises(ChannelForbidden):
+        app.issue_token("7", channel="private-staff")
+    with pytest.raises(ChannelForbidden):
+        app.issue_token("7", channel="user.8")
+    assert app.storage.tokens == {}
+    assert app.issue_token("8", channel="user.8")[0]

@@ -48,6 +48,8 @@ ADAPTER_DEFAULTS: dict[str, Any] = {
     "APIGW_WS_TOKEN_CSRF": True,
     #: Bind each token to the ``Origin`` of the request that fetched it.
     "APIGW_WS_TOKEN_BIND_ORIGIN": True,
+    #: Serve the browser client at ``/apigw-ws/apigw-ws.js`` (blueprint ``apigw_ws_client``).
+    "APIGW_WS_SERVE_CLIENT": True,
 }
 
 

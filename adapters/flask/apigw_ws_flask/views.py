@@ -147,3 +147,7 @@ def register_views(app: Flask, state: ApigwWsState) -> None:
         token_bp = Blueprint("apigw_ws_token", __name__)
         token_bp.add_url_rule(state.token_path, "token", token, methods=["POST"])
         app.register_blueprint(token_bp)
+    if app.config.get("APIGW_WS_SERVE_CLIENT", True) and "apigw_ws_client" not in app.blueprints:
+        from apigw_ws_flask.client import client_blueprint
+
+        app.register_blueprint(client_blueprint)
