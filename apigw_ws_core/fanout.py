@@ -169,8 +169,15 @@ class _State:
     """Counters of one send. The async engine mutates it from one thread only; the
     thread engine holds ``lock``."""
 
-    def __init__(self, end: float, policy: RetryPolicy, pacer: _Pacer | None):
+    def __init__(
+        self,
+        end: float,
+        policy: RetryPolicy,
+        pacer: _Pacer | None,
+        progress: Callable[[int], None] | None = None,
+    ):
         self.lock = threading.Lock()
+        self.progress = progress
         self.end = end
         self.policy = policy
         self.pacer = pacer
@@ -195,10 +202,12 @@ class _State:
         if exc is None:
             self.delivered += 1
             self.attempted += 1
+            self.advance()
             return -1
         if isinstance(exc, GoneError):
             self.gone.append(cid)
             self.attempted += 1
+            self.advance()
             return -1
         if isinstance(exc, ThrottledError):
             self.throttled += 1
@@ -215,7 +224,16 @@ class _State:
             self.fatal = exc
         self.failed.append(cid)
         self.attempted += 1
+        self.advance()
         return -1
+
+    def advance(self, count: int = 1) -> None:
+        """Tell the ``progress`` callback that ``count`` more recipients are done."""
+        if self.progress is not None:
+            try:
+                self.progress(count)
+            except Exception:
+                log.exception("fan-out progress callback failed")
 
     def stopped(self, now: float) -> bool:
         return self.fatal is not None or now >= self.end
@@ -242,6 +260,7 @@ def fanout(
     base_delay: float = 0.05,
     max_rate: float | None = None,
     policy: RetryPolicy | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> SendReport:
     """Send ``data`` to every id in ``batches``; block until done or the deadline.
 
@@ -258,6 +277,11 @@ def fanout(
     :param max_rate: calls per second at most (``None``: unpaced). API Gateway's account
         throttle of 10,000 requests/s is shared by every API and ``@connections`` call.
     :param policy: a :class:`RetryPolicy` (overrides ``max_attempts``/``base_delay``).
+    :param progress: called with the number of recipients that just finished (delivered,
+        gone or failed; not-attempted ones at the end), for progress bars. It runs on the
+        sending threads (the transport's event loop for an ``AsyncTransport``): keep it
+        quick and thread-safe. Prefer it to wrapping the transport, which would lose the
+        async engine.
     :raises PayloadTooLarge: before any call if ``data`` exceeds 131072 bytes.
     :raises ConfigurationError: no credentials, or TLS verification failed (after
         marking the gone ids collected so far).
@@ -272,6 +296,7 @@ def fanout(
         started + deadline,
         policy or RetryPolicy(max_attempts=max_attempts, base_delay=base_delay),
         _Pacer(max_rate) if max_rate else None,
+        progress,
     )
     skipped: list[str] = []
     if isinstance(transport, AsyncTransport):
@@ -280,6 +305,8 @@ def fanout(
         _run_inline(transport, data, _iter_ids(batches), state, skipped)
     else:
         _run_threads(transport, data, _iter_ids(batches), state, concurrency, skipped)
+    if skipped:
+        state.advance(len(skipped))
     marked = 0
     if state.gone and storage is not None:
         try:
@@ -388,6 +415,7 @@ async def _engine(
                     state.note_error(TransportError("send deadline reached before a retry"))
                     state.failed.append(cid)
                     state.attempted += 1
+                    state.advance()
                 finish()
                 return
             if state.pacer is not None:

@@ -273,3 +273,21 @@ def test_retry_policy():
         d = policy.delay(attempt, TransportError("x"))
         assert cap / 2 <= d <= cap
     assert policy.delay(1, ThrottledError(retry_after=3)) == 3
+
+
+def test_progress_counts_every_recipient(server, engine):
+    scripted(server, {"c0001AAAAAAAAA=": [gone(None)], "c0002AAAAAAAAA=": [status(429)]})
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def progress(n: int) -> None:
+        with lock:
+            done.append(n)
+
+    report = fanout(engine, b"x", [ids(30)], progress=progress, base_delay=0.001)
+    assert report.delivered == 29 and len(report.gone) == 1 and sum(done) == 30
+
+    done.clear()
+    server.delay = 0.2
+    report = fanout(engine, b"x", [ids(40)], concurrency=2, deadline=0.3, progress=progress)
+    assert sum(done) == 40 and report.delivered + len(report.failed) == 40
