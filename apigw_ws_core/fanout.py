@@ -299,6 +299,11 @@ def fanout(
         progress,
     )
     skipped: list[str] = []
+    for _ in range(8):  # forwarding wrappers: send through what they forward to
+        inner = transport.unwrap()
+        if inner is transport:
+            break
+        transport = inner
     if isinstance(transport, AsyncTransport):
         _run_async(transport, Payload.of(data), _iter_ids(batches), state, concurrency, skipped)
     elif concurrency == 1:

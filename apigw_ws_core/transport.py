@@ -113,6 +113,12 @@ class Transport(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release pooled connections."""
 
+    def unwrap(self) -> Transport:
+        """The transport that does the work. A wrapper that only forwards (to share one
+        pool between apps, or to swap it in tests) returns the transport it forwards to,
+        so that fan-out can use that one's async engine. Default: ``self``."""
+        return self
+
 
 class AsyncTransport(Transport):
     """A transport whose calls are coroutines on an event loop it owns (in its own thread).

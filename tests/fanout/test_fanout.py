@@ -291,3 +291,18 @@ def test_progress_counts_every_recipient(server, engine):
     server.delay = 0.2
     report = fanout(engine, b"x", [ids(40)], concurrency=2, deadline=0.3, progress=progress)
     assert sum(done) == 40 and report.delivered + len(report.failed) == 40
+
+
+def test_forwarding_wrappers_are_unwrapped(server, transport):
+    class Forward(Transport):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def post(self, connection_id, data):  # pragma: no cover - unwrap() bypasses it
+            raise AssertionError("fan-out should send through the unwrapped transport")
+
+        def unwrap(self):
+            return self.inner
+
+    report = fanout(Forward(Forward(transport)), b"x", [ids(5)])
+    assert report.delivered == 5
