@@ -363,7 +363,7 @@ def main() -> int:
             break
         time.sleep(0.2)
     print(
-        f"after the client closed: {after['counters']['disconnects']} $disconnect calls, "
+        f"after the client closed: {after['counters']['disconnects']} disconnects handled, "
         f"{after['connections']['open']} connections open, RSS "
         f"{after['rss_bytes'] / 2**20:.1f} MiB"
     )
