@@ -16,7 +16,7 @@ from apigw_ws_storage.django_orm import models as m
 
 pytest.importorskip("aiohttp")
 websockets_sync = pytest.importorskip("websockets.sync.client")
-from websockets.exceptions import InvalidStatus  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 from apigw_ws_core.local.config import config_from_backend  # noqa: E402
 from apigw_ws_core.local.testing import LocalGateway, wait_until  # noqa: E402
@@ -109,6 +109,6 @@ def test_server_side_disconnect(gateway: LocalGateway, users: dict[str, Any], al
         report = row.send_message({"hello": "you"})
         assert report.delivered == 1 and _recv(conn) == {"hello": "you"}
         assert get_app().disconnect(cid) is True
-        with pytest.raises(Exception):  # noqa: B017 - the socket is closed by the gateway
+        with pytest.raises(ConnectionClosed):  # the gateway closed the socket
             conn.recv(timeout=10)
     assert not m.WebSocketSession.objects.using(alias).get(connection_id=cid).connected
