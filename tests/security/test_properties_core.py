@@ -62,7 +62,7 @@ def memory_state(storage: MemoryStorage) -> dict[str, Any]:
         }
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=CONFIGS, data=st.data())
 def test_wsgi_never_5xx_and_rejections_change_nothing(config, data):
     app, token = prepared_app(config)
@@ -156,7 +156,7 @@ def lambda_events(draw: st.DrawFn, token: str) -> Any:
     return event
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=CONFIGS, data=st.data())
 def test_lambda_never_5xx_and_rejections_change_nothing(config, data):
     app, token = prepared_app(config)
