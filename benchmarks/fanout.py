@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import threading
@@ -399,15 +400,37 @@ def send_urllib3(endpoint: str, ids: list[str], data: bytes, threads: int) -> fl
 # --- the runs ---------------------------------------------------------------------------------
 
 
-def line(label: str, n: int, seconds: float, got: dict[str, Any], expected: int) -> float:
-    rate = n / seconds
-    dup = f", {got['duplicates']} duplicates" if got.get("duplicates") else ""
-    print(
-        f"  {label:<44} {n:>6} posts {seconds:8.3f} s {rate:9.0f} posts/s"
-        f"   clients received {got['received']}/{expected}{dup}",
-        flush=True,
-    )
-    return rate
+class Variant:
+    """One way of broadcasting: its rates over the rounds and what the clients received."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.rates: list[float] = []
+        self.seconds: list[float] = []
+        self.short: list[str] = []
+
+    def add(self, posts: int, seconds: float, got: dict[str, Any], expected: int) -> None:
+        self.rates.append(posts / seconds)
+        self.seconds.append(seconds)
+        if got["received"] != expected or got["duplicates"]:
+            self.short.append(f"{got['received']}/{expected} received, {got['duplicates']} dup")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    def print(self, n: int) -> None:
+        spread = ""
+        if len(self.rates) > 1:
+            spread = (
+                f"  (min {min(self.rates):.0f}, max {max(self.rates):.0f}, {len(self.rates)} runs)"
+            )
+        ok = "every client got it exactly once" if not self.short else "; ".join(self.short)
+        print(
+            f"  {self.label:<46} {statistics.median(self.seconds):7.3f} s "
+            f"{self.median:8.0f} posts/s{spread}  [{ok}]",
+            flush=True,
+        )
 
 
 def run_latency(args: argparse.Namespace, latency: float) -> None:
@@ -418,65 +441,63 @@ def run_latency(args: argparse.Namespace, latency: float) -> None:
         ids = gw.open_ids()
         print(
             f"\nmanagement latency {latency:g} ms, {len(ids)} connections, "
-            f"{args.size}-byte message",
+            f"{args.size}-byte message, load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        rates: dict[str, float] = {}
-        if not args.skip_boto3:
-            tag = f"boto3-{latency}"
-            secs = send_boto3(gw.endpoint, ids, message(tag, args.size))
-            rates["boto3"] = line("(a) boto3, serial loop", n, secs, clients.wait_count(tag, n), n)
-        app = make_app(gw.endpoint, ids, args.concurrency)
-        tag = f"apigw-{latency}"
-        report = app.send(message(tag, args.size), everyone=True)
-        got = clients.wait_count(tag, n)
-        rates["apigw"] = line(
-            f"(b) apigw-ws send(everyone=True), c={args.concurrency}",
-            report.delivered,
-            report.elapsed,
-            got,
-            n,
-        )
-        if report.failed or report.retried:
-            print(f"      report: {report.as_dict()}")
-        app.close()
-        best = 0.0
-        for conc in args.raw_concurrency:
-            tag = f"raw{conc}-{latency}"
-            secs = send_raw(gw.endpoint, ids, message(tag, args.size), conc)
-            best = max(
-                best,
-                line(
-                    f"(c) raw aiohttp, unsigned, c={conc}", n, secs, clients.wait_count(tag, n), n
-                ),
-            )
-        for conc in args.raw_concurrency:
-            tag = f"rawstreams{conc}-{latency}"
-            secs = send_raw_streams(gw.endpoint, ids, message(tag, args.size), conc)
-            best = max(
-                best,
-                line(
-                    f"(c) raw asyncio streams, unsigned, c={conc}",
-                    n,
-                    secs,
-                    clients.wait_count(tag, n),
-                    n,
-                ),
-            )
-        rates["raw"] = best
-        if not args.skip_urllib3:
-            tag = f"urllib3-{latency}"
-            secs = send_urllib3(gw.endpoint, ids, message(tag, args.size), args.urllib3_threads)
-            line(
-                f"(d) urllib3 pool, {args.urllib3_threads} threads, cached SigV4",
-                n,
-                secs,
-                clients.wait_count(tag, n),
-                n,
-            )
-        if "boto3" in rates:
-            print(f"  apigw-ws / boto3 serial = {rates['apigw'] / rates['boto3']:.1f}x")
-        print(f"  apigw-ws / raw ceiling  = {100 * rates['apigw'] / rates['raw']:.0f}%", flush=True)
+        variants: dict[str, Variant] = {}
+
+        def run(key: str, label: str, fn: Any, count_sent: bool = False) -> None:
+            variant = variants.setdefault(key, Variant(label))
+            tag = f"{key}-{latency}-{len(variant.rates)}"
+            result = fn(message(tag, args.size))
+            if count_sent:  # a SendReport
+                posts, seconds = result.delivered, result.elapsed
+            else:
+                posts, seconds = n, result
+            variant.add(posts, seconds, clients.wait_count(tag, n), n)
+
+        apps = {c: make_app(gw.endpoint, ids, c) for c in args.concurrency}
+        boto3_rounds = 0 if args.skip_boto3 else (args.rounds if latency == 0 else 1)
+        for r in range(args.rounds):
+            if r < boto3_rounds:
+                run("boto3", "(a) boto3, serial loop", lambda d: send_boto3(gw.endpoint, ids, d))
+            for c, app in apps.items():
+                run(
+                    f"apigw{c}",
+                    f"(b) apigw-ws send(everyone=True), c={c}",
+                    lambda d, app=app: app.send(d, everyone=True),
+                    count_sent=True,
+                )
+            for c in args.raw_concurrency:
+                run(
+                    f"aiohttp{c}",
+                    f"(c) raw aiohttp, unsigned, c={c}",
+                    lambda d, c=c: send_raw(gw.endpoint, ids, d, c),
+                )
+                run(
+                    f"streams{c}",
+                    f"(c) raw asyncio streams, unsigned, c={c}",
+                    lambda d, c=c: send_raw_streams(gw.endpoint, ids, d, c),
+                )
+            if not args.skip_urllib3:
+                t = args.urllib3_threads
+                run(
+                    "urllib3",
+                    f"(d) urllib3 pool, {t} threads, cached SigV4",
+                    lambda d: send_urllib3(gw.endpoint, ids, d, t),
+                )
+        for app in apps.values():
+            app.close()
+        for variant in variants.values():
+            variant.print(n)
+        raw = max(v.median for k, v in variants.items() if k.startswith(("aiohttp", "streams")))
+        for c in args.concurrency:
+            ours = variants[f"apigw{c}"].median
+            parts = [f"apigw-ws c={c}:"]
+            if "boto3" in variants:
+                parts.append(f"{ours / variants['boto3'].median:.1f}x the boto3 serial loop,")
+            parts.append(f"{100 * ours / raw:.0f}% of the raw ceiling ({raw:.0f} posts/s)")
+            print("  " + " ".join(parts), flush=True)
     finally:
         clients.stop()
         gw.stop()
@@ -505,7 +526,7 @@ def run_faults(args: argparse.Namespace) -> None:
         live = set(gw.open_ids())
         gone = set(all_ids) - live
         storage = CountingStorage()
-        app = make_app(gw.endpoint, all_ids, args.concurrency, storage)
+        app = make_app(gw.endpoint, all_ids, max(args.concurrency), storage)
         tag = "faults"
         report = app.send(message(tag, args.size), everyone=True)
         got = clients.wait_count(tag, len(live))
@@ -544,7 +565,10 @@ def main() -> None:
     parser.add_argument("-n", "--connections", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, action="append", default=None)
     parser.add_argument("--size", type=int, default=200, help="message bytes")
-    parser.add_argument("--concurrency", type=int, default=64, help="apigw-ws concurrency")
+    parser.add_argument(
+        "--concurrency", type=int, action="append", default=None, help="apigw-ws concurrency"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each fast variant")
     parser.add_argument("--raw-concurrency", type=int, action="append", default=None)
     parser.add_argument("--urllib3-threads", type=int, default=32)
     parser.add_argument("--skip-boto3", action="store_true")
@@ -554,6 +578,7 @@ def main() -> None:
     args = parser.parse_args()
     args.latency_ms = args.latency_ms or [0.0, 20.0]
     args.raw_concurrency = args.raw_concurrency or [64, 256]
+    args.concurrency = args.concurrency or [32, 64]
     print(
         f"fan-out benchmark: python {sys.version.split()[0]}, {os.cpu_count()} cores; "
         "gateway, clients and sender in separate processes",
