@@ -130,6 +130,42 @@ def _json_problem(value: Any, limit: int) -> str | None:
     return None
 
 
+_JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
+
+
+def _nesting_exceeds(raw: bytes, limit: int) -> bool:
+    """Whether JSON text nests containers deeper than ``limit``, found by a flat scan.
+
+    Runs before :func:`json.loads`, whose C parser recurses once per level: a body of
+    100 000 ``[`` overflows the C stack of a thread with a small stack (128 KiB: musl's
+    default, uWSGI's ``thread-stacksize``) and kills the process instead of raising.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    in_string = False
+    skip = -1
+    for match in _JSON_STRUCTURE.finditer(raw):
+        i = match.start()
+        if i < skip:
+            continue
+        char = raw[i]
+        if in_string:
+            if char == 0x5C:  # backslash: the next byte is escaped
+                skip = i + 2
+            elif char == 0x22:
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -427,6 +463,8 @@ class WebSocketApp:
         return Reply.json(200, result)
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
+        if _nesting_exceeds(raw, self.config.max_json_depth):
+            raise InvalidJson("Message is nested too deeply.")
         try:
             text = raw.decode("utf-8")
             value = json.loads(

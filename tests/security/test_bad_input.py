@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from apigw_ws_core.aws_lambda import make_handler
@@ -380,3 +382,73 @@ def test_handler_bugs_are_500_but_say_nothing_and_write_nothing_more():
     reply = message(app, cid, '{"action": "boom"}')
     assert status_and_code(reply) == (500, "handler_failed")
     assert SECRET.encode() not in reply.body and b"internal" not in reply.body
+
+
+JSON_VALUES_FOR_DEPTH = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab:,', max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=4), children, max_size=3),
+    max_leaves=20,
+)
+
+SMALL_STACK_SCRIPT = """
+import threading
+from apigw_ws_core.events import from_http
+from apigw_ws_core.testing import gateway_headers
+from tests.security.support import SECRET, connect, make_app
+
+app = make_app(require_token=False)
+_, cid = connect(app)
+results = []
+
+def run():
+    for body in (b"[" * 100_000, b'{"a":' * 25_000, b'{"action": "echo", "x": ' + b"[" * 90_000):
+        headers = gateway_headers("default", cid, secret=SECRET)
+        results.append(app.handle(from_http("default", headers, "", body)).status)
+
+threading.stack_size(128 * 1024)
+t = threading.Thread(target=run)
+t.start()
+t.join()
+print(results)
+"""
+
+
+def test_deep_nesting_cannot_crash_a_thread_with_a_small_stack():
+    """json's C parser recurses per level; 100 000 ``[`` in a thread with a 128 KiB stack
+    (musl's default) used to kill the whole process with SIGSEGV. The flat pre-scan
+    refuses the body first. Runs in a subprocess: a regression must not take pytest down."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", SMALL_STACK_SCRIPT],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(root), "PATH": ""},
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    assert proc.stdout.strip() == "[400, 400, 400]"
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES_FOR_DEPTH)
+def test_the_nesting_prescan_agrees_with_the_parsed_depth(value):
+    from apigw_ws_core.app import _nesting_exceeds
+
+    raw = json.dumps(value).encode()
+
+    def depth(v: Any) -> int:
+        if isinstance(v, dict):
+            return 1 + max((depth(x) for x in v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max((depth(x) for x in v), default=0)
+        return 0
+
+    d = depth(value)
+    for limit in range(0, 8):
+        assert _nesting_exceeds(raw, limit) == (d > limit), (raw, limit, d)
