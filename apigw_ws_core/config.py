@@ -48,6 +48,13 @@ def _tuple_of_str(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _check_ttl(instance: Any, attribute: Any, value: Any) -> None:
+    """A token lifetime in whole seconds, 1 to 86400: a string, 0 or a negative number
+    would fail (or silently expire every token) at the first request instead."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 86400:
+        raise ConfigurationError(f"token_ttl must be whole seconds from 1 to 86400, not {value!r}")
+
+
 def _rate(value: Any) -> RateLimit | None:
     return RateLimit.parse(value)
 
@@ -94,7 +101,7 @@ class Config:
     #: Require ``?ws_token=`` at ``$connect``. Off means anonymous connections are allowed,
     #: but a token, when given, must still be valid.
     require_token: bool = True
-    token_ttl: int = 60
+    token_ttl: int = attrs.field(default=60, validator=_check_ttl)
     token_query_param: str = "ws_token"
     channel_query_param: str = "channel"
     default_channel: str = "default"

@@ -242,3 +242,14 @@ def test_a_handler_cannot_learn_the_token_of_its_connection():
     _, cid = connect(app, query=f"ws_token={token}")
     assert message(app, cid, '{"action": "peek"}').status == 200
     assert token not in seen[0]
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 86401, "60", 1.5, True, None])
+def test_a_ttl_that_would_not_be_honoured_is_a_configuration_error(ttl):
+    from apigw_ws_core import Config
+    from apigw_ws_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        Config(secret=SECRET, token_ttl=ttl)
+    with pytest.raises(ConfigurationError):
+        Config.from_mapping({"SECRET": SECRET, "TOKEN_TTL": ttl})
