@@ -58,6 +58,7 @@ def example_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("django_chat") / "chat.sqlite3"
     env = _env(db)
     assert "no issues" in _manage(env, "check")
+    assert "No changes detected" in _manage(env, "makemigrations", "--check", "--dry-run")
     _manage(env, "migrate", "--noinput")
     assert "users alice, bob, carol" in _manage(env, "seed_demo")
     _manage(env, "seed_demo")  # idempotent
