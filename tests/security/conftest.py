@@ -1,6 +1,7 @@
-"""Fixtures of the security tests that need real servers: the SQLAlchemy storage on
-PostgreSQL and MariaDB (uniquely prefixed tables, dropped at the end) and the Django ORM
-storage on the ``postgres`` and ``mariadb`` aliases of ``tests.django_settings``."""
+"""Fixtures of the security tests: the SQLAlchemy storage on PostgreSQL and MariaDB
+(uniquely prefixed tables, dropped at the end), the Django ORM storage on the ``postgres``
+and ``mariadb`` aliases of ``tests.django_settings``, and the Django and Flask adapters'
+test apps on SQLite."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from apigw_ws_core.testing import RecordingTransport
 
 SQLA_DIALECTS = [
     pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql"),
@@ -61,3 +64,87 @@ def django_alias(request: pytest.FixtureRequest) -> str:
     alias: str = request.param
     get_user_model().objects.using(alias).create(pk=7, username="user7")
     return alias
+
+
+# --- the framework adapters (SQLite) ---------------------------------------------------
+
+
+@pytest.fixture
+def django_env(django_user_model: Any) -> Iterator[dict[str, Any]]:
+    """The Django adapter's app for the test ``ChatView``, a user, a recording transport."""
+    from django.conf import settings as dj_settings
+    from django.test import Client
+
+    from apigw_ws_django.runtime import get_app, reset_runtime, set_transport
+    from tests.django_adapter.views import ChatView
+
+    reset_runtime()
+    transport = RecordingTransport()
+    set_transport(transport)
+    user = django_user_model.objects.create_user("sec-user-7", pk=7)
+    yield {
+        "app": get_app(ChatView),
+        "client": Client(),
+        "secret": dj_settings.APIGW_WS["SECRET"],
+        "origin": dj_settings.APIGW_WS["ALLOWED_ORIGINS"][0],
+        "user": user,
+        "transport": transport,
+    }
+    reset_runtime()
+
+
+@pytest.fixture(scope="module")
+def flask_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.sqla.dbs import Database
+
+    db = Database(
+        "sqlite", f"sqlite:///{Path(tmp_path_factory.mktemp('sec-flask')) / 'db.sqlite3'}"
+    )
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def flask_env(flask_db: Any) -> Iterator[dict[str, Any]]:
+    from flask import Flask
+
+    from apigw_ws_flask import ApigwWebSocket
+
+    from .adapters_support import FLASK_ORIGIN as origin
+    from .adapters_support import FLASK_SECRET as secret
+
+    app = Flask("apigw_ws_security_props")
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="k",
+        APIGW_WS_SECRET=secret,
+        APIGW_WS_ALLOWED_ORIGINS=[origin],
+        APIGW_WS_ENABLE_SUBSCRIBE=True,
+        APIGW_WS_TOKEN_CSRF=False,
+    )
+    transport = RecordingTransport()
+    ws = ApigwWebSocket(storage=flask_db.storage, transport=transport)
+
+    @ws.handler("echo")
+    def echo(ctx: Any, message: dict[str, Any]) -> Any:
+        return message
+
+    @ws.handler("chat_message")
+    def chat(ctx: Any, message: dict[str, Any]) -> Any:
+        ctx.send({"type": "chat", "text": message.get("text")}, channel=ctx.session.channel_name)
+
+    @ws.current_user_loader
+    def current_user() -> Any:
+        from flask import request
+
+        return request.headers.get("X-Test-User")
+
+    ws.init_app(app)
+    with app.test_client() as client:
+        yield {
+            "db": flask_db,
+            "core": app.extensions["apigw_ws"].core,
+            "client": client,
+            "secret": secret,
+            "origin": origin,
+        }

@@ -9,21 +9,17 @@ leaves sessions, subscriptions and tokens as they were (a presented token may be
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from apigw_ws_core.testing import RecordingTransport, gateway_headers
 from apigw_ws_core.tokens import hash_token
 
+from .adapters_support import django_reset, django_state, flask_reset, flask_state
 from .strategies import (
     JSON_VALUES,
-    LIVE_CID,
     STABLE_CODES,
     HostileRequest,
     check_reply,
@@ -76,80 +72,15 @@ def check_token_reply(status: int, body: bytes) -> None:
 # --- Django -------------------------------------------------------------------------------
 
 
-def _django_state() -> dict[str, Any]:
-    from apigw_ws_storage.django_orm.models import (
-        WebSocketSession,
-        WebSocketSubscription,
-        WebSocketToken,
-    )
-
-    return {
-        "sessions": {
-            row["connection_id"]: row
-            for row in WebSocketSession.objects.values(
-                "connection_id", "channel_name", "user_id", "connected", "disconnected_at"
-            )
-        },
-        "subs": sorted(
-            WebSocketSubscription.objects.values_list("session__connection_id", "channel_name")
-        ),
-        "tokens": set(WebSocketToken.objects.values_list("token_hash", flat=True)),
-    }
-
-
-@pytest.fixture
-def django_env(django_user_model: Any) -> Iterator[dict[str, Any]]:
-    """The Django adapter's app for the test ``ChatView``, a user, a recording transport."""
-    from django.conf import settings as dj_settings
-    from django.test import Client
-
-    from apigw_ws_django.runtime import get_app, reset_runtime, set_transport
-    from tests.django_adapter.views import ChatView
-
-    reset_runtime()
-    transport = RecordingTransport()
-    set_transport(transport)
-    user = django_user_model.objects.create_user("sec-user-7", pk=7)
-    yield {
-        "app": get_app(ChatView),
-        "client": Client(),
-        "secret": dj_settings.APIGW_WS["SECRET"],
-        "origin": dj_settings.APIGW_WS["ALLOWED_ORIGINS"][0],
-        "user": user,
-        "transport": transport,
-    }
-    reset_runtime()
-
-
-def _django_reset(env: dict[str, Any]) -> str:
-    """Empty tables, one live connection for user 7, and one unused token (returned)."""
-    from apigw_ws_storage.django_orm.models import (
-        RateLimitCounter,
-        WebSocketSession,
-        WebSocketToken,
-    )
-
-    WebSocketSession.objects.all().delete()
-    WebSocketToken.objects.all().delete()
-    RateLimitCounter.objects.all().delete()
-    app = env["app"]
-    live, _ = app.issue_token("7")
-    headers = gateway_headers("connect", LIVE_CID, secret=env["secret"], origin=env["origin"])
-    resp = env["client"].post(f"/ws/connect?ws_token={live}", headers=headers)
-    assert resp.status_code == 200, resp.content
-    token, _ = app.issue_token("7")
-    return token
-
-
 @pytest.mark.django_db
 @EXAMPLES
 @given(data=st.data())
 def test_django_adapter_never_5xx_and_rejections_change_nothing(django_env, data):
-    token = _django_reset(django_env)
+    token = django_reset(django_env)
     request: HostileRequest = data.draw(
         hostile_requests(secret=django_env["secret"], token=token, origin=django_env["origin"])
     )
-    before = _django_state()
+    before = django_state()
     resp = django_env["client"].generic(
         request.method,
         f"/ws/{quote(request.route, safe='')}" + (f"?{request.query}" if request.query else ""),
@@ -173,7 +104,7 @@ def test_django_adapter_never_5xx_and_rejections_change_nothing(django_env, data
     if resp.status_code >= 400:
         check_unchanged(
             before,
-            _django_state(),
+            django_state(),
             presented_token_hash=hash_token(token) if request.token_presented else None,
         )
 
@@ -197,93 +128,14 @@ def test_django_token_endpoint_never_5xx(django_env, body, origin):
 # --- Flask --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def flask_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.sqla.dbs import Database
-
-    db = Database(
-        "sqlite", f"sqlite:///{Path(tmp_path_factory.mktemp('sec-flask')) / 'db.sqlite3'}"
-    )
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def flask_env(flask_db: Any) -> Iterator[dict[str, Any]]:
-    from flask import Flask
-
-    from apigw_ws_flask import ApigwWebSocket
-
-    secret = "flask-gateway-secret-0123456789"
-    origin = "https://flask.example.com"
-    app = Flask("apigw_ws_security_props")
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="k",
-        APIGW_WS_SECRET=secret,
-        APIGW_WS_ALLOWED_ORIGINS=[origin],
-        APIGW_WS_ENABLE_SUBSCRIBE=True,
-        APIGW_WS_TOKEN_CSRF=False,
-    )
-    transport = RecordingTransport()
-    ws = ApigwWebSocket(storage=flask_db.storage, transport=transport)
-
-    @ws.handler("echo")
-    def echo(ctx: Any, message: dict[str, Any]) -> Any:
-        return message
-
-    @ws.handler("chat_message")
-    def chat(ctx: Any, message: dict[str, Any]) -> Any:
-        ctx.send({"type": "chat", "text": message.get("text")}, channel=ctx.session.channel_name)
-
-    @ws.current_user_loader
-    def current_user() -> Any:
-        from flask import request
-
-        return request.headers.get("X-Test-User")
-
-    ws.init_app(app)
-    with app.test_client() as client:
-        yield {
-            "db": flask_db,
-            "core": app.extensions["apigw_ws"].core,
-            "client": client,
-            "secret": secret,
-            "origin": origin,
-        }
-
-
-def _flask_state(db: Any) -> dict[str, Any]:
-    from sqlalchemy import select
-
-    m = db.models
-    with db.engine.connect() as conn:
-        return {
-            "sessions": {r.connection_id: tuple(r) for r in conn.execute(select(m.session_table))},
-            "subs": sorted(tuple(map(str, r)) for r in conn.execute(select(m.subscription_table))),
-            "tokens": set(conn.execute(select(m.token_table.c.token_hash)).scalars()),
-        }
-
-
-def _flask_reset(env: dict[str, Any]) -> str:
-    env["db"].empty()
-    core = env["core"]
-    live, _ = core.issue_token("7")
-    headers = gateway_headers("connect", LIVE_CID, secret=env["secret"], origin=env["origin"])
-    resp = env["client"].post(f"/ws/connect?ws_token={live}", headers=headers)
-    assert resp.status_code == 200, resp.get_data()
-    token, _ = core.issue_token("7")
-    return token
-
-
 @EXAMPLES
 @given(data=st.data())
 def test_flask_adapter_never_5xx_and_rejections_change_nothing(flask_env, data):
-    token = _flask_reset(flask_env)
+    token = flask_reset(flask_env)
     request: HostileRequest = data.draw(
         hostile_requests(secret=flask_env["secret"], token=token, origin=flask_env["origin"])
     )
-    before = _flask_state(flask_env["db"])
+    before = flask_state(flask_env["db"])
     resp = flask_env["client"].open(
         f"/ws/{quote(request.route, safe='')}",
         method=request.method,
@@ -305,7 +157,7 @@ def test_flask_adapter_never_5xx_and_rejections_change_nothing(flask_env, data):
     if resp.status_code >= 400 and resp.status_code not in (404, 405):
         check_unchanged(
             before,
-            _flask_state(flask_env["db"]),
+            flask_state(flask_env["db"]),
             presented_token_hash=hash_token(token) if request.token_presented else None,
         )
 
