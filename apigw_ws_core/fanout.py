@@ -27,6 +27,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
@@ -126,11 +127,24 @@ class RetryPolicy:
     ``min(max_delay, base_delay * 2 ** (n - 1))`` plus a random part up to the other
     half, and at least a 429's ``Retry-After``. A retry is only made if it can start
     before the send's deadline.
+
+    :ivar max_attempts: calls per recipient at most after 5xx or network errors.
+    :ivar max_throttled_attempts: calls per recipient at most while answered 429. Higher,
+        because a 429 says "not now" (the account is over its request rate, and the async
+        engine is already slowing down for it), not "this will not work"; a client whose
+        buffer stays full still gives up after about ten seconds.
     """
 
     max_attempts: int = 5
     base_delay: float = 0.05
     max_delay: float = 2.0
+    max_throttled_attempts: int = 10
+
+    def allows(self, attempt: int, exc: TransportError) -> bool:
+        """Whether another call may follow failed attempt number ``attempt``."""
+        if isinstance(exc, ThrottledError):
+            return attempt < max(self.max_attempts, self.max_throttled_attempts)
+        return attempt < self.max_attempts
 
     @staticmethod
     def retryable(exc: TransportError) -> bool:
@@ -213,7 +227,7 @@ class _State:
             self.throttled += 1
         if isinstance(exc, TransportError) and self.policy.retryable(exc):
             delay = self.policy.delay(attempt, exc)
-            if attempt < self.policy.max_attempts and now + delay < self.end and not self.fatal:
+            if self.policy.allows(attempt, exc) and now + delay < self.end and not self.fatal:
                 self.retried += 1
                 return delay
         self.note_error(exc)
@@ -241,6 +255,61 @@ class _State:
     def attempt_timeout(self, now: float) -> float:
         """Per-call timeout: the time left before the deadline, at least one second."""
         return max(1.0, self.end - now)
+
+
+class _Gate:
+    """Bounds calls in flight, adapting to throttling (async engine, one event loop).
+
+    Additive increase, multiplicative decrease, as TCP does: a 429 halves the limit (at
+    most once per round trip, so one burst of 429s counts once), and every success adds
+    ``1 / limit`` back until ``ceiling`` (the configured concurrency). A throttled account
+    thus gets calls at about the rate it accepts instead of a storm of retries.
+    """
+
+    def __init__(self, ceiling: int):
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.inflight = 0
+        self.rtt = 0.05
+        self._last_cut = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.cuts = 0
+
+    async def acquire(self) -> None:
+        while self.inflight >= max(1, int(self.limit)):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if not waiter.cancelled() and waiter.done():
+                    self._wake()  # pass the turn on
+                raise
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = max(1, int(self.limit)) - self.inflight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def succeeded(self, seconds: float) -> None:
+        self.rtt = 0.8 * self.rtt + 0.2 * seconds
+        if self.limit < self.ceiling:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            self._wake()
+
+    def throttled(self, now: float) -> None:
+        if now - self._last_cut >= max(0.01, self.rtt):
+            self.limit = max(1.0, self.limit / 2)
+            self._last_cut = now
+            self.cuts += 1
 
 
 def _iter_ids(batches: Iterable[Sequence[str] | str]) -> Iterator[Sequence[str]]:
@@ -389,7 +458,7 @@ async def _engine(
     state: _State,
     concurrency: int,
 ) -> None:
-    sem = asyncio.Semaphore(concurrency)
+    gate = _Gate(concurrency)
     loop = asyncio.get_running_loop()
     outstanding = 0
     all_done = asyncio.Event()
@@ -410,7 +479,7 @@ async def _engine(
 
     async def call(cid: str, attempt: int, holding: bool) -> None:
         if not holding:
-            await sem.acquire()
+            await gate.acquire()
         try:
             now = time.monotonic()
             if state.stopped(now):
@@ -428,17 +497,23 @@ async def _engine(
                 if pause > 0:
                     await asyncio.sleep(pause)
             error: BaseException | None = None
+            started = time.monotonic()
             try:
                 await transport.apost(cid, payload, timeout=state.attempt_timeout(now))
             except Exception as exc:
                 error = exc
-            delay = state.outcome(cid, error, attempt, time.monotonic())
+            ended = time.monotonic()
+            if error is None:
+                gate.succeeded(ended - started)
+            elif isinstance(error, ThrottledError):
+                gate.throttled(ended)
+            delay = state.outcome(cid, error, attempt, ended)
             if delay < 0:
                 finish()
             else:
                 loop.call_later(delay, spawn, cid, attempt + 1, False)
         finally:
-            sem.release()
+            gate.release()
 
     try:
         while True:
@@ -450,7 +525,7 @@ async def _engine(
                 if state.stopped(time.monotonic()):
                     not_attempted.append(cid)
                     continue
-                await sem.acquire()
+                await gate.acquire()
                 outstanding += 1
                 spawn(cid, 1, True)
         feeding = False

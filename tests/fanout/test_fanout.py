@@ -306,3 +306,57 @@ def test_forwarding_wrappers_are_unwrapped(server, transport):
 
     report = fanout(Forward(Forward(transport)), b"x", [ids(5)])
     assert report.delivered == 5
+
+
+def test_throttling_slows_the_async_engine_down(server, transport):
+    """The server throttles whenever more than 4 calls are in flight (like an account at
+    its request rate): the engine halves its limit on 429s and everything arrives."""
+    server.delay = 0.01
+
+    def handler(req):
+        return status(429) if server.inflight > 4 else status(200, {}, b"{}")
+
+    server.handler = handler
+    report = fanout(transport, b"x", [ids(150)], concurrency=32, base_delay=0.005)
+    assert report.delivered == 150 and not report.failed
+    assert report.throttled < 150  # a fixed 32 in flight would draw several 429s per id
+
+
+def test_gate_aimd():
+    import asyncio
+
+    from apigw_ws_core.fanout import _Gate
+
+    async def scenario():
+        gate = _Gate(8)
+        for _ in range(8):
+            await gate.acquire()
+        blocked = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0)
+        assert not blocked.done()
+        gate.rtt = 0.05
+        gate.throttled(100.0)
+        gate.throttled(100.01)  # the same round trip: one cut
+        assert gate.limit == 4 and gate.cuts == 1
+        gate.throttled(100.2)
+        assert gate.limit == 2
+        for _ in range(7):
+            gate.release()
+        await asyncio.sleep(0)
+        assert blocked.done() and gate.inflight == 2
+        gate.succeeded(0.05)
+        assert gate.limit == 2.5
+        for _ in range(100):
+            gate.succeeded(0.05)
+        assert gate.limit == 8
+
+    asyncio.run(scenario())
+
+
+def test_throttled_calls_may_be_retried_more_often():
+    from apigw_ws_core.errors import ThrottledError, TransportError
+
+    policy = RetryPolicy(max_attempts=3, max_throttled_attempts=10)
+    assert policy.allows(2, TransportError("x", status=503))
+    assert not policy.allows(3, TransportError("x", status=503))
+    assert policy.allows(9, ThrottledError()) and not policy.allows(10, ThrottledError())
