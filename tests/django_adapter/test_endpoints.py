@@ -38,7 +38,12 @@ def test_connect_message_disconnect(ws: WebSocketTestClient, users: dict[str, An
     assert reply.json() == {"type": "echo", "text": "hi"}
 
     who = conn.send({"action": "whoami"})
-    assert who.json() == {"user": "alice", "request_user": "alice", "channel": "lobby"}
+    assert who.json() == {
+        "user": "alice",
+        "request_user": "alice",
+        "channel": "lobby",
+        "session_user": "alice",
+    }
 
     assert conn.disconnect().status_code == 200
     row.refresh_from_db()

@@ -69,7 +69,12 @@ def test_chat_through_the_local_gateway(gateway: LocalGateway, users: dict[str, 
 
         # A custom route key selected by "action".
         bob.send(json.dumps({"action": "sendmessage", "handler": "whoami"}))
-        assert _recv(bob) == {"user": "bob", "request_user": "bob", "channel": "lobby"}
+        assert _recv(bob) == {
+            "user": "bob",
+            "request_user": "bob",
+            "channel": "lobby",
+            "session_user": "bob",
+        }
 
         # Errors come back as the reply.
         bob.send(json.dumps({"handler": "nope"}))

@@ -38,6 +38,7 @@ class ChatView(WebSocketView):
                 request.user.get_username() if request.user.is_authenticated else None
             ),
             "channel": self.websocket_session.channel_name,
+            "session_user": getattr(self.websocket_session.user, "username", None),
         }
 
     @handler(permission=is_authenticated)

@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 
+_UNSET: Any = object()
+
+
 class _AllAliases:
     """A set that contains every database alias (for ``_non_atomic_requests``)."""
 
@@ -127,6 +130,7 @@ class WebSocketSessionProxy:
         self.record = record
         self.app = app
         self._instance: Any = None
+        self._user: Any = _UNSET
 
     @property
     def connection_id(self) -> str:
@@ -152,6 +156,13 @@ class WebSocketSessionProxy:
     def connected_at(self) -> datetime:
         """When the connection opened."""
         return self.record.connected_at
+
+    @property
+    def user(self) -> Any:
+        """The user bound by the token (loaded on first access, one query), or ``None``."""
+        if self._user is _UNSET:
+            self._user = self.app.load_user(self.record.user_id)
+        return self._user
 
     def send_message(self, data: Any) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to this connection now."""

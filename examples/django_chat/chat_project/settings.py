@@ -100,3 +100,10 @@ APIGW_WS = {
 # The WebSocket URL the page connects to: your API's wss:// URL in production.
 CHAT_WS_URL = os.environ.get("CHAT_WS_URL", "ws://127.0.0.1:8001/local")
 # --8<-- [end:apigw_ws]
+
+if DEBUG:
+    # The local gateway accepts any well-formed SigV4 signature: let commands such as
+    # "manage.py apigw_ws_send" sign with dummy credentials when none are configured.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
