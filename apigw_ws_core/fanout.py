@@ -260,11 +260,18 @@ class _State:
 class _Gate:
     """Bounds calls in flight, adapting to throttling (async engine, one event loop).
 
-    Additive increase, multiplicative decrease, as TCP does: a 429 halves the limit (at
-    most once per round trip, so one burst of 429s counts once), and every success adds
-    ``1 / limit`` back until ``ceiling`` (the configured concurrency). A throttled account
-    thus gets calls at about the rate it accepts instead of a storm of retries.
+    Additive increase, multiplicative decrease, as TCP does: while 429s are a real share
+    of the answers (over ``THRESHOLD`` of the recent ones), a 429 halves the limit (at most
+    once per round trip, so one burst counts once); every success adds ``1 / limit`` back
+    until ``ceiling`` (the configured concurrency). A throttled account thus gets calls at
+    about the rate it accepts instead of a storm of retries, while the odd 429 (one
+    client's full buffer) does not slow a broadcast down.
     """
+
+    #: Share of recent answers that must be 429 before the limit is cut.
+    THRESHOLD = 0.2
+    #: Weight of the newest answer in that share (about the last 20 answers count).
+    WEIGHT = 0.05
 
     def __init__(self, ceiling: int):
         self.ceiling = ceiling
@@ -274,6 +281,7 @@ class _Gate:
         self._last_cut = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.cuts = 0
+        self.share = 0.0
 
     async def acquire(self) -> None:
         while self.inflight >= max(1, int(self.limit)):
@@ -301,12 +309,14 @@ class _Gate:
 
     def succeeded(self, seconds: float) -> None:
         self.rtt = 0.8 * self.rtt + 0.2 * seconds
+        self.share *= 1 - self.WEIGHT
         if self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             self._wake()
 
     def throttled(self, now: float) -> None:
-        if now - self._last_cut >= max(0.01, self.rtt):
+        self.share = self.share * (1 - self.WEIGHT) + self.WEIGHT
+        if self.share > self.THRESHOLD and now - self._last_cut >= max(0.01, self.rtt):
             self.limit = max(1.0, self.limit / 2)
             self._last_cut = now
             self.cuts += 1

@@ -335,7 +335,12 @@ def test_gate_aimd():
         await asyncio.sleep(0)
         assert not blocked.done()
         gate.rtt = 0.05
-        gate.throttled(100.0)
+        for i in range(4):  # the odd 429 among successes does not cut
+            gate.succeeded(0.05)
+            gate.throttled(90.0 + i)
+        assert gate.limit == 8 and gate.cuts == 0
+        for _ in range(4):  # 429s are most of the answers now
+            gate.throttled(100.0)
         gate.throttled(100.01)  # the same round trip: one cut
         assert gate.limit == 4 and gate.cuts == 1
         gate.throttled(100.2)
