@@ -331,3 +331,19 @@ def test_query_budget(ws: WebSocketTestClient, users: dict[str, Any], alias: str
         "disconnect again": n_again,
     }
     print(f"\nqueries on {alias}: {MEASURED[alias]}")
+
+
+def test_endpoints_never_run_in_atomic_requests(
+    ws: WebSocketTestClient, users: dict[str, Any], alias: str, monkeypatch: Any
+):
+    """ATOMIC_REQUESTS=True must not wrap the gateway endpoints (no BEGIN/SAVEPOINT)."""
+    monkeypatch.setitem(connections[alias].settings_dict, "ATOMIC_REQUESTS", True)
+    token = ws.token_for(users["alice"])
+    with CaptureQueriesContext(connections[alias]) as ctx:
+        conn = ws.connect(token=token)
+        conn.send({"handler": "echo"})
+        conn.disconnect()
+    assert conn.accepted
+    sql = [q["sql"].upper() for q in ctx.captured_queries]
+    assert len(sql) == 8, sql
+    assert not [q for q in sql if q.startswith(("BEGIN", "SAVEPOINT", "COMMIT"))]
