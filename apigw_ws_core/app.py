@@ -441,7 +441,7 @@ class WebSocketApp:
         self.rate_limiter.hit(
             f"msg:{event.connection_id}", cfg.message_rate_per_connection, self.clock()
         )
-        body = self._parse(event.body)
+        body = self.parse_message(event.body)
         key = next((k for k in cfg.handler_keys if k in body), None)
         if key is None:
             raise InvalidMessage(f"Message needs one of the keys: {', '.join(cfg.handler_keys)}.")
@@ -462,7 +462,13 @@ class WebSocketApp:
             return Reply(200)
         return Reply.json(200, result)
 
-    def _parse(self, raw: bytes) -> dict[str, Any]:
+    def parse_message(self, raw: bytes) -> dict[str, Any]:
+        """Parse a client JSON body into an object with the pipeline's rules (nesting limit
+        checked before parsing, finite numbers, unique keys, no lone surrogates).
+
+        Adapters use it for their own JSON endpoints (the token view) so that one rule
+        applies everywhere. Raises ``InvalidJson`` or ``InvalidMessage`` (400).
+        """
         if _nesting_exceeds(raw, self.config.max_json_depth):
             raise InvalidJson("Message is nested too deeply.")
         try:

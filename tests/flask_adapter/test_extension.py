@@ -136,6 +136,24 @@ def test_token_endpoint(sqlite_db: Database):
     assert client.get("/ws/token").status_code == 405
 
 
+def test_token_endpoint_parses_json_with_the_core_rules(sqlite_db: Database):
+    app, _ws, _ = build_app(sqlite_db)
+    client = app.test_client()
+    user = {"X-Test-User": "3", "Content-Type": "application/json"}
+    deep = b'{"channel": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    cases = [
+        (b"{bad", 400, "invalid_json"),
+        (b"[1]", 400, "invalid_message"),
+        (b'{"channel": "a", "channel": "b"}', 400, "invalid_json"),
+        (deep, 400, "invalid_json"),
+        (b'{"channel": "x", "pad": "' + b"a" * 5000 + b'"}', 413, "body_too_large"),
+    ]
+    for body, status, code in cases:
+        resp = client.post("/ws/token", data=body, headers=user)
+        assert (resp.status_code, resp.get_json()["error"]) == (status, code), body[:30]
+    assert client.post("/ws/token", data=b'{"channel": "lobby"}', headers=user).status_code == 200
+
+
 def test_token_bound_to_channel(sqlite_db: Database):
     app, _ws, _ = build_app(sqlite_db)
     client = app.test_client()

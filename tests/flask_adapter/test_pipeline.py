@@ -229,8 +229,11 @@ def test_connect_rate_limit_is_429(db: Database):
 def test_malformed_gateway_calls(env, db: Database):
     _app, _ws, _transport, gw = env
     before = snapshot(db, counters=True)
-    resp = gw.client.post("/ws/default", data=b"{}", headers={"X-Apigw-Ws-Secret": "x"})
+    resp = gw.client.post("/ws/default", data=b"{}", headers={"X-Apigw-Ws-Secret": gw.secret})
     assert resp.status_code == 400 and _error(resp) == "invalid_connection_id"
+    # without the secret, a malformed call learns nothing about what would be accepted
+    resp = gw.client.post("/ws/default", data=b"{}", headers={"X-Apigw-Ws-Secret": "x"})
+    assert resp.status_code == 403 and _error(resp) == "forbidden"
     resp = gw.post("connect", new_connection_id(), extra={"X-Apigw-Ws-Event-Type": "MESSAGE"})
     assert resp.status_code == 400
     assert gw.client.get("/ws/connect").status_code == 405
@@ -256,3 +259,4 @@ def test_round_trips_per_event(env, db: Database, record_property):
     assert counts["connect"] <= 4, connect
     assert counts["message"] <= 2, message
     assert counts["disconnect"] <= 2, disconnect
+

@@ -70,7 +70,7 @@ def gateway(route: str) -> Response:
             max_body=limit,
         )
     except RequestError as error:
-        return to_response(core.reject(error))
+        return to_response(core.reject(error, dict(request.headers.items())))
     return to_response(core.handle(event))
 
 
@@ -86,13 +86,27 @@ def _check_csrf(app: Flask, state: ApigwWsState) -> None:
     except ImportError:
         return
     token = request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token")
-    if token is None and request.is_json:
-        payload = request.get_json(silent=True)
-        token = payload.get("csrf_token") if isinstance(payload, dict) else None
+    if token is None:
+        payload = _json_payload(state.core)
+        token = payload.get("csrf_token") if payload is not None else None
     try:
         validate_csrf(token or request.form.get("csrf_token"))
     except validation_error as exc:
         raise CsrfFailed() from exc
+
+
+#: Token requests carry a channel and perhaps a CSRF token: a few hundred bytes at most.
+MAX_TOKEN_BODY = 4096
+
+
+def _json_payload(core: WebSocketApp) -> dict[str, Any] | None:
+    """The token request's JSON object (``None`` for a non-JSON body), parsed with the
+    core's rules; malformed or oversized JSON is a 400/413."""
+    if not request.is_json:
+        return None
+    if (request.content_length or 0) > MAX_TOKEN_BODY:
+        raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.")
+    return core.parse_message(request.get_data(cache=True))
 
 
 def token() -> Response:
@@ -104,8 +118,8 @@ def token() -> Response:
         user_id = state.extension.current_user_id()
         if user_id is None:
             raise LoginRequired()
-        payload: Any = request.get_json(silent=True) if request.is_json else None
-        channel = payload.get("channel") if isinstance(payload, dict) else None
+        payload = _json_payload(core)
+        channel = payload.get("channel") if payload is not None else None
         channel = channel if channel is not None else request.form.get("channel")
         if channel is not None and not isinstance(channel, str):
             raise InvalidChannel()
