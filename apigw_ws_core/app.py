@@ -50,7 +50,7 @@ from apigw_ws_core.events import (
 )
 from apigw_ws_core.fanout import SendJob, SendReport, check_size, fanout
 from apigw_ws_core.handlers import HandlerFunc, HandlerRegistry, Permission, WebSocketView
-from apigw_ws_core.limits import RateLimiter, StorageRateLimiter
+from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimiter
 from apigw_ws_core.storage import Session, Storage
 from apigw_ws_core.tokens import check_bindings, issue_token, take_token
 from apigw_ws_core.transport import ManagementApiTransport, Transport
@@ -234,7 +234,15 @@ class WebSocketApp:
         ``config.management_endpoint`` or the stored gateway record.
     :param policy: the channel authorization policy (default: :func:`default_policy`).
     :param user_loader: ``user_id -> user object`` for ``context.user``.
-    :param rate_limiter: defaults to counters in ``storage``.
+    :param rate_limiter: counts ``$connect`` attempts and token issuance; defaults to
+        counters in ``storage``, shared by every process (the limits that stop token
+        guessing must hold across a fleet).
+    :param message_rate_limiter: counts messages per connection. Defaults to
+        ``rate_limiter`` when one is given, else to a process-local
+        :class:`~apigw_ws_core.limits.MemoryRateLimiter`, so that a message costs no storage
+        write (one read, the session, is all). With N backend processes a connection may
+        then send up to N times the limit; pass a shared limiter (Redis, Django cache) to
+        count exactly.
     """
 
     def __init__(
@@ -246,6 +254,7 @@ class WebSocketApp:
         policy: ChannelPolicy | None = None,
         user_loader: Callable[[str], Any] | None = None,
         rate_limiter: RateLimiter | None = None,
+        message_rate_limiter: RateLimiter | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ):
         self.storage = storage
@@ -253,6 +262,7 @@ class WebSocketApp:
         self.policy = policy or default_policy()
         self.user_loader = user_loader
         self.rate_limiter = rate_limiter or StorageRateLimiter(storage)
+        self.message_rate_limiter = message_rate_limiter or rate_limiter or MemoryRateLimiter()
         self.clock = clock
         self.handlers = HandlerRegistry()
         self._transport = transport
@@ -438,7 +448,7 @@ class WebSocketApp:
         session = self.storage.get_session(event.connection_id)
         if session is None or not session.connected:
             raise UnknownConnection()
-        self.rate_limiter.hit(
+        self.message_rate_limiter.hit(
             f"msg:{event.connection_id}", cfg.message_rate_per_connection, self.clock()
         )
         body = self.parse_message(event.body)

@@ -131,7 +131,7 @@ class Config:
     #: Gateway record to read the endpoint from when ``management_endpoint`` is not set.
     gateway_name: str = "default"
     #: Fan-out: concurrent Management API calls, overall deadline, retries per call.
-    send_concurrency: int = 32
+    send_concurrency: int = 64
     send_deadline: float = 25.0
     send_max_attempts: int = 5
 

@@ -452,3 +452,25 @@ def test_token_for_forbidden_channel_is_refused_at_issue():
         app.issue_token("7", channel="user.8")
     assert app.storage.tokens == {}
     assert app.issue_token("8", channel="user.8")[0]
+
+
+def test_message_limits_are_process_local_by_default_and_shared_when_given():
+    from apigw_ws_core.limits import MemoryRateLimiter
+
+    app = make_app(require_token=False, message_rate_per_connection="1/60")
+    _, cid = connect(app)
+    counters_after_connect = dict(app.storage.counters)
+    assert message(app, cid, '{"action": "ping"}').status == 200
+    assert message(app, cid, '{"action": "ping"}').status == 429
+    assert app.storage.counters == counters_after_connect  # no storage write per message
+
+    shared = MemoryRateLimiter()
+    a = WebSocketApp(storage=MemoryStorage(), transport=RecordingTransport(),
+                     config=Config(secret=SECRET, require_token=False,
+                                   message_rate_per_connection="1/60"),
+                     rate_limiter=shared)
+    b = WebSocketApp(storage=a.storage, transport=a.transport, config=a.config,
+                     rate_limiter=shared)
+    _, cid = connect(a)
+    assert message(a, cid, '{"action": "ping"}').status == 200
+    assert message(b, cid, '{"action": "ping"}').status == 429  # counted across "processes"

@@ -26,9 +26,8 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from apigw_ws_core.app import encode_payload
-from apigw_ws_core.errors import GoneError, PayloadTooLarge
+from apigw_ws_core.errors import PayloadTooLarge
 from apigw_ws_core.fanout import check_size, fanout
-from apigw_ws_core.transport import Transport
 from apigw_ws_flask.extension import EXTENSION_KEY, ApigwWsState
 
 __all__ = ["cli_group"]
@@ -73,28 +72,6 @@ def cleanup_command(dry_run: bool, session_max_age: int, keep_disconnected: int)
     )
 
 
-class _ProgressTransport(Transport):
-    """Counts finished deliveries (delivered or gone) into a click progress bar."""
-
-    def __init__(self, inner: Transport, bar: Any):
-        self.inner = inner
-        self.bar = bar
-        self.lock = threading.Lock()
-
-    def _tick(self) -> None:
-        with self.lock:
-            self.bar.update(1)
-
-    def post(self, connection_id: str, data: bytes) -> None:
-        """Deliver through the wrapped transport, then advance the bar."""
-        try:
-            self.inner.post(connection_id, data)
-        except GoneError:
-            self._tick()
-            raise
-        self._tick()
-
-
 @cli_group.command("send")
 @click.argument("message")
 @click.option("--channel", help="Every connection in this channel.")
@@ -131,15 +108,22 @@ def send_command(
         raise click.UsageError(str(exc)) from exc
     total = sum(len(batch) for batch in batches)
     cfg = core.config
+    lock = threading.Lock()
     with click.progressbar(length=total, label="Sending", file=sys.stderr) as bar:
+
+        def advance(done: int) -> None:
+            with lock:
+                bar.update(done)
+
         report = fanout(
-            _ProgressTransport(core.transport, bar),
+            core.transport,
             payload,
             batches,
             storage=core.storage,
             concurrency=1 if connection_id else cfg.send_concurrency,
             deadline=cfg.send_deadline,
             max_attempts=cfg.send_max_attempts,
+            progress=advance,
         )
     click.echo(
         f"Delivered {report.delivered} of {total}; gone {len(report.gone)} "

@@ -9,6 +9,7 @@ module only wires it into Flask.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -211,9 +212,13 @@ class ApigwWebSocket:
         self, app: Flask
     ) -> Callable[[Callable[[], SendReport]], Future[SendReport]]:
         def run(job: Callable[[], SendReport]) -> Future[SendReport]:
+            # Keep the caller's context variables (a send from a $connect hook must still
+            # skip the connecting connection) and give the job an app context.
+            caller = contextvars.copy_context()
+
             def in_context() -> SendReport:
                 with app.app_context():
-                    return job()
+                    return caller.run(job)
 
             with self._lock:
                 if self._executor is None:
