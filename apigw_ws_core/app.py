@@ -559,6 +559,14 @@ class WebSocketApp:
     def transport(self, value: Transport) -> None:
         self._transport = value
 
+    def swap_transport(self, transport: Transport | None) -> Transport | None:
+        """Put ``transport`` in place and return the previous one as it was, without
+        building the default (``None`` means: build the default on next use). For test
+        clients that swap in a recording transport and restore the real one after."""
+        with self._transport_lock:
+            previous, self._transport = self._transport, transport
+        return previous
+
     def _default_transport(self) -> Transport:
         endpoint = self.config.management_endpoint
         region = self.config.region

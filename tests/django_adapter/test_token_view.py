@@ -93,6 +93,13 @@ def test_bad_input(alice: Any):
     assert r.status_code == 400 and r.json()["error"] == "invalid_message"
     r = client.post(URL, [1], content_type="application/json")
     assert r.status_code == 400
+    deep = b'{"channel": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    r = client.post(URL, deep, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_json"
+    r = client.post(URL, b'{"channel": "a", "channel": "b"}', content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_json"
+    r = client.post(URL, {"channel": "x", "pad": "a" * 5000}, content_type="application/json")
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
     assert not m.WebSocketToken.objects.exists()
 
 

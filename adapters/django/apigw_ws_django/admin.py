@@ -30,6 +30,16 @@ from apigw_ws_core.errors import PayloadTooLarge, TransportError
 from apigw_ws_core.fanout import check_size
 from apigw_ws_django.runtime import get_app
 
+
+def _provision_actions() -> list[Any]:
+    """Plan/apply/destroy actions (they need the provisioning extra: boto3)."""
+    try:
+        from apigw_ws_django.provision_admin import PROVISION_ACTIONS
+    except ImportError:  # pragma: no cover - boto3 missing
+        return []
+    return list(PROVISION_ACTIONS)
+
+
 __all__ = ["GatewayRecordAdmin", "SendMessageForm", "WebSocketSessionAdmin", "WebSocketTokenAdmin"]
 
 
@@ -213,4 +223,4 @@ if apps.is_installed("apigw_ws_storage.django_orm"):
         list_filter = ("status", "region")
         search_fields = ("name", "api_id", "custom_domain")
         readonly_fields = ("updated_at",)
-        actions: list[Any] = []
+        actions: list[Any] = list(_provision_actions())

@@ -76,6 +76,10 @@ class SharedTransport(Transport):
         """Forward to the shared transport."""
         return self._resolve().get(connection_id)
 
+    def unwrap(self) -> Transport:
+        """The shared transport itself, so that fan-out can use its async engine."""
+        return self._resolve().unwrap()
+
 
 class Runtime:
     """The objects built from one version of the settings, and the apps that use them."""
@@ -143,8 +147,7 @@ class Runtime:
     def set_transport(self, transport: Transport | None) -> Transport | None:
         """Replace the shared transport; returns the previous one (``None`` if it was not
         built yet). ``None`` makes the next send build it again from the settings."""
-        previous = self.default_app._transport
-        self.default_app._transport = transport
+        previous = self.default_app.swap_transport(transport)
         return previous
 
     def close(self) -> None:

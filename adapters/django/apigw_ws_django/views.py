@@ -20,7 +20,6 @@ unit of work, and a transaction would cost extra round trips).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,7 +33,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from apigw_ws_core.app import Reply, WebSocketApp
 from apigw_ws_core.context import HandlerContext
-from apigw_ws_core.errors import BadRequest, BodyTooLarge, InvalidJson, InvalidMessage, RequestError
+from apigw_ws_core.errors import BadRequest, BodyTooLarge, InvalidMessage, RequestError
 from apigw_ws_core.events import from_http
 from apigw_ws_core.handlers import Permission, handler
 from apigw_ws_core.handlers import WebSocketView as CoreWebSocketView
@@ -108,7 +107,7 @@ def handle_request(app: WebSocketApp, request: HttpRequest, route: str) -> HttpR
                 max_body=limit,
             )
         except RequestError as error:
-            reply = app.reject(error)
+            reply = app.reject(error, dict(request.headers))
         else:
             reply = app.handle(event)
     finally:
@@ -319,6 +318,10 @@ def websocket_urlpatterns(
     return [path(prefix, include(view.urls(namespace)))]
 
 
+#: Token requests carry a channel and perhaps an origin: a few hundred bytes at most.
+MAX_TOKEN_BODY = 4096
+
+
 @method_decorator(csrf_protect, name="dispatch")
 class WebSocketTokenView(View):
     """``POST``: a single-use connection token for the logged-in user.
@@ -341,7 +344,7 @@ class WebSocketTokenView(View):
                 status=401,
             )
         try:
-            params = self.parameters(request)
+            params = self.parameters(app, request)
             token, expires_in = app.issue_token(
                 request.user.pk, channel=params.get("channel"), origin=params.get("origin")
             )
@@ -352,15 +355,15 @@ class WebSocketTokenView(View):
         return response
 
     @staticmethod
-    def parameters(request: HttpRequest) -> dict[str, str]:
-        """``channel`` and ``origin`` from a JSON or form body (empty values dropped)."""
+    def parameters(app: WebSocketApp, request: HttpRequest) -> dict[str, str]:
+        """``channel`` and ``origin`` from a JSON or form body (empty values dropped).
+
+        JSON is parsed with the pipeline's rules (:meth:`WebSocketApp.parse_message`) and
+        at most :data:`MAX_TOKEN_BODY` bytes."""
         if request.content_type == "application/json":
-            try:
-                data = json.loads(request.body or b"{}")
-            except ValueError as exc:
-                raise InvalidJson() from exc
-            if not isinstance(data, dict):
-                raise InvalidMessage()
+            if _content_length(request) > MAX_TOKEN_BODY:
+                raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.")
+            data: dict[str, Any] = app.parse_message(request.body or b"{}")
         else:
             data = request.POST.dict()
         out: dict[str, str] = {}

@@ -25,9 +25,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from apigw_ws_core.app import WebSocketApp, encode_payload
-from apigw_ws_core.errors import ApigwWsError, GoneError, PayloadTooLarge
+from apigw_ws_core.errors import ApigwWsError, PayloadTooLarge
 from apigw_ws_core.fanout import SendReport, check_size, fanout
-from apigw_ws_core.transport import Transport
 from apigw_ws_django.runtime import get_app
 
 
@@ -42,10 +41,11 @@ class Progress:
         self._lock = threading.Lock()
         self._last = 0.0
 
-    def advance(self) -> None:
-        """Count one finished delivery; redraw at most ten times a second."""
+    def advance(self, count: int = 1) -> None:
+        """Count finished deliveries (delivered, gone or failed); redraw at most ten
+        times a second. Called from the sending threads."""
         with self._lock:
-            self.done += 1
+            self.done += count
             now = time.monotonic()
             if now - self._last >= 0.1:
                 self._last = now
@@ -69,24 +69,6 @@ class Progress:
             self._draw()
             if self.enabled:
                 self.stream.write("")
-
-
-class CountingTransport(Transport):
-    """Forwards to ``inner`` and advances ``progress`` for every delivery that finished
-    (delivered or gone; retried attempts are not counted twice)."""
-
-    def __init__(self, inner: Transport, progress: Progress):
-        self.inner = inner
-        self.progress = progress
-
-    def post(self, connection_id: str, data: bytes) -> None:
-        """Deliver through the real transport."""
-        try:
-            self.inner.post(connection_id, data)
-        except GoneError:
-            self.progress.advance()
-            raise
-        self.progress.advance()
 
 
 class Command(BaseCommand):
@@ -124,13 +106,14 @@ class Command(BaseCommand):
         cfg = app.config
         try:
             report = fanout(
-                CountingTransport(app.transport, progress),
+                app.transport,
                 payload,
                 app.recipients(**target),
                 storage=app.storage,
                 concurrency=1 if "connection_id" in target else cfg.send_concurrency,
                 deadline=options["deadline"] or cfg.send_deadline,
                 max_attempts=cfg.send_max_attempts,
+                progress=progress.advance,
             )
         except ApigwWsError as exc:
             raise CommandError(str(exc)) from exc
