@@ -84,10 +84,12 @@ EXAMPLE_DEFS = {
         logins=[
             ("alice", "demo", "staff: may enter the private room"),
             ("bob", "demo", "member"),
+            ("carol", "demo", "member"),
         ],
         prepare=_django_prepare,
         command=lambda port: [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         env=_django_env,
+        broadcast=lambda message: [PYTHON, "manage.py", "apigw_ws_send", message, "--all"],
     ),
     "flask": Example(
         name="flask",
@@ -137,6 +139,12 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
+def _inherited_env() -> dict[str, str]:
+    """This process's environment, less what would point an example at another project's
+    settings (the examples choose their own)."""
+    return {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+
+
 def _state_dir() -> Path:
     return Path(os.environ.get("APIGW_WS_DEMO_STATE", ROOT / ".demo"))
 
@@ -154,7 +162,7 @@ def announce(argv: list[str]) -> int:
     if example.broadcast is None:
         raise SystemExit(f"demo: the {example.name} example has no broadcast command")
     message = json.dumps({"type": "announcement", "text": args.text, "from": "admin"})
-    env = {**os.environ, **running["env"]}
+    env = {**_inherited_env(), **running["env"]}
     done = subprocess.run(example.broadcast(message), cwd=example.directory, env=env, check=False)
     return done.returncode
 
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONUNBUFFERED": "1",
         **example.env(secret, ws_url, management, str(state / f"{name}-chat.sqlite3")),
     }
-    env = {**os.environ, **demo_env}
+    env = {**_inherited_env(), **demo_env}
     running_file = state / "running.json"
 
     gateway = app = None

@@ -49,18 +49,9 @@ def django_demo(browser_tools: str, tmp_path: Path) -> Iterator[ChatSite]:  # no
         if "is running" in line or time.monotonic() > deadline:
             break
     threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True).start()
-    # The announcement goes out the Django way: manage.py apigw_ws_send ... --all, with the
-    # environment the demo gave the example (its database, gateway and secret).
-    announce = (
-        "import json, os, subprocess, sys\n"
-        "running = json.load(open(sys.argv[1]))\n"
-        "message = json.dumps({'type': 'announcement', 'text': sys.argv[3], 'from': 'admin'})\n"
-        "command = [sys.executable, 'manage.py', 'apigw_ws_send', message, '--all']\n"
-        "env = {k: v for k, v in os.environ.items() if k != 'DJANGO_SETTINGS_MODULE'}\n"
-        "env.update(running['env'])\n"
-        "sys.exit(subprocess.run(command, cwd=sys.argv[2], env=env).returncode)\n"
-    )
-    announce_cmd = [sys.executable, "-c", announce, str(tmp_path / "running.json"), str(EXAMPLE)]
+    # The announcement goes out as README's demo does it: scripts/demo announce, which runs
+    # manage.py apigw_ws_send ... --all with the environment the demo gave the example.
+    announce_cmd = [sys.executable, str(ROOT / "scripts" / "demo.py"), "announce"]
     try:
         assert proc.poll() is None, "".join(output)
         yield ChatSite(
@@ -71,7 +62,10 @@ def django_demo(browser_tools: str, tmp_path: Path) -> Iterator[ChatSite]:  # no
             public_room="room-general",
             private_room="room-staff",
             login_path="/login/",
-            extra_env={"E2E_ANNOUNCE_CMD": json.dumps(announce_cmd)},
+            extra_env={
+                "E2E_ANNOUNCE_CMD": json.dumps(announce_cmd),
+                "APIGW_WS_DEMO_STATE": str(tmp_path),
+            },
         )
     finally:
         proc.send_signal(2)
