@@ -15,9 +15,10 @@ Measured per event (median of ``--repeat`` passes over ``--events`` connections)
 * disconnect: mark the session gone;
 * floor: the bare view.
 
-The rate limiter is the adapters' default (counters in the database), and also Django's
-cache (``apigw_ws_django.limits.CacheRateLimiter``, locmem) or the core's in-process limiter
-for Flask, which is what the docs recommend for busy sites. Transport: a
+The rate limiter is the default (``$connect`` and token counters in the database, the
+per-connection message counter in process), and also every counter in Django's cache
+(``apigw_ws_django.limits.CacheRateLimiter``, locmem) or in the core's in-process limiter
+for Flask. Transport: a
 ``RecordingTransport`` (no network). Connections are anonymous (``REQUIRE_TOKEN`` off), so
 ``$connect`` makes no token lookup.
 
@@ -423,8 +424,9 @@ def main() -> None:
                 )
     print(
         "\nfloor: a bare view of the same framework and database (request parsed, one indexed "
-        "SELECT, JSON answer).\nlimiter db: rate-limit counters in the database (the default); "
-        "cache: Django's cache (locmem) / the core's in-process MemoryRateLimiter (Flask)."
+        "SELECT, JSON answer).\nlimiter db: the default, connect counters in the database and "
+        "message counters in process; cache: every counter in Django's cache (locmem) / the "
+        "core's in-process MemoryRateLimiter (Flask)."
     )
 
 
