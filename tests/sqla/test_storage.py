@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, create_engine, inspect
+from sqlalchemy import MetaData, create_engine, func, insert, inspect, select
 from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
+from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.storage import Session, Token
 from apigw_ws_core.testing import run_race
 from apigw_ws_storage.sqla import SqlaStorage, make_models
@@ -192,6 +194,29 @@ def test_session_sources(tmp_path):
     scoped.remove()
     with pytest.raises(TypeError, match="sessionmaker"):
         SqlaStorage(42)  # type: ignore[arg-type]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("pool", ["SingletonThreadPool", "StaticPool"])
+def test_in_memory_sqlite_is_refused_and_the_apps_work_left_alone(pool: str):
+    """One shared connection: a storage commit would commit the app's pending rows (and
+    closing its session roll them back), so the storage refuses before checking it out."""
+    kwargs = {"poolclass": StaticPool} if pool == "StaticPool" else {}
+    engine = create_engine("sqlite://", **kwargs)
+    assert type(engine.pool).__name__ == pool
+    models = make_models(MetaData(), prefix="mem_")
+    with engine.begin() as conn:
+        models.metadata.create_all(conn)
+    factory = sessionmaker(engine)
+    gateways = models.gateway_table
+    count = select(func.count()).select_from(gateways)
+    with factory() as app_session:
+        app_session.execute(insert(gateways).values(name="pending", resources={}))
+        with pytest.raises(ConfigurationError, match=f"{pool}.*database file"):
+            SqlaStorage(factory, models=models).get_session("x")
+        assert app_session.scalar(count) == 1  # still pending in the app's transaction
+        app_session.rollback()
+        assert app_session.scalar(count) == 0  # ...and the app's to roll back
     engine.dispose()
 
 

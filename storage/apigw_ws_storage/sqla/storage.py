@@ -5,6 +5,12 @@ from your factory, Core statements on its connection, one commit. Nothing is sha
 your request's session, so a storage call never commits (or rolls back) your own pending
 changes. No Flask import: it works the same in a Flask app, a plain WSGI app or a script.
 
+That needs a database connection of the storage's own: an engine whose pool hands the same
+connection to every session (``StaticPool`` or ``SingletonThreadPool``, i.e. an in-memory
+SQLite database such as Flask-SQLAlchemy's ``sqlite://``) is refused with
+:class:`~apigw_ws_core.errors.ConfigurationError`, because a storage commit there would
+commit the app's pending changes and closing its session would roll them back.
+
 Round trips per pipeline step (the pipeline's storage calls, one statement each unless
 noted): message = ``get_session`` + the rate-limit upsert (2); ``$connect`` with a token =
 connect-rate upsert + ``DELETE ... RETURNING`` of the token + session insert + one
@@ -36,7 +42,9 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.storage import (
     CleanupReport,
     GatewayRecord,
@@ -73,6 +81,21 @@ def _factory_from(source: SessionSource) -> Callable[[], OrmSession]:
     )
 
 
+#: Pools that give every checkout the same DB-API connection (in-memory SQLite).
+_SHARED_POOLS = (StaticPool, SingletonThreadPool)
+
+
+def _check_own_connection(bind: Engine | Connection) -> None:
+    """Refuse an engine whose pool shares one connection between all sessions."""
+    if isinstance(bind, Engine) and isinstance(bind.pool, _SHARED_POOLS):
+        raise ConfigurationError(
+            f"SqlaStorage needs connections of its own, but {bind.url!r} uses "
+            f"{type(bind.pool).__name__}, which shares one connection with every session "
+            "(an in-memory SQLite database): a storage commit would commit your session's "
+            "pending changes. Use a database file (sqlite:///path/to/db.sqlite3) or a server."
+        )
+
+
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -83,7 +106,9 @@ class SqlaStorage(Storage):
 
     :param session_source: a ``sessionmaker``, ``scoped_session`` (Flask-SQLAlchemy's
         ``db.session`` works: a new session is made from its factory for every call, inside
-        the current app context), an ``Engine``, or a callable returning a Session.
+        the current app context), an ``Engine``, or a callable returning a Session. Its
+        engine must give the storage connections of its own: in-memory SQLite is refused
+        (``ConfigurationError`` on first use; use a database file).
     :param models: the tables to use (:func:`~apigw_ws_storage.sqla.make_models`); default
         :data:`~apigw_ws_storage.sqla.DEFAULT_MODELS` (prefix ``apigw_ws_``).
     :param batch_size: ids per bulk ``UPDATE``/``DELETE`` in :meth:`mark_disconnected`.
@@ -109,9 +134,15 @@ class SqlaStorage(Storage):
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """One unit of work: a new Session, its connection, commit on success."""
+        """One unit of work: a new Session, its connection, commit on success.
+
+        Raises :class:`~apigw_ws_core.errors.ConfigurationError` (before any connection is
+        checked out) if the engine's pool would share its connection with other sessions.
+        """
         with self._factory() as orm_session:
-            conn = orm_session.connection(bind_arguments={"mapper": self.models.session})
+            bind = orm_session.get_bind(mapper=self.models.session)
+            _check_own_connection(bind)
+            conn = orm_session.connection(bind_arguments={"bind": bind})
             try:
                 yield conn
             except BaseException:
