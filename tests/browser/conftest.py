@@ -8,11 +8,16 @@ Screenshots go to ``test-artifacts/`` (override with ``APIGW_WS_ARTIFACTS``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
-from collections.abc import Mapping
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,3 +107,58 @@ def run_scenario(node: str, site: ChatSite, timeout: float = 240) -> dict:
             f"stderr:\n{proc.stderr}\nscreenshots in {ARTIFACTS}"
         )
     return result
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_demo(example: str, state_dir: Path, *, login_path: str) -> Iterator[ChatSite]:
+    """``scripts/demo EXAMPLE`` as a newcomer runs it (app + local gateway), on free ports,
+    stopped with Ctrl-C at the end; the demo must then exit 0. Announcements go through
+    ``scripts/demo announce``, as README's demo does them."""
+    port, gateway_port = free_port(), free_port()
+    env = {**os.environ, "APIGW_WS_DEMO_STATE": str(state_dir)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    command = [sys.executable, str(ROOT / "scripts" / "demo.py"), example]
+    command += ["--port", str(port), "--gateway-port", str(gateway_port)]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        output.append(line)
+        if "is running" in line or time.monotonic() > deadline:
+            break
+    threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True).start()
+    announce = [sys.executable, str(ROOT / "scripts" / "demo.py"), "announce"]
+    try:
+        assert proc.poll() is None, "".join(output)
+        yield ChatSite(
+            name=example if example != "flask" else "demo",
+            base_url=f"http://127.0.0.1:{port}",
+            gateway_url=f"http://127.0.0.1:{gateway_port}",
+            users={"staff": ("alice", "demo"), "member": ("bob", "demo")},
+            public_room="room-general",
+            private_room="room-staff",
+            login_path=login_path,
+            extra_env={
+                "E2E_ANNOUNCE_CMD": json.dumps(announce),
+                "APIGW_WS_DEMO_STATE": str(state_dir),
+            },
+        )
+    finally:
+        proc.send_signal(2)  # Ctrl-C, as a person would stop it
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(output)
+    assert f"http://127.0.0.1:{port}/" in "".join(output)

@@ -6,20 +6,16 @@ receiving. Each example runs on SQLite behind the local gateway, as ``scripts/de
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, ROOT, ChatSite, run_scenario
+from tests.browser.conftest import ARTIFACTS, ROOT, ChatSite, run_scenario, running_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -117,58 +113,13 @@ def test_flask_chat_in_a_real_browser(browser_tools: str, flask_site: ChatSite) 
     assert (ARTIFACTS / "flask-staff.png").stat().st_size > 10_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def demo_site(browser_tools: str, tmp_path: Path) -> Iterator[ChatSite]:
     """``scripts/demo flask`` as a newcomer runs it (two processes), on free ports."""
     if not (FLASK_EXAMPLE.parent / "templates" / "chat.html").exists():
         pytest.skip("examples/flask_chat is not in this tree yet")
-    port, gateway_port = _free_port(), _free_port()
-    env = {**os.environ, "APIGW_WS_DEMO_STATE": str(tmp_path)}
-    command = [sys.executable, str(ROOT / "scripts" / "demo.py"), "flask"]
-    command += ["--port", str(port), "--gateway-port", str(gateway_port)]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output: list[str] = []
-    deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        output.append(line)
-        if "is running" in line or time.monotonic() > deadline:
-            break
-    threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True).start()
-    try:
-        assert proc.poll() is None, "".join(output)
-        yield ChatSite(
-            name="demo",
-            base_url=f"http://127.0.0.1:{port}",
-            gateway_url=f"http://127.0.0.1:{gateway_port}",
-            users={"staff": ("alice", "demo"), "member": ("bob", "demo")},
-            public_room="room-general",
-            private_room="room-staff",
-            login_path="/login",
-            extra_env={
-                "E2E_ANNOUNCE_CMD": json.dumps(
-                    [sys.executable, str(ROOT / "scripts" / "demo.py"), "announce"]
-                ),
-                "APIGW_WS_DEMO_STATE": str(tmp_path),
-            },
-        )
-    finally:
-        proc.send_signal(2)  # Ctrl-C, as a person would stop it
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, "".join(output)
-    assert f"http://127.0.0.1:{port}/" in "".join(output)
+    with running_demo("flask", tmp_path, login_path="/login") as site:
+        yield site
 
 
 def test_the_readme_demo_command_in_a_real_browser(browser_tools: str, demo_site: ChatSite):
