@@ -22,28 +22,9 @@ from apigw_ws_core.events import MAX_BODY_BYTES
 from apigw_ws_core.testing import gateway_headers, lambda_event, new_connection_id
 from apigw_ws_core.wsgi import make_wsgi_app
 
+from .strategies import STABLE_CODES
 from .support import SECRET, connect, make_app, message, snapshot, status_and_code
 
-STABLE_CODES = {
-    "bad_request",
-    "invalid_connection_id",
-    "body_too_large",
-    "invalid_json",
-    "invalid_message",
-    "invalid_handler_name",
-    "unknown_handler",
-    "invalid_channel",
-    "forbidden",
-    "channel_forbidden",
-    "origin_not_allowed",
-    "token_required",
-    "invalid_token",
-    "unknown_connection",
-    "rate_limited",
-    "not_found",
-    "method_not_allowed",
-    "handler_forbidden",
-}
 
 BAD_BODIES: list[tuple[bytes, str]] = [
     (b"", "invalid_json"),
