@@ -25,7 +25,6 @@ from apigw_ws_core.wsgi import make_wsgi_app
 from .strategies import STABLE_CODES
 from .support import SECRET, connect, make_app, message, snapshot, status_and_code
 
-
 BAD_BODIES: list[tuple[bytes, str]] = [
     (b"", "invalid_json"),
     (b" ", "invalid_json"),
