@@ -9,6 +9,11 @@ Alembic's ``--autogenerate`` (or Flask-Migrate) picks them up with your own tabl
     class Base(DeclarativeBase): ...
     ws_models = make_models(Base.metadata, prefix="apigw_ws_")   # once, at import time
 
+Alembic writes the column types of :mod:`apigw_ws_storage.sqla.types` with their module
+path and does not import it: add ``import apigw_ws_storage.sqla.types`` to your
+``script.py.mako``. Autogenerate is then stable on SQLite, PostgreSQL and MariaDB with its
+default ``compare_type=True`` (``tests/sqla/test_alembic.py``).
+
 :data:`DEFAULT_MODELS` (on :data:`metadata`, prefix ``apigw_ws_``) is what
 :class:`~apigw_ws_storage.sqla.SqlaStorage` uses when given no models.
 
