@@ -26,6 +26,7 @@ from .config import (
     config_from_lambda,
     default_request_parameters,
     load_config_file,
+    sigv4_keys_from_file,
 )
 from .server import Gateway, start_gateway
 
@@ -43,5 +44,6 @@ __all__ = [
     "config_from_lambda",
     "default_request_parameters",
     "load_config_file",
+    "sigv4_keys_from_file",
     "start_gateway",
 ]

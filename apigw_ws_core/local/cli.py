@@ -31,8 +31,10 @@ from .config import (
     config_from_lambda,
     load_config_file,
     resolve_lambda_handler,
+    sigv4_keys_from_file,
 )
 from .server import Gateway, start_gateway
+from .sigv4 import parse_sigv4_keys
 
 __all__ = ["add_arguments", "build_api", "build_options", "main", "ready_line", "run"]
 
@@ -160,6 +162,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept @connections calls without a SigV4 Authorization header",
     )
     server.add_argument(
+        "--sigv4-key",
+        action="append",
+        default=[],
+        metavar="ACCESS_KEY_ID:SECRET_ACCESS_KEY",
+        help="strict SigV4: recompute each @connections call's signature and answer 403 "
+        "unless it was signed with one of these keys (repeatable or comma-separated; "
+        "default: any well-formed SigV4 header is accepted)",
+    )
+    server.add_argument(
         "--no-local-endpoints",
         action="store_true",
         help="do not serve the /_local/ inspection endpoints and test hooks",
@@ -252,7 +263,20 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
 
 
 def build_options(args: argparse.Namespace) -> GatewayOptions:
-    """Turn the parsed flags into :class:`GatewayOptions`."""
+    """Turn the parsed flags into :class:`GatewayOptions`.
+
+    Strict SigV4 keys come from ``--config``'s ``sigv4_keys`` entry and the
+    ``--sigv4-key`` flags (which win for the same access key id).
+
+    :raises ConfigError: on invalid values.
+    """
+    sigv4_keys: dict[str, str] = {}
+    if getattr(args, "config", None) is not None:
+        sigv4_keys.update(sigv4_keys_from_file(args.config))
+    try:
+        sigv4_keys.update(parse_sigv4_keys(getattr(args, "sigv4_key", None) or []))
+    except ValueError as exc:
+        raise ConfigError(f"--sigv4-key: {exc}") from exc
     return GatewayOptions(
         idle_timeout=args.idle_timeout,
         max_duration=args.max_duration,
@@ -263,6 +287,7 @@ def build_options(args: argparse.Namespace) -> GatewayOptions:
         special_char_ids=args.special_char_ids,
         message_log_size=args.message_log_size,
         require_sigv4=not args.no_sigv4_check,
+        sigv4_keys=sigv4_keys,
         local_endpoints=not args.no_local_endpoints,
     )
 

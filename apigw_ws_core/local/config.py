@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import attrs
 
+from .sigv4 import parse_sigv4_keys
+
 __all__ = [
     "CONNECT",
     "DEFAULT",
@@ -52,6 +54,7 @@ __all__ = [
     "default_request_parameters",
     "load_config_file",
     "resolve_lambda_handler",
+    "sigv4_keys_from_file",
 ]
 
 logger = logging.getLogger("apigw_ws_core.local")
@@ -262,6 +265,14 @@ class ApiConfig:
         }
 
 
+def _sigv4_keys(value: Mapping[str, str] | Iterable[str] | None) -> Mapping[str, str]:
+    """Parse strict-SigV4 keys into a read-only ``{access_key_id: secret}`` mapping."""
+    try:
+        return MappingProxyType(parse_sigv4_keys(value))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 @attrs.frozen
 class GatewayOptions:
     """Behaviour of the local stand-in itself (not part of the API definition).
@@ -286,6 +297,11 @@ class GatewayOptions:
     :ivar closed_history_size: closed connections remembered for ``/_local/`` inspection.
     :ivar require_sigv4: answer 403 to management calls without a well-formed
         SigV4 ``Authorization`` header.
+    :ivar sigv4_keys: strict SigV4 mode: ``{access_key_id: secret_access_key}``
+        (or ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` strings). When not empty, every
+        management call's signature is recomputed with botocore's signer and a
+        call with an unknown key, a wrong signature, a service other than
+        ``execute-api`` or an ``X-Amz-Date`` more than 5 minutes off answers 403.
     :ivar local_endpoints: serve the ``/_local/`` inspection and test-hook endpoints.
     :ivar close_timeout: seconds to wait for a client's close frame.
     :ivar shutdown_timeout: seconds to wait for ``$disconnect`` calls on shutdown.
@@ -307,6 +323,9 @@ class GatewayOptions:
     message_log_size: int = 100
     closed_history_size: int = 1000
     require_sigv4: bool = True
+    sigv4_keys: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_sigv4_keys, repr=lambda keys: f"<{len(keys)} key(s)>"
+    )
     local_endpoints: bool = True
     close_timeout: float = 5.0
     shutdown_timeout: float = 10.0
@@ -321,6 +340,8 @@ class GatewayOptions:
             raise ConfigError("throttle_rps must be positive")
         if self.max_inflight_per_connection < 1:
             raise ConfigError("max_inflight_per_connection must be at least 1")
+        if self.sigv4_keys and not self.require_sigv4:
+            raise ConfigError("sigv4_keys (strict SigV4) needs require_sigv4=True")
 
 
 # --------------------------------------------------------------------------- sources
@@ -468,7 +489,8 @@ def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
     (``HTTP_PROXY``/``AWS_PROXY``), ``uri``, ``method``,
     ``request_parameters``, ``timeout_ms`` and ``two_way`` (default: true for
     message routes). A ``route_defaults`` table supplies values every route
-    lacks.
+    lacks. ``sigv4_keys`` (strict SigV4 keys, see :func:`sigv4_keys_from_file`)
+    is a gateway option, not part of the API, and is ignored here.
     """
     known = {
         "api_id",
@@ -480,6 +502,7 @@ def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
         "secret",
         "custom_routes",
         "route_defaults",
+        "sigv4_keys",
     }
     unknown = set(data) - known
     if unknown:
@@ -526,6 +549,30 @@ def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
 
 def load_config_file(path: str | Path) -> ApiConfig:
     """Read a JSON (``.json``) or TOML (``.toml``, or anything else that parses) config file."""
+    return config_from_dict(_read_config_file(path))
+
+
+def sigv4_keys_from_file(path: str | Path) -> dict[str, str]:
+    """Return the strict SigV4 keys of a config file's ``sigv4_keys`` entry.
+
+    The entry is a list of ``"ACCESS_KEY_ID:SECRET_ACCESS_KEY"`` strings or a
+    table ``{ACCESS_KEY_ID = "SECRET_ACCESS_KEY"}``; absent: no keys.
+
+    :raises ConfigError: when the file or the entry is invalid.
+    """
+    raw = _read_config_file(path).get("sigv4_keys")
+    if raw is None:
+        return {}
+    if not isinstance(raw, (Mapping, list, str)):
+        raise ConfigError("'sigv4_keys' must be a list of 'ID:SECRET' strings or a table")
+    try:
+        return parse_sigv4_keys(raw if isinstance(raw, (Mapping, str)) else [str(v) for v in raw])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _read_config_file(path: str | Path) -> Mapping[str, Any]:
+    """Parse a JSON or TOML config file into a mapping."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -541,7 +588,7 @@ def load_config_file(path: str | Path) -> ApiConfig:
         raise ConfigError(f"cannot parse config file {file}: {exc}") from exc
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {file} must hold a table/object")
-    return config_from_dict(data)
+    return data
 
 
 def resolve_lambda_handler(path: str) -> LambdaHandler:

@@ -37,6 +37,7 @@ from .frames import LimitedWebSocketResponse
 from .ids import is_valid_connection_id, new_connection_id, new_request_id
 from .integrations import IntegrationResult, IntegrationRunner
 from .mapping import select_route_key
+from .sigv4 import verify_sigv4
 from .throttle import TokenBucket
 
 __all__ = ["Gateway", "start_gateway"]
@@ -497,28 +498,54 @@ class Gateway:
 
     # ------------------------------------------------------------------ management API
 
-    def _check_caller(self, request: web.Request) -> web.Response | None:
-        """Apply stage, SigV4-shape and throttle checks; return an error response or ``None``."""
+    async def _check_caller(self, request: web.Request) -> tuple[web.Response | None, bytes | None]:
+        """Apply stage, SigV4 and throttle checks.
+
+        :returns: an error response or ``None``, and the request body when
+            strict SigV4 checking had to read it (``None`` otherwise).
+        """
         stage = request.match_info.get("stage")
         if stage is not None and stage != self.api.stage:
-            return _aws_error(403, "ForbiddenException", "Forbidden")
+            return _aws_error(403, "ForbiddenException", "Forbidden"), None
+        body: bytes | None = None
         if self.options.require_sigv4:
             auth = request.headers.get("Authorization")
             if not auth:
-                return _aws_error(403, "ForbiddenException", "Missing Authentication Token")
+                return _aws_error(403, "ForbiddenException", "Missing Authentication Token"), None
             if not _SIGV4.fullmatch(auth):
                 return _aws_error(
                     403,
                     "ForbiddenException",
                     "Authorization header is not a well-formed AWS4-HMAC-SHA256 "
                     "signature for execute-api",
+                ), None
+            if self.options.sigv4_keys:
+                body = await self._read_limited(request)
+                if body is None:
+                    return self._too_large(), None
+                problem = verify_sigv4(
+                    method=request.method,
+                    raw_path=request.raw_path,
+                    headers=request.headers.items(),
+                    body=body,
+                    keys=self.options.sigv4_keys,
                 )
+                if problem is not None:
+                    return _aws_error(403, "ForbiddenException", problem), None
         if self._bucket is not None and not self._bucket.try_acquire():
             self.counters["management_throttled"] += 1
-            return _aws_error(429, "LimitExceededException", "Too Many Requests")
+            return _aws_error(429, "LimitExceededException", "Too Many Requests"), None
         if request.method not in ("POST", "GET", "DELETE"):
-            return _aws_error(403, "ForbiddenException", "Missing Authentication Token")
-        return None
+            return _aws_error(403, "ForbiddenException", "Missing Authentication Token"), None
+        return None, body
+
+    def _too_large(self) -> web.Response:
+        """413 for a ``POST @connections`` body over ``max_post_size``."""
+        return _aws_error(
+            413,
+            "PayloadTooLargeException",
+            f"Message size exceeds the limit of {self.options.max_post_size} bytes",
+        )
 
     async def _read_limited(self, request: web.Request) -> bytes | None:
         """Read the request body; ``None`` when it exceeds ``max_post_size``."""
@@ -537,7 +564,7 @@ class Gateway:
         self.counters["management_requests"] += 1
         if self.options.management_latency_ms > 0:
             await asyncio.sleep(self.options.management_latency_ms / 1000)
-        error = self._check_caller(request)
+        error, read = await self._check_caller(request)
         if error is not None:
             return error
         cid = request.match_info["connection_id"]
@@ -545,13 +572,10 @@ class Gateway:
             return _aws_error(400, "BadRequestException", f"Invalid connectionId: {cid}")
         body = b""
         if request.method == "POST":
-            read = await self._read_limited(request)
             if read is None:
-                return _aws_error(
-                    413,
-                    "PayloadTooLargeException",
-                    f"Message size exceeds the limit of {self.options.max_post_size} bytes",
-                )
+                read = await self._read_limited(request)
+            if read is None:
+                return self._too_large()
             body = read
         conn = self.connections.get(cid)
         if conn is None or conn.state != "OPEN":
@@ -584,7 +608,7 @@ class Gateway:
 
     async def _management_malformed(self, request: web.Request) -> web.StreamResponse:
         """Any other ``@connections`` path: an id that is empty or contains a raw ``/``."""
-        error = self._check_caller(request)
+        error, _ = await self._check_caller(request)
         if error is not None:
             return error
         tail = request.match_info.get("tail", "")
@@ -679,7 +703,10 @@ class Gateway:
 
     async def _local_config(self, request: web.Request) -> web.Response:
         """Serve the effective API definition and options."""
-        return web.json_response({"api": self.api.to_dict(), "options": attrs.asdict(self.options)})
+        options = attrs.asdict(self.options)
+        # Never serve the secrets: key ids only.
+        options["sigv4_keys"] = sorted(self.options.sigv4_keys)
+        return web.json_response({"api": self.api.to_dict(), "options": options})
 
 
 async def start_gateway(

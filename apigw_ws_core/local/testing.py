@@ -77,12 +77,20 @@ def wait_until(predicate: Callable[[], _T], timeout: float = 5.0, interval: floa
 
 
 def management_client(
-    endpoint_url: str, *, region_name: str = "us-east-1", max_attempts: int = 1, **config: Any
+    endpoint_url: str,
+    *,
+    region_name: str = "us-east-1",
+    max_attempts: int = 1,
+    aws_access_key_id: str = "testing",
+    aws_secret_access_key: str = "testing",  # noqa: S107 - dummy credentials
+    aws_session_token: str | None = None,
+    **config: Any,
 ) -> Any:
     """Return a boto3 ``apigatewaymanagementapi`` client for a local gateway.
 
-    Uses dummy credentials and, by default, no retries (so a 429 surfaces as
-    ``LimitExceededException`` instead of being retried).
+    Uses dummy credentials unless given (a gateway with strict SigV4,
+    ``sigv4_keys``, needs one of its keys) and, by default, no retries (so a
+    429 surfaces as ``LimitExceededException`` instead of being retried).
 
     :param endpoint_url: ``http://127.0.0.1:<port>/<stage>``.
     :param max_attempts: total attempts per call (botocore ``total_max_attempts``).
@@ -95,8 +103,9 @@ def management_client(
         "apigatewaymanagementapi",
         endpoint_url=endpoint_url,
         region_name=region_name,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        aws_session_token=aws_session_token,
         config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}, **config),
     )
 
