@@ -1,10 +1,11 @@
 """Fixtures of the security tests: the SQLAlchemy storage on PostgreSQL and MariaDB
 (uniquely prefixed tables, dropped at the end), the Django ORM storage on the ``postgres``
 and ``mariadb`` aliases of ``tests.django_settings``, and the Django and Flask adapters'
-test apps on SQLite."""
+test apps on SQLite and (``*_server_env``) on PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,8 @@ def django_alias(request: pytest.FixtureRequest) -> str:
 # --- the framework adapters (SQLite) ---------------------------------------------------
 
 
-@pytest.fixture
-def django_env(django_user_model: Any) -> Iterator[dict[str, Any]]:
-    """The Django adapter's app for the test ``ChatView``, a user, a recording transport."""
+@contextlib.contextmanager
+def _django_adapter_env(user: Any) -> Iterator[dict[str, Any]]:
     from django.conf import settings as dj_settings
     from django.test import Client
 
@@ -81,16 +81,45 @@ def django_env(django_user_model: Any) -> Iterator[dict[str, Any]]:
     reset_runtime()
     transport = RecordingTransport()
     set_transport(transport)
-    user = django_user_model.objects.create_user("sec-user-7", pk=7)
-    yield {
-        "app": get_app(ChatView),
-        "client": Client(),
-        "secret": dj_settings.APIGW_WS["SECRET"],
-        "origin": dj_settings.APIGW_WS["ALLOWED_ORIGINS"][0],
-        "user": user,
-        "transport": transport,
-    }
-    reset_runtime()
+    try:
+        yield {
+            "app": get_app(ChatView),
+            "client": Client(),
+            "secret": dj_settings.APIGW_WS["SECRET"],
+            "origin": dj_settings.APIGW_WS["ALLOWED_ORIGINS"][0],
+            "user": user,
+            "transport": transport,
+        }
+    finally:
+        reset_runtime()
+
+
+@pytest.fixture
+def django_env(django_user_model: Any) -> Iterator[dict[str, Any]]:
+    """The Django adapter's app for the test ``ChatView``, a user, a recording transport."""
+    with _django_adapter_env(django_user_model.objects.create_user("sec-user-7", pk=7)) as env:
+        yield env
+
+
+@pytest.fixture(params=_django_params())
+def django_server_env(request: pytest.FixtureRequest, settings: Any) -> Iterator[dict[str, Any]]:
+    """``django_env`` with the storage and every model on the PostgreSQL or MariaDB alias
+    (as ``tests/django_adapter`` routes them)."""
+    from django.contrib.auth import get_user_model
+
+    from tests.django_orm.helpers import AliasRouter
+
+    alias: str = request.param
+    settings.APIGW_WS = {**settings.APIGW_WS, "STORAGE_OPTIONS": {"using": alias}}
+    AliasRouter.alias = alias
+    try:
+        manager = get_user_model()._default_manager.db_manager(alias)
+        with _django_adapter_env(manager.create_user("sec-user-7", pk=7)) as env:
+            storage = env["app"].storage
+            assert storage.using == alias and storage.connection.vendor != "sqlite"
+            yield {**env, "alias": alias}
+    finally:
+        AliasRouter.alias = None
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +133,8 @@ def flask_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     db.close()
 
 
-@pytest.fixture
-def flask_env(flask_db: Any) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def _flask_adapter_env(db: Any) -> Iterator[dict[str, Any]]:
     from flask import Flask
 
     from apigw_ws_flask import ApigwWebSocket
@@ -123,7 +152,7 @@ def flask_env(flask_db: Any) -> Iterator[dict[str, Any]]:
         APIGW_WS_TOKEN_CSRF=False,
     )
     transport = RecordingTransport()
-    ws = ApigwWebSocket(storage=flask_db.storage, transport=transport)
+    ws = ApigwWebSocket(storage=db.storage, transport=transport)
 
     @ws.handler("echo")
     def echo(ctx: Any, message: dict[str, Any]) -> Any:
@@ -142,9 +171,23 @@ def flask_env(flask_db: Any) -> Iterator[dict[str, Any]]:
     ws.init_app(app)
     with app.test_client() as client:
         yield {
-            "db": flask_db,
+            "db": db,
             "core": app.extensions["apigw_ws"].core,
             "client": client,
             "secret": secret,
             "origin": origin,
         }
+
+
+@pytest.fixture
+def flask_env(flask_db: Any) -> Iterator[dict[str, Any]]:
+    """The Flask adapter's test app on SQLite (SQLAlchemy storage)."""
+    with _flask_adapter_env(flask_db) as env:
+        yield env
+
+
+@pytest.fixture
+def flask_server_env(sqla_db: Any) -> Iterator[dict[str, Any]]:
+    """The same app on PostgreSQL or MariaDB (``sqla_db``'s uniquely prefixed tables)."""
+    with _flask_adapter_env(sqla_db) as env:
+        yield env

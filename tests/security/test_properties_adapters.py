@@ -1,6 +1,7 @@
 """Property tests through the framework adapters: hostile gateway calls through Django's
 test client (Django ORM storage) and Flask's test client (SQLAlchemy storage), both on
-SQLite, plus hostile bodies for each adapter's token endpoint.
+SQLite, plus hostile bodies for each adapter's token endpoint. The same properties run
+again, with fewer examples, on PostgreSQL and MariaDB (``*_on_servers``).
 
 Invariants: never a 5xx; every 4xx carries a stable JSON error code; a rejected call
 leaves sessions, subscriptions and tokens as they were (a presented token may be spent).
@@ -29,6 +30,13 @@ from .strategies import (
 
 EXAMPLES = settings(
     max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+#: On PostgreSQL and MariaDB: the same properties, few examples (each one is a few queries
+#: on a real server; the SQLite runs above explore the input space).
+SERVER_EXAMPLES = settings(
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -72,10 +80,7 @@ def check_token_reply(status: int, body: bytes) -> None:
 # --- Django -------------------------------------------------------------------------------
 
 
-@pytest.mark.django_db
-@EXAMPLES
-@given(data=st.data())
-def test_django_adapter_never_5xx_and_rejections_change_nothing(django_env, data):
+def django_gateway_call(django_env, data):
     token = django_reset(django_env)
     request: HostileRequest = data.draw(
         hostile_requests(secret=django_env["secret"], token=token, origin=django_env["origin"])
@@ -109,10 +114,7 @@ def test_django_adapter_never_5xx_and_rejections_change_nothing(django_env, data
         )
 
 
-@pytest.mark.django_db
-@EXAMPLES
-@given(body=TOKEN_BODIES, origin=TOKEN_ORIGINS)
-def test_django_token_endpoint_never_5xx(django_env, body, origin):
+def django_token_call(django_env, body, origin):
     from apigw_ws_storage.django_orm.models import RateLimitCounter
 
     RateLimitCounter.objects.all().delete()
@@ -128,9 +130,7 @@ def test_django_token_endpoint_never_5xx(django_env, body, origin):
 # --- Flask --------------------------------------------------------------------------------
 
 
-@EXAMPLES
-@given(data=st.data())
-def test_flask_adapter_never_5xx_and_rejections_change_nothing(flask_env, data):
+def flask_gateway_call(flask_env, data):
     token = flask_reset(flask_env)
     request: HostileRequest = data.draw(
         hostile_requests(secret=flask_env["secret"], token=token, origin=flask_env["origin"])
@@ -162,9 +162,7 @@ def test_flask_adapter_never_5xx_and_rejections_change_nothing(flask_env, data):
         )
 
 
-@EXAMPLES
-@given(body=TOKEN_BODIES, origin=TOKEN_ORIGINS, user=st.sampled_from(["7", "7", None]))
-def test_flask_token_endpoint_never_5xx(flask_env, body, origin, user):
+def flask_token_call(flask_env, body, origin, user):
     flask_env["db"].empty()
     content_type, raw = body
     headers = {"Content-Type": content_type}
@@ -175,3 +173,59 @@ def test_flask_token_endpoint_never_5xx(flask_env, body, origin, user):
     resp = flask_env["client"].post("/ws/token", data=raw, headers=headers)
     event(f"flask token -> {resp.status_code}")
     check_token_reply(resp.status_code, resp.get_data())
+
+
+# --- the tests: SQLite -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@EXAMPLES
+@given(data=st.data())
+def test_django_adapter_never_5xx_and_rejections_change_nothing(django_env, data):
+    django_gateway_call(django_env, data)
+
+
+@pytest.mark.django_db
+@EXAMPLES
+@given(body=TOKEN_BODIES, origin=TOKEN_ORIGINS)
+def test_django_token_endpoint_never_5xx(django_env, body, origin):
+    django_token_call(django_env, body, origin)
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_flask_adapter_never_5xx_and_rejections_change_nothing(flask_env, data):
+    flask_gateway_call(flask_env, data)
+
+
+@EXAMPLES
+@given(body=TOKEN_BODIES, origin=TOKEN_ORIGINS, user=st.sampled_from(["7", "7", None]))
+def test_flask_token_endpoint_never_5xx(flask_env, body, origin, user):
+    flask_token_call(flask_env, body, origin, user)
+
+
+# --- the same on PostgreSQL and MariaDB --------------------------------------------------
+
+
+@SERVER_EXAMPLES
+@given(data=st.data())
+def test_django_adapter_property_on_servers(django_server_env, data):
+    django_gateway_call(django_server_env, data)
+
+
+@SERVER_EXAMPLES
+@given(body=TOKEN_BODIES, origin=TOKEN_ORIGINS)
+def test_django_token_endpoint_on_servers(django_server_env, body, origin):
+    django_token_call(django_server_env, body, origin)
+
+
+@SERVER_EXAMPLES
+@given(data=st.data())
+def test_flask_adapter_property_on_servers(flask_server_env, data):
+    flask_gateway_call(flask_server_env, data)
+
+
+@SERVER_EXAMPLES
+@given(body=TOKEN_BODIES, origin=TOKEN_ORIGINS, user=st.sampled_from(["7", "7", None]))
+def test_flask_token_endpoint_on_servers(flask_server_env, body, origin, user):
+    flask_token_call(flask_server_env, body, origin, user)
