@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -159,43 +158,17 @@ class Clients:
             self.proc.wait()
 
 
-# --- a gateway that answers a share of management calls with 429 -------------------------
-
-
-def _faulty_gateway(argv: list[str]) -> int:
-    """Run the local gateway CLI, answering ``--p429`` of ``POST @connections`` with 429."""
-    p429 = float(argv[0])
-    from aiohttp import web
-
-    from apigw_ws_core.local import cli, server
-
-    rng = random.Random(7)
-    original = server.Gateway._check_caller
-
-    def check(self: Any, request: web.Request) -> web.Response | None:
-        if request.method == "POST" and rng.random() < p429:
-            self.counters["injected_429"] = self.counters.get("injected_429", 0) + 1
-            return server._aws_error(429, "LimitExceededException", "Too Many Requests")
-        result: web.Response | None = original(self, request)
-        return result
-
-    server.Gateway._check_caller = check  # type: ignore[method-assign]
-    sys.argv = ["apigw-ws-local", *argv[1:]]
-    return int(cli.main() or 0)
-
-
 class GatewayProc:
-    """The local gateway in its own process (optionally the 429-injecting one)."""
+    """The local gateway in its own process (optionally answering a share of POSTs 429)."""
 
     def __init__(self, latency_ms: float, p429: float = 0.0):
         from apigw_ws_core.local.testing import GatewayProcess
 
         args = ["--stage", STAGE, "--management-latency-ms", str(latency_ms)]
         args += ["--log-level", "WARNING", "--message-log-size", "1"]
-        if p429:  # this file's wrapper around the gateway CLI, instead of "-m ..."
-            self.gw = _WrappedGateway([__file__, "--faulty-gateway", str(p429), *args])
-        else:
-            self.gw = GatewayProcess(args)
+        if p429:  # the gateway's own fault injection: every N-th POST answers 429
+            args += ["--inject-429-every", str(round(1 / p429))]
+        self.gw = GatewayProcess(args)
         self.gw.start()
 
     @property
@@ -214,50 +187,6 @@ class GatewayProc:
 
     def stop(self) -> None:
         self.gw.stop()
-
-
-def _wrapped_gateway_class() -> type:
-    from apigw_ws_core.local.testing import GatewayProcess
-
-    class Wrapped(GatewayProcess):
-        def __init__(self, command: list[str]):
-            super().__init__()
-            self._command = command
-
-        def start(self) -> Wrapped:
-            # Same as GatewayProcess.start, with our command line.
-            import queue as _queue
-
-            from apigw_ws_core.local.testing import READY_LINE
-
-            env = dict(os.environ)
-            env.setdefault("PYTHONUNBUFFERED", "1")
-            self.process = subprocess.Popen(
-                [sys.executable, *self._command, "--host", "127.0.0.1", "--port", "0"],
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-                bufsize=1,
-            )
-            threading.Thread(target=self._pump, daemon=True).start()
-            while True:
-                try:
-                    line = self._lines.get(timeout=30)
-                except _queue.Empty:
-                    line = None
-                if line is None:
-                    raise RuntimeError("gateway did not start:\n" + "".join(self.output))
-                match = READY_LINE.search(line)
-                if match:
-                    self.ws_url = match["ws"]
-                    self._management = match["management"]
-                    return self
-
-    return Wrapped
-
-
-def _WrappedGateway(command: list[str]) -> Any:
-    return _wrapped_gateway_class()(command)
 
 
 # --- the senders ---------------------------------------------------------------------------
@@ -548,7 +477,8 @@ def run_faults(args: argparse.Namespace) -> None:
             f"still connected in storage: "
             f"{sum(1 for cid in gone if storage.get_session(cid).connected)}"
         )
-        print(f"  gateway injected 429s: {counters.get('injected_429', '?')}", flush=True)
+        injected = counters.get("management_injected_429", "?")
+        print(f"  gateway injected 429s: {injected}", flush=True)
         app.close()
     finally:
         clients.stop()
@@ -559,8 +489,6 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         asyncio.run(_client(sys.argv[2], int(sys.argv[3])))
         return
-    if len(sys.argv) > 1 and sys.argv[1] == "--faulty-gateway":
-        sys.exit(_faulty_gateway(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--connections", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, action="append", default=None)

@@ -137,6 +137,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--throttle-burst", type=int, default=None, metavar="N", help="token-bucket size"
     )
     server.add_argument(
+        "--inject-429-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fault injection: answer every N-th POST @connections with 429 (default: off)",
+    )
+    server.add_argument(
         "--write-buffer-limit",
         type=int,
         default=1 << 20,
@@ -284,6 +291,7 @@ def build_options(args: argparse.Namespace) -> GatewayOptions:
         throttle_rps=args.throttle_rps,
         throttle_burst=args.throttle_burst,
         write_buffer_high_water=args.write_buffer_limit,
+        inject_429_every=args.inject_429_every,
         special_char_ids=args.special_char_ids,
         message_log_size=args.message_log_size,
         require_sigv4=not args.no_sigv4_check,

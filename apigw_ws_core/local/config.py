@@ -287,6 +287,10 @@ class GatewayOptions:
     :ivar throttle_burst: bucket size (defaults to ``max(1, throttle_rps)``).
     :ivar write_buffer_high_water: bytes queued towards a client above which
         ``POST @connections`` answers 429 (the client is not reading).
+    :ivar inject_429_every: fault injection for tests and benchmarks: answer every
+        N-th ``POST @connections`` with 429 ``LimitExceededException`` (0: off). Counted
+        in the ``management_injected_429`` counter; changeable at run time through
+        ``Gateway.inject_429_every``.
     :ivar max_frame_size: largest accepted client frame; larger closes with 1009 (AWS: 32 KiB).
     :ivar max_message_size: largest accepted client message; larger closes with 1009 (AWS: 128 KiB).
     :ivar max_post_size: largest ``POST @connections`` body; larger answers 413 (AWS: 128 KiB).
@@ -315,6 +319,7 @@ class GatewayOptions:
     throttle_rps: float | None = None
     throttle_burst: int | None = None
     write_buffer_high_water: int = 1 << 20
+    inject_429_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     max_frame_size: int = 32 * 1024
     max_message_size: int = 128 * 1024
     max_post_size: int = 128 * 1024

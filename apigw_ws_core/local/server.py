@@ -112,9 +112,13 @@ class Gateway:
                 "management_deletes",
                 "management_throttled",
                 "management_gone",
+                "management_injected_429",
             ),
             0,
         )
+        #: Answer every N-th ``POST @connections`` with 429 (0: off); see
+        #: :attr:`GatewayOptions.inject_429_every`. Tests may change it at run time.
+        self.inject_429_every = self.options.inject_429_every
         self.runner = IntegrationRunner(api, self.options)
         self._bucket = (
             TokenBucket(self.options.throttle_rps, self.options.throttle_burst)
@@ -122,6 +126,7 @@ class Gateway:
             else None
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._posts_seen = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._started = time.monotonic()
         self._shutting_down = False
@@ -535,6 +540,11 @@ class Gateway:
         if self._bucket is not None and not self._bucket.try_acquire():
             self.counters["management_throttled"] += 1
             return _aws_error(429, "LimitExceededException", "Too Many Requests"), None
+        if self.inject_429_every and request.method == "POST":
+            self._posts_seen += 1
+            if self._posts_seen % self.inject_429_every == 0:
+                self.counters["management_injected_429"] += 1
+                return _aws_error(429, "LimitExceededException", "Too Many Requests"), None
         if request.method not in ("POST", "GET", "DELETE"):
             return _aws_error(403, "ForbiddenException", "Missing Authentication Token"), None
         return None, body

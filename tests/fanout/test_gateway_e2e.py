@@ -20,7 +20,6 @@ from apigw_ws_core.wsgi import make_wsgi_app
 pytest.importorskip("aiohttp")
 websockets_sync = pytest.importorskip("websockets.sync.client")
 werkzeug_serving = pytest.importorskip("werkzeug.serving")
-from aiohttp import web  # noqa: E402
 
 from apigw_ws_core.local.config import config_from_backend  # noqa: E402
 from apigw_ws_core.local.testing import LocalGateway, wait_until  # noqa: E402
@@ -65,29 +64,20 @@ def stack() -> Iterator[tuple[WebSocketApp, CountingStorage, LocalGateway]]:
 
 
 def inject_429_every(gateway: LocalGateway, every: int) -> dict[str, int]:
-    """Answer every ``every``-th ``POST @connections`` with 429 LimitExceededException."""
-    counts = {"posts": 0, "injected": 0}
+    """Turn on the gateway's fault injection (every ``every``-th ``POST @connections``
+    answers 429); returns a dict whose ``"injected"`` reads the gateway's counter."""
 
-    def patch(gw: Any) -> None:
-        original = gw._check_caller
+    def turn_on(gw: Any) -> None:
+        gw.inject_429_every = every
 
-        def check(request: web.Request) -> web.Response | None:
-            if request.method == "POST":
-                counts["posts"] += 1
-                if counts["posts"] % every == 0:
-                    counts["injected"] += 1
-                    return web.Response(
-                        status=429,
-                        headers={"x-amzn-ErrorType": "LimitExceededException"},
-                        body=b'{"message":"Too Many Requests"}',
-                    )
-            result: web.Response | None = original(request)
-            return result
+    gateway.call(turn_on)
 
-        gw._check_caller = check
+    class Counts(dict[str, int]):
+        def __getitem__(self, key: str) -> int:
+            assert key == "injected"
+            return int(gateway.call(lambda gw: gw.counters["management_injected_429"]))
 
-    gateway.call(patch)
-    return counts
+    return Counts()
 
 
 def test_broadcast_exactly_once_with_gone_and_throttled(stack):

@@ -208,6 +208,26 @@ def test_throttling(gateway_factory: Any, backend: Any, open_connection: Any) ->
     assert gw.stats()["counters"]["management_throttled"] >= 1
 
 
+def test_injected_429_every_nth_post(
+    gateway_factory: Any, backend: Any, open_connection: Any
+) -> None:
+    gw = gateway_factory(config_from_backend(backend.url), inject_429_every=3)
+    ws, cid = open_connection(gw)
+    client = management_client(gw.management_endpoint)  # no retries
+    outcomes = []
+    with ws:
+        for n in range(6):
+            try:
+                client.post_to_connection(ConnectionId=cid, Data=f"m{n}".encode())
+                outcomes.append("ok")
+            except client.exceptions.LimitExceededException:
+                outcomes.append("429")
+        client.get_connection(ConnectionId=cid)  # GETs are never injected
+        assert [ws.recv(timeout=5) for _ in range(4)] == ["m0", "m1", "m3", "m4"]
+    assert outcomes == ["ok", "ok", "429", "ok", "ok", "429"]
+    assert gw.stats()["counters"]["management_injected_429"] == 2
+
+
 def test_full_client_buffer_gives_429(gateway_factory: Any, backend: Any, raw_client: Any) -> None:
     gw = gateway_factory(config_from_backend(backend.url), write_buffer_high_water=256 * 1024)
     client = management_client(gw.management_endpoint)
