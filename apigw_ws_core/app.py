@@ -110,24 +110,23 @@ def _utcnow() -> datetime:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _json_problem(value: Any, limit: int) -> str | None:
-    """Why a parsed message is unacceptable, or ``None``: nesting deeper than ``limit``, or
-    a string (key or value) with a lone surrogate (``"\\ud800"`` is valid JSON syntax but
-    no valid text: it could not be sent or stored as UTF-8)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string (key or value) of a parsed message holds a lone surrogate
+    (``"\\ud800"`` is valid JSON syntax but no valid text: it could not be sent or stored
+    as UTF-8). Nesting depth is not checked here: :func:`_nesting_exceeds` did it exactly,
+    before parsing."""
+    stack: list[Any] = [value]
     while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return "Message is nested too deeply."
+        item = stack.pop()
         if isinstance(item, dict):
             if any(_SURROGATE.search(k) for k in item):
-                return "Message contains an unpaired surrogate."
-            stack.extend((v, depth + 1) for v in item.values())
+                return True
+            stack.extend(item.values())
         elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+            stack.extend(item)
         elif isinstance(item, str) and _SURROGATE.search(item):
-            return "Message contains an unpaired surrogate."
-    return None
+            return True
+    return False
 
 
 _JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
@@ -493,9 +492,9 @@ class WebSocketApp:
             raise InvalidJson() from exc
         if not isinstance(value, dict):
             raise InvalidMessage()
-        problem = _json_problem(value, self.config.max_json_depth)
-        if problem is not None:
-            raise InvalidJson(problem)
+        # Lone surrogates can only come from \u escapes (UTF-8 decoding refused raw ones).
+        if b"\\u" in raw and _has_lone_surrogate(value):
+            raise InvalidJson("Message contains an unpaired surrogate.")
         return value
 
     def _disconnect(self, event: DisconnectEvent) -> Reply:

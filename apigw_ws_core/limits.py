@@ -90,19 +90,25 @@ class StorageRateLimiter(RateLimiter):
 class MemoryRateLimiter(RateLimiter):
     """Process-local counters (tests, single-process deployments)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sweep_at: int = 100_000) -> None:
+        """``sweep_at``: entries kept before ended windows are swept out."""
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int], int] = {}
+        #: (key, window start) -> (count, window end), all in epoch seconds
+        self._counts: dict[tuple[str, int], tuple[int, int]] = {}
+        self._min_sweep = self._sweep_at = sweep_at
 
     def incr(self, key: str, window: int, now: datetime) -> int:
-        """See :meth:`RateLimiter.incr`."""
+        """See :meth:`RateLimiter.incr`. Memory stays bounded by the live windows: past
+        ``sweep_at`` entries, ended windows are dropped (and the next sweep waits until
+        the table has doubled, so a busy process does not sweep on every call)."""
         bucket = int(_window_start(now, window).timestamp())
         with self._lock:
-            if len(self._counts) > 100_000:
-                cutoff = int(now.timestamp()) - 86400
-                self._counts = {k: v for k, v in self._counts.items() if k[1] >= cutoff}
-            value = self._counts.get((key, bucket), 0) + 1
-            self._counts[(key, bucket)] = value
+            if len(self._counts) > self._sweep_at:
+                t = int(now.timestamp())
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > t}
+                self._sweep_at = max(self._min_sweep, 2 * len(self._counts))
+            value = self._counts.get((key, bucket), (0, 0))[0] + 1
+            self._counts[(key, bucket)] = (value, bucket + window)
             return value
 
 

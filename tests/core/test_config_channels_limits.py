@@ -114,3 +114,14 @@ def test_limiters_fixed_window(limiter):
     limiter.hit("k", rate, datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC))
     limiter.hit("other", rate, now)
     limiter.hit("k", None, now)
+
+
+def test_memory_limiter_sweeps_ended_windows_only():
+    limiter = MemoryRateLimiter(sweep_at=10)
+    t0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    for i in range(11):
+        limiter.incr(f"old-{i}", 10, t0)
+    later = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+    limiter.incr("live", 60, later)  # sweeps: the 11 ended windows go
+    assert len(limiter._counts) == 1
+    assert limiter.incr("live", 60, later) == 2  # the live window keeps counting

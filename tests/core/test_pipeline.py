@@ -474,3 +474,16 @@ def test_message_limits_are_process_local_by_default_and_shared_when_given():
     _, cid = connect(a)
     assert message(a, cid, '{"action": "ping"}').status == 200
     assert message(b, cid, '{"action": "ping"}').status == 429  # counted across "processes"
+
+
+@pytest.mark.parametrize("inner", [b"", b"1", b'"x"', b"{}"])
+def test_depth_limit_counts_containers_only(inner):
+    app = make_app(require_token=False, max_json_depth=32)
+    _, cid = connect(app)
+    # the object plus 31 lists = 32 containers: at the limit, whatever is inside
+    ok = b'{"action": "ping", "x": ' + b"[" * 31 + inner + b"]" * 31 + b"}"
+    if inner == b"{}":
+        ok = b'{"action": "ping", "x": ' + b"[" * 30 + inner + b"]" * 30 + b"}"
+    assert message(app, cid, ok).status == 200
+    deeper = b'{"action": "ping", "x": ' + b"[" * 32 + b"]" * 32 + b"}"
+    assert message(app, cid, deeper).json_body()["error"] == "invalid_json"
