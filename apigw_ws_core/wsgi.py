@@ -14,7 +14,7 @@ from apigw_ws_core.app import Reply, WebSocketApp
 from apigw_ws_core.errors import BadRequest, BodyTooLarge, RequestError
 from apigw_ws_core.events import from_http
 
-__all__ = ["make_wsgi_app", "read_body", "route_from_path"]
+__all__ = ["make_wsgi_app", "read_body", "read_bounded", "route_from_path"]
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -47,10 +47,36 @@ def route_from_path(path: str, prefix: str) -> str:
     return slug
 
 
+def read_bounded(read: Callable[[int], bytes], limit: int) -> bytes:
+    """Read a body of unknown length through ``read(n)`` until EOF, but never more than
+    ``limit + 1`` bytes: a longer body is refused with 413 without being held in memory."""
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = read(limit + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
+        raise BodyTooLarge()
+    return bytes(data)
+
+
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """Read at most ``limit`` bytes of the request body; refuse more with 413."""
+    """Read at most ``limit`` bytes of the request body; refuse more with 413.
+
+    API Gateway always sends ``Content-Length``. A chunked body is read (bounded) only when
+    the server says the input ends (``wsgi.input_terminated``); otherwise it is a 400, since
+    reading on would block or lose data.
+    """
+    raw_length = environ.get("CONTENT_LENGTH")
+    if not raw_length:
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            if environ.get("wsgi.input_terminated"):
+                return read_bounded(environ["wsgi.input"].read, limit)
+            raise BadRequest("Content-Length is required.")
+        return b""
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length = int(raw_length)
     except ValueError as exc:
         raise BadRequest("Bad Content-Length.") from exc
     if length > limit:

@@ -206,3 +206,24 @@ def test_lambda_base64_body():
     ev["body"] = base64.b64encode(b'{"action": "chat_message"}').decode()
     ev["isBase64Encoded"] = True
     assert handler(ev, None)["statusCode"] == 200
+
+
+def test_wsgi_chunked_bodies():
+    import io
+
+    from apigw_ws_core.wsgi import read_body
+
+    limit = 100
+    chunked = {"HTTP_TRANSFER_ENCODING": "chunked"}
+    small = {**chunked, "wsgi.input": io.BytesIO(b"x" * 100), "wsgi.input_terminated": True}
+    assert read_body(small, limit) == b"x" * 100
+    stream = io.BytesIO(b"x" * 10_000)
+    big = {**chunked, "wsgi.input": stream, "wsgi.input_terminated": True}
+    with pytest.raises(Exception) as exc_info:
+        read_body(big, limit)
+    assert exc_info.value.code == "body_too_large"
+    assert stream.tell() == limit + 1  # never read past the limit
+    with pytest.raises(Exception) as exc_info:
+        read_body({**chunked, "wsgi.input": io.BytesIO(b"{}")}, limit)
+    assert exc_info.value.code == "bad_request"
+    assert read_body({"wsgi.input": io.BytesIO(b"ignored")}, limit) == b""

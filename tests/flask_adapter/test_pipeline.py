@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from apigw_ws_core.testing import new_connection_id
+from apigw_ws_core.testing import gateway_headers, new_connection_id
 from tests.flask_adapter.conftest import Gateway, build_app, snapshot
 from tests.sqla.dbs import Database
 
@@ -260,3 +260,28 @@ def test_round_trips_per_event(env, db: Database, record_property):
     assert counts["message"] <= 2, message
     assert counts["disconnect"] <= 2, disconnect
 
+
+
+def test_chunked_bodies_are_read_bounded(env, db: Database):
+    """A body without Content-Length (chunked) is read at most limit + 1 bytes: 413, not
+    held in memory; a small chunked message still works."""
+    import io
+
+    _app, _ws, _transport, gw = env
+    cid = new_connection_id()
+    assert gw.post("connect", cid, query=f"ws_token={gw.token('1')}").status_code == 200
+    headers = gateway_headers("default", cid, secret=gw.secret)
+    headers["Transfer-Encoding"] = "chunked"
+    big = io.BytesIO(b"x" * 1_000_000)
+    # as werkzeug's server marks a chunked request: the input ends where the body ends
+    terminated = {"wsgi.input_terminated": True}
+    resp = gw.client.post(
+        "/ws/default", input_stream=big, headers=headers, environ_overrides=terminated
+    )
+    assert resp.status_code == 413 and _error(resp) == "body_too_large"
+    assert big.tell() <= 131073  # never read past the limit
+    small = io.BytesIO(b'{"handler": "ping"}')
+    resp = gw.client.post(
+        "/ws/default", input_stream=small, headers=headers, environ_overrides=terminated
+    )
+    assert resp.status_code == 200

@@ -20,6 +20,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from apigw_ws_core.app import Reply, WebSocketApp
 from apigw_ws_core.errors import BodyTooLarge, InvalidChannel, RequestError
 from apigw_ws_core.events import from_http
+from apigw_ws_core.wsgi import read_bounded
 from apigw_ws_flask.extension import EXTENSION_KEY, ApigwWsState
 
 __all__ = ["CsrfFailed", "LoginRequired", "register_views", "to_response"]
@@ -61,7 +62,7 @@ def gateway(route: str) -> Response:
     try:
         if (request.content_length or 0) > limit:
             raise BodyTooLarge(f"Message body exceeds {limit} bytes.")
-        body = request.get_data(cache=False)
+        body = read_bounded(request.stream.read, limit)  # chunked bodies too, bounded
         event = from_http(
             route,
             dict(request.headers.items()),
