@@ -609,7 +609,7 @@ class WebSocketApp:
         for batch in self.storage.iter_connection_ids(
             channel=channel, user_id=None if user_id is None else str(user_id)
         ):
-            yield [cid for cid in batch if cid != skip] if skip in batch else batch
+            yield [cid for cid in batch if cid != skip] if skip and skip in batch else batch
 
     def send(
         self,

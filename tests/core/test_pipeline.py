@@ -256,6 +256,9 @@ def test_handler_permission():
     _, cid = connect(app)
     reply = message(app, cid, '{"action": "admin_only"}')
     assert (reply.status, reply.json_body()["error"]) == (403, "handler_forbidden")
+    _, admin = connect(app, query=f"ws_token={token_for(app, '1')}")
+    reply = message(app, admin, '{"action": "admin_only"}')
+    assert (reply.status, reply.body) == (200, b"ok")
 
 
 def test_message_rate_limit_has_retry_after():

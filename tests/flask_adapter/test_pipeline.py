@@ -5,6 +5,7 @@ rejection path (with the database unchanged), and database round trips per event
 from __future__ import annotations
 
 import json
+import threading
 
 from apigw_ws_core.testing import gateway_headers, new_connection_id
 from tests.flask_adapter.conftest import Gateway, build_app, snapshot
@@ -81,11 +82,31 @@ def test_ws_send_targets(env):
 
 
 def test_send_in_background_runs_in_app_context(env):
+    import flask
+
     app, ws, transport, gw = env
     cid, _ = gw.connect(channel="room")
-    with app.app_context():
-        report = ws.send_in_background({"bg": True}, channel="room").result(10)
+    seen: list[tuple[str | None, str]] = []
+    storage = ws.core.storage
+    iter_ids = storage.iter_connection_ids
+
+    def recording_iter(**kw):  # storage work (e.g. Flask-SQLAlchemy) needs the app context
+        seen.append(
+            (flask.current_app.name if flask.has_app_context() else None,
+             threading.current_thread().name)
+        )
+        return iter_ids(**kw)
+
+    storage.iter_connection_ids = recording_iter
+    try:
+        with app.app_context():
+            report = ws.send_in_background({"bg": True}, channel="room").result(10)
+    finally:
+        del storage.iter_connection_ids
     assert report.delivered == 1 and transport.messages_for(cid) == [{"bg": True}]
+    [(app_name, thread)] = seen
+    assert app_name == app.name  # the job ran inside this app's context ...
+    assert thread != threading.current_thread().name  # ... on a background thread
 
 
 def test_gone_connections_are_marked_disconnected(env, db: Database):
