@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -101,6 +102,30 @@ def test_bad_input(alice: Any):
     r = client.post(URL, {"channel": "x", "pad": "a" * 5000}, content_type="application/json")
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
     assert not m.WebSocketToken.objects.exists()
+
+
+def test_binds_the_request_origin_by_default(settings: Any, alice: Any):
+    # two origins pass the allowlist, so only the token's binding tells them apart
+    settings.APIGW_WS = {
+        **settings.APIGW_WS,
+        "ALLOWED_ORIGINS": ["https://chat.example.com", "https://evil.example"],
+    }
+    client = Client()
+    client.force_login(alice)
+    page = {"Origin": "https://chat.example.com"}
+    token = client.post(URL, headers=page).json()["token"]
+    assert m.WebSocketToken.objects.get().origin == "https://chat.example.com"
+    with WebSocketTestClient() as ws:  # used from another site's page: refused
+        conn = ws.connect(token=token, origin="https://evil.example")
+        assert conn.response.status_code == 401
+        assert json.loads(conn.response.content)["error"] == "invalid_token"
+    r = client.post(URL, {"origin": "https://other.example"}, content_type="application/json",
+                    headers=page)
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"
+    settings.APIGW_WS = {**settings.APIGW_WS, "TOKEN_BIND_ORIGIN": False}
+    m.WebSocketToken.objects.all().delete()
+    assert client.post(URL, headers=page).status_code == 200
+    assert m.WebSocketToken.objects.get().origin is None
 
 
 def test_rate_limited(settings: Any, alice: Any):

@@ -39,7 +39,7 @@ from apigw_ws_core.handlers import Permission, handler
 from apigw_ws_core.handlers import WebSocketView as CoreWebSocketView
 from apigw_ws_core.storage import Session
 from apigw_ws_core.wsgi import MethodNotAllowed
-from apigw_ws_django.runtime import get_app
+from apigw_ws_django.runtime import get_app, get_runtime
 from apigw_ws_django.signals import _current_request, current_request
 
 if TYPE_CHECKING:
@@ -327,10 +327,11 @@ class WebSocketTokenView(View):
     """``POST``: a single-use connection token for the logged-in user.
 
     Answers ``{"token": "...", "expires_in": 60}``. CSRF-protected (send the
-    ``X-CSRFToken`` header with ``fetch``); anonymous users get 401. Optional fields,
-    as JSON or form data: ``channel`` binds the token to that channel, ``origin`` to that
-    browser origin. Issuing is rate limited per user (``TOKEN_RATE_PER_USER``): 429 with
-    ``Retry-After``.
+    ``X-CSRFToken`` header with ``fetch``); anonymous users get 401. The token is bound to
+    the request's ``Origin`` (``TOKEN_BIND_ORIGIN``, on by default). Optional fields, as
+    JSON or form data: ``channel`` binds the token to that channel; ``origin`` names the
+    origin when the request carried none. Issuing is rate limited per user
+    (``TOKEN_RATE_PER_USER``): 429 with ``Retry-After``.
     """
 
     http_method_names = ["post"]
@@ -346,13 +347,24 @@ class WebSocketTokenView(View):
         try:
             params = self.parameters(app, request)
             token, expires_in = app.issue_token(
-                request.user.pk, channel=params.get("channel"), origin=params.get("origin")
+                request.user.pk, channel=params.get("channel"), origin=self.origin(request, params)
             )
         except RequestError as error:
             return reply_to_response(app.reject(error))
         response = JsonResponse({"token": token, "expires_in": expires_in})
         response["Cache-Control"] = "no-store"
         return response
+
+    @staticmethod
+    def origin(request: HttpRequest, params: dict[str, str]) -> str | None:
+        """The origin to bind the token to: the request's ``Origin`` header (with
+        ``TOKEN_BIND_ORIGIN``, the default), or an ``origin`` field when no header came.
+        A field that contradicts the header is refused."""
+        header = request.headers.get("Origin") if get_runtime().settings.token_bind_origin else None
+        field = params.get("origin")
+        if header and field and field != header:
+            raise BadRequest("origin does not match the request's Origin header.")
+        return header or field
 
     @staticmethod
     def parameters(app: WebSocketApp, request: HttpRequest) -> dict[str, str]:
