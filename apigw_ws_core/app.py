@@ -595,16 +595,11 @@ class WebSocketApp:
         A connection whose ``$connect`` is being handled in this context is left out: API
         Gateway cannot deliver to it until the handshake completes.
         """
+        _check_target(connection_id, channel, user_id, everyone)
         if connection_id is not None:
-            if channel is not None or user_id is not None or everyone:
-                raise ValueError("connection_id cannot be combined with other targets")
             if connection_id != _CONNECTING.get():
                 yield [connection_id]
             return
-        if channel is None and user_id is None and not everyone:
-            raise ValueError("say who to send to: connection_id, channel, user_id or everyone")
-        if channel is not None:
-            validate_channel(channel)
         skip = _CONNECTING.get()
         for batch in self.storage.iter_connection_ids(
             channel=channel, user_id=None if user_id is None else str(user_id)
@@ -657,13 +652,7 @@ class WebSocketApp:
         pool: the result is then a ``concurrent.futures.Future[SendReport]``.
         """
         payload = check_size(encode_payload(data))
-        targets = (connection_id is not None, channel is not None, user_id is not None)
-        if sum(targets) + everyone == 0:
-            raise ValueError("say who to send to: connection_id, channel, user_id or everyone")
-        if connection_id is not None and (sum(targets) > 1 or everyone):
-            raise ValueError("connection_id cannot be combined with other targets")
-        if channel is not None:
-            validate_channel(channel)
+        _check_target(connection_id, channel, user_id, everyone)
         job = SendJob(
             payload=payload,
             connection_id=connection_id,
@@ -729,6 +718,21 @@ def _parse_origin(value: str) -> tuple[str, str, int | None] | None:
     if port is not None and not 0 < port < 65536:
         return None
     return scheme, host, port
+
+
+def _check_target(
+    connection_id: str | None, channel: str | None, user_id: Any, everyone: bool
+) -> None:
+    """Refuse a send target that names nobody, mixes one connection with other targets, or
+    has an invalid channel name (``ValueError`` / ``InvalidChannel``)."""
+    if connection_id is not None:
+        if channel is not None or user_id is not None or everyone:
+            raise ValueError("connection_id cannot be combined with other targets")
+        return
+    if channel is None and user_id is None and not everyone:
+        raise ValueError("say who to send to: connection_id, channel, user_id or everyone")
+    if channel is not None:
+        validate_channel(channel)
 
 
 def _origin_allowed(origin: str, allowed: tuple[str, ...], wildcards: bool) -> bool:

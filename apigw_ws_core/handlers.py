@@ -110,10 +110,16 @@ def handler(
     return mark(func) if func is not None else mark
 
 
+def _acceptable(name: object) -> bool:
+    """The one naming rule: an identifier, not private, not a ``WebSocketView`` attribute."""
+    return isinstance(name, str) and bool(HANDLER_NAME_RE.match(name)) and name not in _RESERVED
+
+
 def check_name(name: object) -> str:
     """Validate a handler name from the wire (raises ``InvalidHandlerName``)."""
-    if not isinstance(name, str) or not HANDLER_NAME_RE.match(name) or name in _RESERVED:
+    if not _acceptable(name):
         raise InvalidHandlerName()
+    assert isinstance(name, str)
     return name
 
 
@@ -137,7 +143,7 @@ class HandlerRegistry:
         A ``builtin`` handler (registered by the library) may be replaced once by the
         application's own handler of the same name.
         """
-        if not isinstance(name, str) or not HANDLER_NAME_RE.match(name) or name in _RESERVED:
+        if not _acceptable(name):
             raise ConfigurationError(f"invalid handler name {name!r}")
         if name in self._handlers and name not in self._builtins:
             raise ConfigurationError(f"handler {name!r} is already registered")

@@ -17,7 +17,6 @@ from apigw_ws_core.storage import Storage, Token
 __all__ = [
     "TOKEN_BYTES",
     "check_bindings",
-    "consume_token",
     "hash_token",
     "issue_token",
     "take_token",
@@ -78,19 +77,3 @@ def check_bindings(record: Token, *, channel: str | None, origin: str | None) ->
         raise InvalidToken()
     return record
 
-
-def consume_token(
-    storage: Storage,
-    token: str,
-    *,
-    now: datetime,
-    channel: str | None,
-    origin: str | None,
-) -> Token:
-    """Take a token and check its bindings; raise ``InvalidToken`` for any failure.
-
-    The token is consumed even when a binding check fails, so a leaked token cannot be
-    probed with several channels.
-    """
-    record = take_token(storage, token, now=now)
-    return check_bindings(record, channel=channel, origin=origin)

@@ -18,6 +18,8 @@ import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from './chromium.mjs';
+
 const env = process.env;
 const BASE_URL = env.E2E_BASE_URL || 'http://127.0.0.1:8000';
 const GATEWAY_URL = env.E2E_GATEWAY_URL || 'http://127.0.0.1:8001';
@@ -28,16 +30,6 @@ const PRIVATE_ROOM = env.E2E_PRIVATE_ROOM || 'private-staff';
 const ARTIFACTS = env.E2E_ARTIFACTS || 'test-artifacts';
 const NAME = env.E2E_NAME || 'chat';
 const TIMEOUT = Number(env.E2E_TIMEOUT_MS || 15000);
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const checks = {};
 let step = 'start';
@@ -124,7 +116,7 @@ async function enterRoom(user, room) {
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const browser = await chromium.launch({
-    executablePath: env.APIGW_WS_CHROMIUM || '/usr/bin/chromium',
+    executablePath: CHROMIUM_PATH,
     args: CHROMIUM_ARGS,
   });
   let staff;

@@ -21,6 +21,8 @@ import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from './chromium.mjs';
+
 const env = process.env;
 const BASE_URL = env.E2E_BASE_URL || 'http://127.0.0.1:5000';
 const ATTACKER_URL = env.E2E_ATTACKER_URL || 'http://127.0.0.1:5001';
@@ -33,17 +35,6 @@ const PASSWORD = env.E2E_PASSWORD || 'demo';
 const ARTIFACTS = env.E2E_ARTIFACTS || 'test-artifacts';
 const NAME = env.E2E_NAME || 'cswsh';
 const TIMEOUT = Number(env.E2E_TIMEOUT_MS || 15000);
-// the same flags as chat.spec.mjs
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const checks = {};
 let step = 'start';
@@ -93,7 +84,7 @@ async function tryFetch([url, init]) {
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const browser = await chromium.launch({
-    executablePath: env.APIGW_WS_CHROMIUM || '/usr/bin/chromium',
+    executablePath: CHROMIUM_PATH,
     args: CHROMIUM_ARGS,
   });
   try {
