@@ -397,7 +397,11 @@ class WebSocketApp:
         channel = validate_channel(event.query.get(cfg.channel_query_param) or cfg.default_channel)
         user_id: str | None = None
         token = event.query.get(cfg.token_query_param)
-        if token:
+        authorized = _authorizer_user(event, cfg.user_from_authorizer)
+        if authorized is not None:
+            user_id = authorized
+            self.rate_limiter.hit(f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
+        elif token:
             record = take_token(self.storage, token, now=now)
             user_id = record.user_id
             # counted before the binding check: wrong-channel/origin attempts count too
@@ -718,6 +722,19 @@ def _parse_origin(value: str) -> tuple[str, str, int | None] | None:
     if port is not None and not 0 < port < 65536:
         return None
     return scheme, host, port
+
+
+def _authorizer_user(event: ConnectEvent, key: str | None) -> str | None:
+    """The user id an authorizer gave (``key`` of its result, case-insensitive), if any."""
+    if not key:
+        return None
+    wanted = key.lower()
+    for name, value in event.authorizer.items():
+        if name.lower() == wanted and value:
+            if len(value) > 64:
+                raise BadRequest("Authorizer user id is longer than 64 characters.")
+            return value
+    return None
 
 
 def _check_target(

@@ -102,6 +102,13 @@ class Config:
     #: but a token, when given, must still be valid.
     require_token: bool = True
     token_ttl: int = attrs.field(default=60, validator=_check_ttl)
+    #: Take the user id at ``$connect`` from a Lambda REQUEST authorizer's result:
+    #: ``"principalId"`` or a context key (the key must be in the provisioned authorizer's
+    #: ``context_keys`` for HTTP backends). When the authorizer gave it, no ``ws_token`` is
+    #: needed or read; when it did not, the token rules apply. Only set this when API Gateway
+    #: really runs the authorizer: on ``$connect`` it forwards the client's own headers, so
+    #: without the provisioned mapping a client could send ``X-Apigw-Ws-Authorizer-*`` itself.
+    user_from_authorizer: str | None = None
     token_query_param: str = "ws_token"
     channel_query_param: str = "channel"
     default_channel: str = "default"

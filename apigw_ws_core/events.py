@@ -23,6 +23,8 @@ from apigw_ws_core.errors import BadRequest, BodyTooLarge, InvalidConnectionId
 __all__ = [
     "CONNECTION_ID_RE",
     "HEADER_API_ID",
+    "HEADER_AUTHORIZER_PREFIX",
+    "HEADER_AUTHORIZER_PRINCIPAL",
     "HEADER_CONNECTION_ID",
     "HEADER_EVENT_TYPE",
     "HEADER_LEGACY_CONNECTION_ID",
@@ -37,9 +39,11 @@ __all__ = [
     "DisconnectEvent",
     "Event",
     "MessageEvent",
+    "authorizer_request_parameters",
     "clean_ip",
     "from_http",
     "from_lambda",
+    "is_authorizer_event",
 ]
 
 #: API Gateway's message size limit (the Management API's ``Data`` max, 128 KiB).
@@ -58,6 +62,36 @@ HEADER_STAGE = "x-apigw-ws-stage"
 HEADER_SOURCE_IP = "x-apigw-ws-source-ip"
 HEADER_SECRET = "x-apigw-ws-secret"
 HEADER_API_ID = "x-amzn-apigateway-api-id"
+#: The wire contract's authorizer headers: the principal of a Lambda REQUEST authorizer on
+#: ``$connect`` and, one header per declared key, its context (see
+#: :func:`authorizer_request_parameters`).
+HEADER_AUTHORIZER_PRINCIPAL = "x-apigw-ws-authorizer-principal-id"
+HEADER_AUTHORIZER_PREFIX = "x-apigw-ws-authorizer-"
+
+_CONTEXT_KEY_RE = re.compile(r"\A[A-Za-z0-9_]{1,64}\Z")
+
+
+def authorizer_request_parameters(context_keys: Iterable[str] = ()) -> dict[str, str]:
+    """The request parameter mappings that pass an authorizer's result to an HTTP backend.
+
+    ``X-Apigw-Ws-Authorizer-Principal-Id`` carries ``context.authorizer.principalId``; each
+    key ``k`` of ``context_keys`` gets ``X-Apigw-Ws-Authorizer-k`` from
+    ``context.authorizer.k``. API Gateway evaluates them on every route of a connection whose
+    ``$connect`` ran the authorizer. Provisioning and the local gateway both use this.
+    """
+    params = {
+        "integration.request.header.X-Apigw-Ws-Authorizer-Principal-Id": (
+            "context.authorizer.principalId"
+        )
+    }
+    for key in context_keys:
+        if not _CONTEXT_KEY_RE.match(key) or key.lower() == "principal-id":
+            raise ValueError(f"authorizer context key {key!r}: use 1-64 of A-Z a-z 0-9 _")
+        params[f"integration.request.header.X-Apigw-Ws-Authorizer-{key}"] = (
+            f"context.authorizer.{key}"
+        )
+    return params
+
 
 EventType = Literal["CONNECT", "MESSAGE", "DISCONNECT"]
 Source = Literal["http", "lambda", "direct"]
@@ -119,6 +153,10 @@ class BaseEvent:
         factory=dict, converter=_freeze_headers, repr=_redacted
     )
     secret: str | None = attrs.field(default=None, repr=False)
+    #: What a Lambda REQUEST authorizer on ``$connect`` returned: ``principalId`` and its
+    #: ``context`` (from ``requestContext.authorizer`` on Lambda; from the
+    #: ``X-Apigw-Ws-Authorizer-*`` headers over HTTP, keys lower-cased). Empty without one.
+    authorizer: Mapping[str, str] = attrs.field(factory=dict, repr=_redacted)
     source: Source = "http"
     received_at: datetime = attrs.field(factory=_utcnow)
 
@@ -218,6 +256,7 @@ def from_http(
         "user_agent": h.get("user-agent", ""),
         "headers": {k: v for k, v in h.items() if k != HEADER_SECRET},
         "secret": h.get(HEADER_SECRET),
+        "authorizer": _authorizer_from_headers(h),
         "source": "http",
     }
     if kind == "CONNECT":
@@ -234,6 +273,37 @@ def from_http(
         return DisconnectEvent(route_key=h.get(HEADER_ROUTE_KEY, "$disconnect"), **common)
     route_key = h.get(HEADER_ROUTE_KEY) or ("$default" if route == "default" else route)
     return MessageEvent(route_key=route_key, body=_check_body(body, max_body), **common)
+
+
+def _authorizer_from_headers(h: Mapping[str, str]) -> dict[str, str]:
+    """The authorizer result carried by the wire contract's ``X-Apigw-Ws-Authorizer-*`` headers."""
+    found: dict[str, str] = {}
+    for name, value in h.items():
+        if name == HEADER_AUTHORIZER_PRINCIPAL:
+            found["principalId"] = value
+        elif name.startswith(HEADER_AUTHORIZER_PREFIX) and value:
+            found[name[len(HEADER_AUTHORIZER_PREFIX) :]] = value
+    return found
+
+
+def _authorizer_from_context(value: object) -> dict[str, str]:
+    """``requestContext.authorizer`` of a Lambda event as strings (scalars only)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        str(k): (("true" if v else "false") if isinstance(v, bool) else str(v))
+        for k, v in value.items()
+        if isinstance(v, str | int | float | bool)
+    }
+
+
+def is_authorizer_event(event: Mapping[str, Any]) -> bool:
+    """Whether ``event`` is a Lambda authorizer request (``type`` + ``methodArn``).
+
+    Such an event also carries a ``$connect`` request context; it must never be taken for a
+    ``$connect`` (that would open a session before API Gateway has authorised the client).
+    """
+    return "methodArn" in event and str(event.get("type", "")).upper() in ("REQUEST", "TOKEN")
 
 
 def _first_forwarded(value: str) -> str:
@@ -255,6 +325,11 @@ def from_lambda(event: Mapping[str, Any], *, max_body: int = MAX_BODY_BYTES) -> 
     """
     if not isinstance(event, Mapping):
         raise BadRequest("Lambda event must be an object.")
+    if is_authorizer_event(event):
+        raise BadRequest(
+            "This is a Lambda authorizer request (type/methodArn), not a WebSocket event; "
+            "wire the authorizer to its own function."
+        )
     ctx = event.get("requestContext")
     if not isinstance(ctx, Mapping):
         raise BadRequest("Lambda event has no requestContext.")
@@ -273,6 +348,7 @@ def from_lambda(event: Mapping[str, Any], *, max_body: int = MAX_BODY_BYTES) -> 
         "user_agent": str((identity or {}).get("userAgent") or h.get("user-agent", "")),
         "headers": {k: v for k, v in h.items() if k != HEADER_SECRET},
         "secret": h.get(HEADER_SECRET),
+        "authorizer": _authorizer_from_context(ctx.get("authorizer")),
         "source": "lambda",
     }
     if kind == "CONNECT":

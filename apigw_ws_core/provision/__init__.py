@@ -16,6 +16,7 @@ from apigw_ws_core.provision.iam import deploy_policy, runtime_policy
 from apigw_ws_core.provision.plan import Change, render_changes, summarize
 from apigw_ws_core.provision.spec import (
     GATEWAY_TAG,
+    AuthorizerSpec,
     DomainSpec,
     GatewaySpec,
     RouteSpec,
@@ -27,6 +28,7 @@ from apigw_ws_core.provision.store import FileGatewayStore, GatewayStore, Memory
 __all__ = [
     "GATEWAY_TAG",
     "ApplyResult",
+    "AuthorizerSpec",
     "AwsClients",
     "Change",
     "DomainSpec",

@@ -30,6 +30,7 @@ from apigw_ws_core.provision.plan import (
     Change,
     compute_changes,
     deploy_hash,
+    desired_authorizer,
     desired_integration,
     desired_stage,
     destroy_changes,
@@ -96,6 +97,8 @@ def _resource_key(change: Change, spec: GatewaySpec) -> str | None:
     resource = change.resource
     if resource == "api":
         return "api"
+    if resource == "authorizer":
+        return "authorizer" if change.action != "delete" else None
     if resource in ("integration", "route", "route_response"):
         return f"{resource}:{change.name}"
     if resource == "stage":
@@ -260,6 +263,7 @@ class _Executor:
         for key in list(self.resources):
             if key.split(":")[0] in (
                 "api",
+                "authorizer",
                 "integration",
                 "route",
                 "route_response",
@@ -269,6 +273,32 @@ class _Executor:
             ):
                 del self.resources[key]
         return "deleted, with its integrations, routes and stages"
+
+    # --- authorizer ------------------------------------------------------------------
+
+    def _create_authorizer(self, change: Change) -> str:
+        api_id = self.need("api", "the API")
+        wanted = desired_authorizer(self.spec)
+        assert wanted is not None
+        created = self.api.create_authorizer(ApiId=api_id, **wanted)
+        self.resources["authorizer"] = created["AuthorizerId"]
+        return f"created {created['AuthorizerId']}"
+
+    def _update_authorizer(self, change: Change) -> str:
+        api_id = self.need("api", "the API")
+        wanted = desired_authorizer(self.spec)
+        assert wanted is not None
+        if "AuthorizerCredentialsArn" not in wanted:
+            wanted["AuthorizerCredentialsArn"] = ""
+        self.api.update_authorizer(ApiId=api_id, AuthorizerId=change.resource_id, **wanted)
+        self.resources["authorizer"] = change.resource_id
+        return "updated " + ", ".join(sorted(change.details))
+
+    def _delete_authorizer(self, change: Change) -> str:
+        api_id = self.need("api", "the API")
+        self.api.delete_authorizer(ApiId=api_id, AuthorizerId=change.resource_id)
+        self.forget("authorizer", change.resource_id)
+        return "deleted"
 
     # --- integrations ----------------------------------------------------------------
 
@@ -307,10 +337,17 @@ class _Executor:
     def _route_params(self, key: str) -> dict[str, Any]:
         integration = self.need(f"integration:{key}", f"the integration of route {key}")
         two_way = self.routes[key].two_way
-        return {
+        params: dict[str, Any] = {
             "Target": f"integrations/{integration}",
             "RouteResponseSelectionExpression": "$default" if two_way else "",
         }
+        if key == "$connect":
+            if self.spec.authorizer is not None:
+                params["AuthorizationType"] = "CUSTOM"
+                params["AuthorizerId"] = self.need("authorizer", "the authorizer")
+            else:
+                params["AuthorizationType"] = "NONE"
+        return params
 
     def _create_route(self, change: Change) -> str:
         api_id = self.need("api", "the API")

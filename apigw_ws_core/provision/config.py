@@ -1,10 +1,10 @@
 """Reading a gateway spec from a TOML file (``apigw-ws.toml``) or a plain dict.
 
 The file's top-level keys are :class:`~apigw_ws_core.provision.spec.GatewaySpec` fields, with
-``[stage_variables]``, ``[throttling]``, ``[tags]``, ``[domain]`` tables and ``[[routes]]``
-entries. The secret is never written in the file: ``secret_env`` names the environment
-variable holding it (default ``APIGW_WS_SECRET``). ``state_file`` (relative to the config
-file) is where the command line keeps the gateway record when no database is used.
+``[stage_variables]``, ``[throttling]``, ``[tags]``, ``[domain]``, ``[authorizer]`` tables and
+``[[routes]]`` entries. The secret is never written in the file: ``secret_env`` names the
+environment variable holding it (default ``APIGW_WS_SECRET``). ``state_file`` (relative to
+the config file) is where the command line keeps the gateway record when no database is used.
 Unknown keys are errors, so a typo never silently does nothing.
 """
 
@@ -19,7 +19,13 @@ from typing import Any
 import attrs
 
 from apigw_ws_core.provision.errors import SpecError
-from apigw_ws_core.provision.spec import DomainSpec, GatewaySpec, RouteSpec, Throttling
+from apigw_ws_core.provision.spec import (
+    AuthorizerSpec,
+    DomainSpec,
+    GatewaySpec,
+    RouteSpec,
+    Throttling,
+)
 
 __all__ = ["DEFAULT_SECRET_ENV", "ProvisionConfig", "load_config", "spec_from_dict"]
 
@@ -47,7 +53,10 @@ _DOMAIN_KEYS = {
     "base_path": str,
     "certificate_timeout": int,
 }
+_AUTHORIZER_KEYS = {"function_arn": str, "name": str, "credentials_arn": str}
+_AUTHORIZER_LISTS = ("identity_sources", "context_keys")
 _OTHER_KEYS = {
+    "authorizer",
     "secret_env",
     "secret",
     "state_file",
@@ -167,6 +176,21 @@ def spec_from_dict(
         if "name" not in domain:
             raise SpecError("[domain] needs a name")
         values["domain"] = DomainSpec(**_take(domain, _DOMAIN_KEYS, "domain."))
+    authorizer = data.get("authorizer")
+    if authorizer is not None:
+        if not isinstance(authorizer, Mapping):
+            raise SpecError("[authorizer] must be a table")
+        _unknown(authorizer, set(_AUTHORIZER_KEYS) | set(_AUTHORIZER_LISTS), "[authorizer]")
+        if "function_arn" not in authorizer:
+            raise SpecError("[authorizer] needs a function_arn")
+        auth_values: dict[str, Any] = _take(authorizer, _AUTHORIZER_KEYS, "authorizer.")
+        for key in _AUTHORIZER_LISTS:
+            if key in authorizer:
+                items = authorizer[key]
+                if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                    raise SpecError(f"authorizer.{key}: expected a list of strings")
+                auth_values[key] = tuple(items)
+        values["authorizer"] = AuthorizerSpec(**auth_values)
     return GatewaySpec(**values)
 
 

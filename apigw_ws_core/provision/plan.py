@@ -30,6 +30,7 @@ __all__ = [
     "Change",
     "compute_changes",
     "deploy_hash",
+    "desired_authorizer",
     "desired_integration",
     "destroy_changes",
     "integration_description",
@@ -40,7 +41,7 @@ __all__ = [
 Action = Literal["create", "update", "delete", "noop"]
 
 #: Changes to these resources take effect only after a new deployment of the stage.
-DEPLOYED_RESOURCES = frozenset({"api", "integration", "route", "route_response"})
+DEPLOYED_RESOURCES = frozenset({"api", "authorizer", "integration", "route", "route_response"})
 
 _SECRET_PARAM = f"integration.request.header.{SECRET_HEADER}"
 _PENDING = "(known after apply)"
@@ -84,20 +85,38 @@ def desired_integration(spec: GatewaySpec, route: ResolvedRoute) -> dict[str, An
         "IntegrationType": "HTTP_PROXY",
         "IntegrationMethod": "POST",
         "IntegrationUri": route.uri,
-        "RequestParameters": request_parameters(spec.secret),
+        "RequestParameters": request_parameters(spec.secret, spec.authorizer),
         "TimeoutInMillis": spec.timeout_ms,
         "Description": integration_description(spec, route.key),
     }
 
 
+def desired_authorizer(spec: GatewaySpec) -> dict[str, Any] | None:
+    """The authorizer parameters, as sent to ``create_authorizer`` (``None``: no authorizer)."""
+    auth = spec.authorizer
+    if auth is None:
+        return None
+    wanted: dict[str, Any] = {
+        "Name": auth.name,
+        "AuthorizerType": "REQUEST",
+        "AuthorizerUri": auth.uri,
+        "IdentitySource": list(auth.identity_sources),
+    }
+    if auth.credentials_arn:
+        wanted["AuthorizerCredentialsArn"] = auth.credentials_arn
+    return wanted
+
+
 def deploy_hash(spec: GatewaySpec) -> str:
-    """A hash of everything a deployment freezes: routes, integrations, the secret."""
-    data = {
+    """A hash of everything a deployment freezes: routes, integrations, authorizer, secret."""
+    data: dict[str, Any] = {
         "rse": spec.route_selection_expression,
         "routes": [attrs.asdict(r) for r in spec.resolved_routes()],
         "secret": secret_fingerprint(spec.secret),
         "timeout": spec.timeout_ms,
     }
+    if spec.authorizer is not None:
+        data["authorizer"] = attrs.asdict(spec.authorizer)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -252,18 +271,33 @@ def _integration_change(
 
 
 def _route_change(
-    route: ResolvedRoute, existing: dict[str, Any] | None, integration_id: str | None
+    route: ResolvedRoute,
+    existing: dict[str, Any] | None,
+    integration_id: str | None,
+    authorizer: tuple[str, str] | None = None,
 ) -> Change:
+    """``authorizer`` is ``("CUSTOM", authorizer id)`` for the route that runs one."""
     target = f"integrations/{integration_id}" if integration_id else _PENDING
     rrse = "$default" if route.two_way else None
     if existing is None:
         fields = {"RouteKey": route.key, "Target": target}
         if rrse:
             fields["RouteResponseSelectionExpression"] = rrse
+        if authorizer is not None:
+            fields["AuthorizationType"], fields["AuthorizerId"] = authorizer
         return _change("create", "route", route.key, _created(fields))
     details: dict[str, tuple[Any, Any]] = {}
     if existing.get("Target") != target:
         details["Target"] = (existing.get("Target"), target)
+    old_type = existing.get("AuthorizationType") or "NONE"
+    if authorizer is None:
+        if old_type != "NONE":
+            details["AuthorizationType"] = (old_type, "NONE")
+    else:
+        if old_type != authorizer[0]:
+            details["AuthorizationType"] = (old_type, authorizer[0])
+        if existing.get("AuthorizerId") != authorizer[1]:
+            details["AuthorizerId"] = (existing.get("AuthorizerId"), authorizer[1])
     if _rrse(existing.get("RouteResponseSelectionExpression")) != rrse:
         details["RouteResponseSelectionExpression"] = (
             _rrse(existing.get("RouteResponseSelectionExpression")),
@@ -271,6 +305,45 @@ def _route_change(
         )
     action: Action = "update" if details else "noop"
     return _change(action, "route", route.key, details, str(existing["RouteId"]))
+
+
+def _authorizer_changes(spec: GatewaySpec, observed: Observed) -> tuple[list[Change], list[Change]]:
+    """The authorizer's create/update/noop, and the deletions of authorizers no longer wanted.
+
+    Deletions come after the routes stop using them (AWS refuses to delete one in use).
+    """
+    wanted = desired_authorizer(spec)
+    existing = observed.authorizers
+    keep = None
+    if wanted is not None:
+        keep = next((a for a in existing.values() if a.get("Name") == wanted["Name"]), None)
+    first: list[Change] = []
+    if wanted is not None and keep is None:
+        first.append(_change("create", "authorizer", wanted["Name"], _created(wanted)))
+    elif wanted is not None and keep is not None:
+        details = {
+            k: (keep.get(k), v)
+            for k, v in wanted.items()
+            if (list(keep.get(k) or []) if k == "IdentitySource" else keep.get(k)) != v
+        }
+        if not wanted.get("AuthorizerCredentialsArn") and keep.get("AuthorizerCredentialsArn"):
+            details["AuthorizerCredentialsArn"] = (keep.get("AuthorizerCredentialsArn"), None)
+        action: Action = "update" if details else "noop"
+        first.append(
+            _change(action, "authorizer", wanted["Name"], details, str(keep["AuthorizerId"]))
+        )
+    last = [
+        _change(
+            "delete",
+            "authorizer",
+            str(item.get("Name") or aid),
+            _deleted({"AuthorizerUri": item.get("AuthorizerUri")}),
+            aid,
+        )
+        for aid, item in sorted(existing.items())
+        if item is not keep
+    ]
+    return first, last
 
 
 def _route_response_changes(route: ResolvedRoute, observed: Observed) -> list[Change]:
@@ -557,9 +630,10 @@ def compute_changes(
 ) -> list[Change]:
     """Everything ``apply`` must do to make AWS match ``spec``, in execution order.
 
-    Order: certificate and its validation record, API, integrations, route deletions, routes,
-    route responses, orphaned integrations, stages, deployment, custom domain, API mapping,
-    alias record, and last what the spec dropped (old domain, old certificates).
+    Order: certificate and its validation record, API, authorizer, integrations, route
+    deletions, routes, authorizers no longer wanted, route responses, orphaned integrations,
+    stages, deployment, custom domain, API mapping, alias record, and last what the spec
+    dropped (old domain, old certificates).
     """
     changes: list[Change] = _certificate_changes(spec, observed)
     api_change = _api_changes(spec, observed, record)
@@ -568,6 +642,12 @@ def compute_changes(
     wanted_keys = {r.key for r in routes}
     claimed = _claim_integrations(spec, observed, record) if observed.api else {}
     api_level: list[Change] = [api_change]
+    authorizer_first, authorizer_last = _authorizer_changes(spec, observed)
+    api_level.extend(authorizer_first)
+    changes.extend(authorizer_first)
+    authorization: tuple[str, str] | None = None
+    if authorizer_first:
+        authorization = ("CUSTOM", authorizer_first[0].resource_id or _PENDING)
     for route in routes:
         iid = claimed.get(route.key)
         change = _integration_change(spec, route, observed.integrations.get(iid or ""))
@@ -586,9 +666,16 @@ def compute_changes(
             api_level.append(change)
             changes.append(change)
     for route in routes:
-        change = _route_change(route, observed.routes.get(route.key), claimed.get(route.key))
+        change = _route_change(
+            route,
+            observed.routes.get(route.key),
+            claimed.get(route.key),
+            authorization if route.key == "$connect" else None,
+        )
         api_level.append(change)
         changes.append(change)
+    api_level.extend(authorizer_last)
+    changes.extend(authorizer_last)
     for route in routes:
         for change in _route_response_changes(route, observed):
             api_level.append(change)

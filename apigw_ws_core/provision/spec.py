@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from apigw_ws_core.events import authorizer_request_parameters
 from apigw_ws_core.provision.errors import SpecError
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "GATEWAY_TAG",
     "PREDEFINED_ROUTES",
     "SECRET_HEADER",
+    "AuthorizerSpec",
     "DomainSpec",
     "GatewaySpec",
     "ResolvedRoute",
@@ -87,11 +89,87 @@ def secret_fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
-def request_parameters(secret: str) -> dict[str, str]:
-    """The integration request parameter mappings of the wire contract, secret included."""
+def request_parameters(secret: str, authorizer: AuthorizerSpec | None = None) -> dict[str, str]:
+    """The integration request parameter mappings of the wire contract, secret included.
+
+    With an ``authorizer``, its principal and declared context keys are mapped too
+    (:func:`apigw_ws_core.events.authorizer_request_parameters`).
+    """
     params = {f"integration.request.header.{h}": src for h, src in _CONTEXT_HEADERS.items()}
     params[f"integration.request.header.{SECRET_HEADER}"] = f"'{secret}'"
+    if authorizer is not None:
+        params.update(authorizer_request_parameters(authorizer.context_keys))
     return params
+
+
+_LAMBDA_ARN_RE = re.compile(
+    r"\Aarn:aws[a-z-]*:lambda:([a-z0-9-]+):\d{12}:function:[A-Za-z0-9_-]{1,64}"
+    r"(:[A-Za-z0-9_$-]{1,128})?\Z"
+)
+_IAM_ROLE_RE = re.compile(r"\Aarn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z")
+_IDENTITY_SOURCE_RE = re.compile(
+    r"\A(route\.request\.(header|querystring)\.[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}"
+    r"|stageVariables\.[A-Za-z0-9_]{1,64}|context\.[A-Za-z0-9_.]{1,128})\Z"
+)
+_CONTEXT_KEY_RE = re.compile(r"\A[A-Za-z0-9_]{1,64}\Z")
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+@attrs.frozen(kw_only=True)
+class AuthorizerSpec:
+    """A Lambda ``REQUEST`` authorizer on ``$connect`` (the only route AWS runs one on).
+
+    ``function_arn`` is the authorizer Lambda function. ``identity_sources`` are checked by
+    API Gateway before it calls the function: when one is missing the client gets 401
+    (``route.request.header.<name>``, ``route.request.querystring.<name>``,
+    ``stageVariables.<name>``, ``context.<var>``). ``context_keys`` are the keys of the
+    authorizer's ``context`` that HTTP backends receive as ``X-Apigw-Ws-Authorizer-<key>``
+    headers (the principal always arrives as ``X-Apigw-Ws-Authorizer-Principal-Id``).
+    ``credentials_arn`` is a role API Gateway assumes to invoke the function; without it,
+    grant ``apigateway.amazonaws.com`` ``lambda:InvokeFunction`` on the function yourself.
+    """
+
+    function_arn: str
+    identity_sources: tuple[str, ...] = attrs.field(
+        default=("route.request.header.Authorization",), converter=_str_tuple
+    )
+    name: str = "apigw-ws-authorizer"
+    context_keys: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    credentials_arn: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not _LAMBDA_ARN_RE.match(self.function_arn):
+            raise SpecError(
+                f"authorizer function_arn {self.function_arn!r} is not a Lambda function ARN"
+            )
+        if not _NAME_RE.match(self.name):
+            raise SpecError(f"authorizer name {self.name!r}: use 1-128 letters, digits, _ . -")
+        if not self.identity_sources:
+            raise SpecError("an authorizer needs at least one identity source")
+        for source in self.identity_sources:
+            if not _IDENTITY_SOURCE_RE.match(source):
+                raise SpecError(
+                    f"identity source {source!r}: use route.request.header.<name>, "
+                    "route.request.querystring.<name>, stageVariables.<name> or context.<var>"
+                )
+        for key in self.context_keys:
+            if not _CONTEXT_KEY_RE.match(key) or key.lower() == "principal-id":
+                raise SpecError(f"authorizer context key {key!r}: use 1-64 of A-Z a-z 0-9 _")
+        if self.credentials_arn is not None and not _IAM_ROLE_RE.match(self.credentials_arn):
+            raise SpecError(f"authorizer credentials_arn {self.credentials_arn!r} is not a role")
+
+    @property
+    def uri(self) -> str:
+        """The ``AuthorizerUri`` API Gateway calls: the function's invocation path."""
+        match = _LAMBDA_ARN_RE.match(self.function_arn)
+        region = match.group(1) if match else ""
+        return (
+            f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
+            f"{self.function_arn}/invocations"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -209,7 +287,8 @@ class GatewaySpec:
     ``target_base_url`` ends with ``/``; each route posts to it plus the route's slug.
     ``secret`` is the shared secret sent as the ``X-Apigw-Ws-Secret`` header (16 to 256
     characters from ``A-Z a-z 0-9 _ . ~ + / = -``); it never appears in plans or logs.
-    ``region`` defaults to the AWS session's region.
+    ``region`` defaults to the AWS session's region. ``authorizer`` puts a Lambda ``REQUEST``
+    authorizer on ``$connect`` and maps its principal and context to every route's backend.
     """
 
     name: str
@@ -227,6 +306,7 @@ class GatewaySpec:
     domain: DomainSpec | None = None
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=_mapping_converter)
     timeout_ms: int = DEFAULT_TIMEOUT_MS
+    authorizer: AuthorizerSpec | None = None
 
     def __attrs_post_init__(self) -> None:
         if not _NAME_RE.match(self.name):

@@ -68,6 +68,7 @@ class Observed:
     """Everything that exists for one gateway, as read from AWS."""
 
     api: dict[str, Any] | None = None
+    authorizers: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     integrations: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     routes: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     route_responses: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
@@ -149,6 +150,8 @@ def _find_api(spec: GatewaySpec, record: GatewayRecord | None, aws: AwsClients) 
 def _read_api_children(observed: Observed, aws: AwsClients) -> None:
     client = aws.apigatewayv2
     api_id = observed.api_id
+    for item in _collect("authorizers", client.get_authorizers, "Items", ApiId=api_id):
+        observed.authorizers[item["AuthorizerId"]] = item
     for item in _collect("integrations", client.get_integrations, "Items", ApiId=api_id):
         observed.integrations[item["IntegrationId"]] = item
     for item in _collect("routes", client.get_routes, "Items", ApiId=api_id):

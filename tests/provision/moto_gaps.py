@@ -1,6 +1,7 @@
 """Filling moto's API Gateway v2 gaps with botocore event hooks, for provisioning tests.
 
 moto 5.2 does not implement ``CreateDeployment``, ``GetDeployment``, ``GetRouteResponses``,
+``GetAuthorizers``,
 ``UpdateStage``, ``UpdateDomainName`` or ``UpdateApiMapping``, and its ``CreateDomainName``
 does not fill ``ApiGatewayDomainName``/``HostedZoneId``. :class:`MotoGaps` registers hooks on
 a ``boto3.Session`` (before its clients are created) that answer those calls the way AWS does,
@@ -53,6 +54,7 @@ class MotoGaps:
         events.register("before-call.apigatewayv2.GetDeployment", self._get_deployment)
         events.register("before-call.apigatewayv2.GetDeployments", self._get_deployments)
         events.register("before-call.apigatewayv2.GetRouteResponses", self._get_route_responses)
+        events.register("before-call.apigatewayv2.GetAuthorizers", self._get_authorizers)
         events.register("before-call.apigatewayv2.UpdateStage", self._update_stage)
         events.register("before-call.apigatewayv2.UpdateDomainName", self._update_domain_name)
         events.register("before-call.apigatewayv2.UpdateApiMapping", self._update_api_mapping)
@@ -157,6 +159,17 @@ class MotoGaps:
             {"RouteResponseId": r.id, "RouteResponseKey": r.route_response_key}
             for r in route.route_responses.values()
         ]
+        return _ok({"Items": items})
+
+    def _get_authorizers(self, context: dict[str, Any], **kwargs: Any) -> Any:
+        params = context["moto_gaps_params"]
+        api = self.backend.apis.get(params["ApiId"])
+        if api is None:
+            raise _not_found("GetAuthorizers", "Invalid API identifier")
+        items = []
+        for auth in api.authorizers.values():
+            raw = auth.to_json()
+            items.append({k[0].upper() + k[1:]: v for k, v in raw.items() if v not in (None, "")})
         return _ok({"Items": items})
 
     def _update_stage(self, context: dict[str, Any], **kwargs: Any) -> Any:
