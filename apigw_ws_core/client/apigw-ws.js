@@ -9,11 +9,151 @@
  * - queues sends while (re)connecting and flushes them in order once open;
  * - sends `{"action": ..., ...}` JSON and emits events named after each incoming message's `type`.
  *
- * Plain ES module, no dependencies, no build step. Types: apigw-ws.d.ts beside this file.
+ * Plain ES module, no dependencies, no build step. This file is the only source: the TypeScript
+ * declarations of the npm package (`apigw-ws-client`) are generated from the JSDoc below.
  *
  * @module apigw-ws
  */
 
+/** @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ConnectionState */
+
+/**
+ * What a token endpoint (or `getToken`) returns. A bare string is taken as the token.
+ *
+ * @typedef {object} TokenResult
+ * @property {string} token The single-use connection token.
+ * @property {string} [url] WebSocket URL to use when the client has no `url` option.
+ * @property {number} [expires_in] Seconds the token stays valid.
+ */
+
+/**
+ * What `getToken` is called with.
+ *
+ * @typedef {object} TokenRequestContext
+ * @property {string | null} channel The channel the connection is for (`null`: the server's default).
+ * @property {number} attempt Reconnect attempt number (0 for a first or deliberate connect).
+ * @property {AbortSignal} [signal] Aborted when the client closes or reconnects before the token arrives.
+ */
+
+/**
+ * @typedef {object} BackoffOptions
+ * @property {number} [initialDelay] Delay before the first retry, in ms (default 500).
+ * @property {number} [maxDelay] Cap on the delay, in ms (default 30000).
+ * @property {number} [factor] Growth per attempt (default 2).
+ * @property {number} [jitter] Share of the delay taken away at random: 0 none, 1 "full jitter" (default 0.5).
+ */
+
+/**
+ * Options of {@link ApigwWsClient}. Give `url`, `tokenUrl` or `getToken`.
+ *
+ * @typedef {object} ClientOptions
+ * @property {string} [url] WebSocket endpoint (wss://…/stage, or http(s) and relative URLs, converted).
+ * @property {string} [tokenUrl] Endpoint returning `{token, url?}` as JSON; called before every connect.
+ * @property {RequestInit} [tokenRequest] Extra `fetch` options for `tokenUrl`. The default is a POST
+ *   with the JSON body `{"channel": ...}`; with `method: 'GET'` the channel goes in the query string.
+ * @property {string | (() => string | null | undefined) | null} [csrfToken] CSRF token sent with the
+ *   POST (string or function). Default: the page's `<meta name="csrf-token">`, else Django's
+ *   `csrftoken` cookie. `null` sends none.
+ * @property {string} [csrfHeader] Header carrying the CSRF token (default `X-CSRFToken`, which
+ *   Django and Flask-WTF read).
+ * @property {(context: TokenRequestContext) => Promise<string | TokenResult> | string | TokenResult} [getToken]
+ *   Fetch a token yourself; throw a `TokenError` with status 401/403 to deny.
+ * @property {string | null} [channel] Channel to join at connect (`?channel=`).
+ * @property {Record<string, string | number | boolean | null | undefined>} [params] Extra query
+ *   parameters on the WebSocket URL.
+ * @property {string | string[]} [protocols] WebSocket subprotocols.
+ * @property {string} [tokenParam] Query parameter carrying the token (default `ws_token`).
+ * @property {string} [channelParam] Query parameter carrying the channel (default `channel`).
+ * @property {string} [actionKey] Key naming the handler in sent messages (default `action`).
+ * @property {string} [typeKey] Key naming the type of incoming messages (default `type`).
+ * @property {boolean} [reconnect] Reconnect after drops (default true).
+ * @property {number} [maxRetries] Give up after this many failed attempts in a row (default Infinity).
+ * @property {BackoffOptions} [backoff] Reconnect delays.
+ * @property {number} [stableAfter] A connection open this long (ms) resets the backoff (default 10000).
+ * @property {number} [keepaliveInterval] Send `keepaliveMessage` after this long without sending
+ *   (ms, default 300000; 0 disables).
+ * @property {object | string | null} [keepaliveMessage] Keepalive frame (default
+ *   `{"action": "ping"}`; `null` disables).
+ * @property {number} [maxConnectionAge] Replace the connection after this long (ms, default 2 h
+ *   minus 1 min; 0 disables).
+ * @property {number} [maxQueue] Messages kept while reconnecting (default 100; the oldest is dropped beyond).
+ * @property {boolean} [reconnectOnOnline] Retry at once when the browser comes back online (default true).
+ * @property {typeof WebSocket} [WebSocket] WebSocket implementation to use instead of the global one.
+ * @property {typeof fetch} [fetch] `fetch` implementation to use instead of the global one.
+ * @property {() => number} [random] Random source in [0, 1) for the jitter (tests).
+ */
+
+/**
+ * Any message the server sends with a string `type`.
+ *
+ * @typedef {{type: string, [key: string]: unknown}} IncomingMessage
+ */
+
+/**
+ * @typedef {object} OpenDetail
+ * @property {string | null} channel The channel joined.
+ * @property {boolean} reconnected True when this is not the first connection since `connect()`.
+ */
+
+/**
+ * @typedef {object} CloseDetail
+ * @property {number} code WebSocket close code.
+ * @property {string} reason Close reason.
+ * @property {boolean} wasClean Whether the close handshake completed.
+ * @property {boolean} willReconnect Whether the client will try again (false after `close()`, a
+ *   denial or exhausted retries).
+ * @property {boolean} opened Whether the connection had opened (false: the handshake failed or was refused).
+ */
+
+/**
+ * @typedef {object} ReconnectingDetail
+ * @property {number} attempt Attempt number (0 for a deliberate reconnect).
+ * @property {number} delay Milliseconds before the attempt.
+ * @property {'closed' | 'handshake_failed' | 'token_failed' | 'socket_error' | 'max_age' | 'channel_changed' | (string & {})} reason
+ *   Why the client reconnects.
+ */
+
+/**
+ * @typedef {object} DeniedDetail
+ * @property {number} status HTTP status of the token endpoint (401 or 403).
+ * @property {string} code The server's error code.
+ * @property {string} message The server's message.
+ * @property {string | null} channel The channel that was refused.
+ */
+
+/**
+ * @typedef {object} ErrorDetail
+ * @property {'socket' | 'token' | 'server' | 'gateway' | 'queue_full' | 'retries_exhausted' | 'config'} kind
+ *   What failed.
+ * @property {string} message Human-readable description.
+ * @property {string} [code] Error code (server and token errors).
+ * @property {number} [status] HTTP status (token errors).
+ * @property {unknown} [data] The server's error message as received.
+ * @property {string} [dropped] The message dropped from a full send queue.
+ * @property {unknown} [error] The underlying exception.
+ */
+
+/**
+ * @typedef {object} StateChangeDetail
+ * @property {ConnectionState} state The new state.
+ * @property {ConnectionState} previous The state before.
+ */
+
+/**
+ * The detail of each client event; `M` is the union of messages the server sends.
+ *
+ * @template M
+ * @typedef {object} ClientEventMap
+ * @property {OpenDetail} open The connection opened.
+ * @property {CloseDetail} close The connection closed.
+ * @property {ReconnectingDetail} reconnecting A reconnect is scheduled.
+ * @property {M | unknown} message Every incoming message: parsed JSON, or the raw string when it is not JSON.
+ * @property {ErrorDetail} error Something failed (the client carries on unless it says otherwise).
+ * @property {DeniedDetail} denied The token endpoint refused: the client stopped.
+ * @property {StateChangeDetail} statechange The state changed.
+ */
+
+/** Version of this client. @type {string} */
 export const VERSION = '0.1.0';
 
 /** API Gateway closes a connection that has been idle for 10 minutes. */
@@ -23,7 +163,11 @@ export const API_GATEWAY_MAX_CONNECTION_MS = 2 * 60 * 60 * 1000;
 /** API Gateway's largest message (128 KiB); larger ones close the connection with 1009. */
 export const MAX_MESSAGE_BYTES = 128 * 1024;
 
-/** Default options; every one can be overridden per client. */
+/**
+ * Default options; every one can be overridden per client.
+ *
+ * @type {Readonly<Required<Omit<ClientOptions, 'url' | 'tokenUrl' | 'getToken' | 'WebSocket' | 'fetch' | 'random' | 'csrfToken' | 'protocols'>>> & {protocols: undefined, csrfToken: undefined}}
+ */
 export const DEFAULTS = Object.freeze({
   channel: null,
   params: {},
@@ -59,15 +203,23 @@ const WS_OPEN = 1;
 
 /** The token endpoint refused (HTTP status in `status`, the server's error code in `code`). */
 export class TokenError extends Error {
+  /**
+   * @param {string} message
+   * @param {{status?: number, code?: string, retryAfter?: number | null}} [init] HTTP status,
+   *   the server's error code, and the milliseconds the server asked us to wait (`Retry-After`).
+   */
   constructor(message, { status = 0, code = 'token_error', retryAfter = null } = {}) {
     super(message);
     this.name = 'TokenError';
+    /** HTTP status of the token endpoint (0: no answer). @type {number} */
     this.status = status;
+    /** The server's error code. @type {string} */
     this.code = code;
+    /** Milliseconds the server asked us to wait (from `Retry-After`). @type {number | null} */
     this.retryAfter = retryAfter;
   }
 
-  /** 401 and 403 mean "not allowed": retrying will not help. */
+  /** 401 and 403 mean "not allowed": retrying will not help. @type {boolean} */
   get denied() {
     return this.status === 401 || this.status === 403;
   }
@@ -79,7 +231,7 @@ export class TokenError extends Error {
  * once do not come back at the same moment. `jitter: 1` is "full jitter", `0` none.
  *
  * @param {number} attempt
- * @param {{initialDelay?: number, maxDelay?: number, factor?: number, jitter?: number}} [options]
+ * @param {BackoffOptions} [options]
  * @param {() => number} [random]
  * @returns {number} milliseconds
  */
@@ -96,7 +248,14 @@ function byteLength(text) {
   return new TextEncoder().encode(text).length;
 }
 
-/** A ws:// or wss:// URL for `base`, resolved against the page for relative paths. */
+/**
+ * A ws:// or wss:// URL for `base`, resolved against the page for relative paths, with `query`
+ * added (null and undefined values left out).
+ *
+ * @param {string | URL} base
+ * @param {Record<string, unknown>} [query]
+ * @returns {string}
+ */
 export function websocketUrl(base, query = {}) {
   const origin = globalThis.location ? globalThis.location.href : undefined;
   const url = new URL(String(base), origin);
@@ -152,36 +311,54 @@ function normalizeToken(result) {
 
 /**
  * The client. Create it with options, call `connect()`, listen with `on()` / `onMessage()`,
- * send with `send()`; `close()` when done.
+ * send with `send()`; `close()` when done. `M` is the union of messages your server sends, each
+ * with a literal `type`, so `onMessage('chat_message', m => m.text)` is type-checked.
+ *
+ * @template {{type: string}} [M=IncomingMessage]
  */
 export class ApigwWsClient extends EventTarget {
   /**
-   * @param {import('./apigw-ws').ClientOptions} options
+   * @param {ClientOptions} options
    */
   constructor(options = {}) {
     super();
     if (!options.url && !options.tokenUrl && !options.getToken) {
       throw new TypeError('apigw-ws: give `url`, `tokenUrl` or `getToken`');
     }
+    /** The options in effect (defaults merged in). @type {ClientOptions} */
     this.options = {
       ...DEFAULTS,
       ...options,
       backoff: { ...DEFAULTS.backoff, ...(options.backoff || {}) },
     };
+    /** @private */
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    /** @private */
     this._fetch = options.fetch || ((...args) => globalThis.fetch(...args));
+    /** @private */
     this._random = options.random || Math.random;
     if (!this._WebSocket) throw new TypeError('apigw-ws: no WebSocket implementation available');
+    /** @private */
     this._channel = this.options.channel ?? null;
+    /** @private */
     this._state = State.IDLE;
+    /** @private */
     this._ws = null;
+    /** @private */
     this._attempt = 0;
+    /** @private */
     this._generation = 0;
+    /** @private */
     this._queue = [];
+    /** @private */
     this._timers = { retry: null, keepalive: null, maxAge: null, stable: null };
+    /** @private */
     this._abort = null;
+    /** @private */
     this._opened = null;
+    /** @private */
     this._everOpened = false;
+    /** @private */
     this._onOnline = () => {
       if (this._state === State.RECONNECTING && this._timers.retry !== null) {
         this._clearTimer('retry');
@@ -190,22 +367,25 @@ export class ApigwWsClient extends EventTarget {
     };
   }
 
-  /** Current state: idle, connecting, open, reconnecting or closed. */
+  /** Current state: idle, connecting, open, reconnecting or closed. @type {ConnectionState} */
   get state() {
     return this._state;
   }
 
-  /** The channel the next (or current) connection joins; `null` for the server's default. */
+  /**
+   * The channel the next (or current) connection joins; `null` for the server's default.
+   * @type {string | null}
+   */
   get channel() {
     return this._channel;
   }
 
-  /** Messages waiting for the connection to open. */
+  /** Messages waiting for the connection to open. @type {number} */
   get queued() {
     return this._queue.length;
   }
 
-  /** Reconnect attempts since the connection was last stable (0 while healthy). */
+  /** Reconnect attempts since the connection was last stable (0 while healthy). @type {number} */
   get attempt() {
     return this._attempt;
   }
@@ -240,19 +420,28 @@ export class ApigwWsClient extends EventTarget {
    * dropped past `maxQueue`, with an `error` event). Returns `true` if sent now.
    *
    * @param {string} action
-   * @param {object} [data]
+   * @param {Record<string, unknown>} [data]
+   * @returns {boolean}
    */
   send(action, data = {}) {
     if (typeof action !== 'string' || !action) throw new TypeError('apigw-ws: action must be a non-empty string');
     return this.sendJSON({ ...data, [this.options.actionKey]: action });
   }
 
-  /** Send any JSON-serialisable value (queued like `send`). */
+  /**
+   * Send any JSON-serialisable value (queued like `send`).
+   * @param {unknown} value
+   * @returns {boolean}
+   */
   sendJSON(value) {
     return this.sendRaw(JSON.stringify(value));
   }
 
-  /** Send a string as it is (queued like `send`). Throws if it exceeds 128 KiB. */
+  /**
+   * Send a string as it is (queued like `send`). Throws if it exceeds 128 KiB.
+   * @param {string} text
+   * @returns {boolean}
+   */
   sendRaw(text) {
     if (this._state === State.CLOSED || this._state === State.IDLE) {
       throw new Error(`apigw-ws: cannot send while ${this._state}; call connect() first`);
@@ -275,6 +464,8 @@ export class ApigwWsClient extends EventTarget {
   /**
    * Move to another channel: close the current connection and connect again with a fresh
    * token for `channel`, without backoff. Queued messages go to the new connection.
+   * @param {string | null} channel
+   * @returns {Promise<void>}
    */
   setChannel(channel) {
     this._channel = channel ?? null;
@@ -285,6 +476,8 @@ export class ApigwWsClient extends EventTarget {
   /**
    * Drop the current connection (if any) and connect again now, with a fresh token and no
    * backoff. Queued messages go to the new connection. Emits `reconnecting` with `reason`.
+   * @param {string} [reason]
+   * @returns {Promise<void>}
    */
   reconnect(reason = 'manual') {
     if (this._state === State.IDLE || this._state === State.CLOSED) return this.connect();
@@ -297,7 +490,12 @@ export class ApigwWsClient extends EventTarget {
     return this._opened.promise;
   }
 
-  /** Close for good (until `connect()` is called again). Pending sends are discarded. */
+  /**
+   * Close for good (until `connect()` is called again). Pending sends are discarded.
+   * @param {number} [code]
+   * @param {string} [reason]
+   * @returns {void}
+   */
   close(code = 1000, reason = 'client closed') {
     if (this._state === State.CLOSED) return;
     const wasIdle = this._state === State.IDLE;
@@ -309,6 +507,10 @@ export class ApigwWsClient extends EventTarget {
   /**
    * Listen to a client event (`open`, `close`, `reconnecting`, `message`, `error`, `denied`,
    * `statechange`). The listener gets the event's detail. Returns a function that removes it.
+   * @template {keyof ClientEventMap<M>} K
+   * @param {K} type
+   * @param {(detail: ClientEventMap<M>[K], event: CustomEvent<ClientEventMap<M>[K]>) => void} listener
+   * @returns {() => void}
    */
   on(type, listener) {
     const wrapped = (event) => listener(event.detail, event);
@@ -319,12 +521,21 @@ export class ApigwWsClient extends EventTarget {
   /**
    * Listen to incoming messages whose `type` field (see `typeKey`) equals `type`. The listener
    * gets the parsed message. Returns a function that removes it.
+   * @template {M['type']} T
+   * @param {T} type
+   * @param {(message: Extract<M, {type: T}>, event: CustomEvent<Extract<M, {type: T}>>) => void} listener
+   * @returns {() => void}
    */
   onMessage(type, listener) {
     return this.on(`message:${type}`, listener);
   }
 
-  /** A promise of the next event of `type` (its detail). */
+  /**
+   * A promise of the next event of `type` (its detail).
+   * @template {keyof ClientEventMap<M>} K
+   * @param {K} type
+   * @returns {Promise<ClientEventMap<M>[K]>}
+   */
   once(type) {
     return new Promise((resolve) => {
       this.addEventListener(type, (event) => resolve(event.detail), { once: true });
@@ -333,7 +544,7 @@ export class ApigwWsClient extends EventTarget {
 
   // --- internals --------------------------------------------------------------------
 
-  /** Stop everything and settle a pending `connect()` promise with `error`. */
+  /** Stop everything and settle a pending `connect()` promise with `error`. @private */
   _shutdown(code, reason, error) {
     this._retire(code, reason);
     this._queue = [];
@@ -344,6 +555,7 @@ export class ApigwWsClient extends EventTarget {
     if (this._opened && !this._opened.settled) this._opened.reject(error);
   }
 
+  /** @private */
   _newOpenedPromise() {
     const opened = { settled: false };
     opened.promise = new Promise((resolve, reject) => {
@@ -361,6 +573,7 @@ export class ApigwWsClient extends EventTarget {
     this._opened = opened;
   }
 
+  /** @private */
   _setState(state) {
     if (state === this._state) return;
     const previous = this._state;
@@ -368,10 +581,12 @@ export class ApigwWsClient extends EventTarget {
     this._emit('statechange', { state, previous });
   }
 
+  /** @private */
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
+  /** @private */
   _clearTimer(name) {
     if (this._timers[name] !== null) {
       clearTimeout(this._timers[name]);
@@ -379,11 +594,12 @@ export class ApigwWsClient extends EventTarget {
     }
   }
 
+  /** @private */
   _clearAllTimers() {
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
   }
 
-  /** Forget the current socket and any attempt in flight; close the socket if open. */
+  /** Forget the current socket and any attempt in flight; close the socket if open. @private */
   _retire(code, reason) {
     this._generation += 1;
     this._clearAllTimers();
@@ -402,6 +618,7 @@ export class ApigwWsClient extends EventTarget {
     }
   }
 
+  /** @private */
   async _fetchToken(signal) {
     const { getToken, tokenUrl, tokenRequest } = this.options;
     const channel = this._channel;
@@ -445,6 +662,7 @@ export class ApigwWsClient extends EventTarget {
     return normalizeToken(body);
   }
 
+  /** @private */
   async _openSocket() {
     const generation = ++this._generation;
     const abort = typeof AbortController === 'function' ? new AbortController() : null;
@@ -500,6 +718,7 @@ export class ApigwWsClient extends EventTarget {
     });
   }
 
+  /** @private */
   _tokenFailed(error) {
     if (error instanceof TokenError && error.denied) {
       this._shutdown(1000, 'denied', error);
@@ -522,6 +741,7 @@ export class ApigwWsClient extends EventTarget {
     this._scheduleReconnect('token_failed', retryAfter || 0);
   }
 
+  /** @private */
   _onOpen() {
     const reconnected = this._everOpened;
     this._everOpened = true;
@@ -550,6 +770,7 @@ export class ApigwWsClient extends EventTarget {
     this._emit('open', { channel: this._channel, reconnected });
   }
 
+  /** @private */
   _onMessage(raw) {
     let data = raw;
     if (typeof raw === 'string') {
@@ -573,6 +794,7 @@ export class ApigwWsClient extends EventTarget {
     }
   }
 
+  /** @private */
   _onClose(event, opened) {
     this._clearAllTimers();
     const code = event && typeof event.code === 'number' ? event.code : 1006;
@@ -586,6 +808,7 @@ export class ApigwWsClient extends EventTarget {
     if (willReconnect) this._scheduleReconnect(opened ? 'closed' : 'handshake_failed');
   }
 
+  /** @private */
   _scheduleReconnect(reason, minDelay = 0) {
     if (this._state === State.CLOSED) return; // a listener called close()
     if (!this.options.reconnect || this._attempt >= this.options.maxRetries) {
@@ -604,11 +827,13 @@ export class ApigwWsClient extends EventTarget {
     }, delay);
   }
 
+  /** @private */
   _write(text) {
     this._ws.send(text);
     this._armKeepalive();
   }
 
+  /** @private */
   _armKeepalive() {
     this._clearTimer('keepalive');
     const { keepaliveInterval, keepaliveMessage } = this.options;
@@ -623,7 +848,13 @@ export class ApigwWsClient extends EventTarget {
   }
 }
 
-/** Create a client and start connecting: `const ws = connect({tokenUrl: '/ws/token/'})`. */
+/**
+ * Create a client and start connecting: `const ws = connect({tokenUrl: '/ws/token/'})`.
+ *
+ * @template {{type: string}} [M=IncomingMessage]
+ * @param {ClientOptions} options
+ * @returns {ApigwWsClient<M>}
+ */
 export function connect(options) {
   const client = new ApigwWsClient(options);
   client.connect();

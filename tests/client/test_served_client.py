@@ -1,4 +1,5 @@
-"""The Django static file and the Flask blueprint serve the very client in apigw_ws_core/client."""
+"""The Django static file and the Flask blueprint serve the very client in apigw_ws_core/client
+(one source: the Django static file is a symlink, which wheels and sdists store as a copy)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "apigw_ws_core" / "client"
 
 
-@pytest.mark.parametrize("name", ["apigw-ws.js", "apigw-ws.d.ts"])
-def test_django_static_file_is_the_core_client(name):
-    static = ROOT / "adapters/django/apigw_ws_django/static/apigw_ws" / name
-    assert static.read_bytes() == (CLIENT / name).read_bytes()
+def test_django_static_file_is_the_core_client():
+    static = ROOT / "adapters/django/apigw_ws_django/static/apigw_ws/apigw-ws.js"
+    assert static.is_symlink()
+    assert static.resolve() == (CLIENT / "apigw-ws.js").resolve()
+    assert sorted(p.name for p in static.parent.iterdir()) == ["apigw-ws.js"]
+
+
+def test_django_staticfiles_finds_the_core_client():
+    pytest.importorskip("django")
+    from django.contrib.staticfiles import finders
+
+    found = finders.find("apigw_ws/apigw-ws.js")
+    assert found is not None
+    assert Path(found).read_bytes() == (CLIENT / "apigw-ws.js").read_bytes()
 
 
 def test_flask_blueprint_serves_the_core_client():
@@ -29,7 +40,7 @@ def test_flask_blueprint_serves_the_core_client():
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.data == (CLIENT / "apigw-ws.js").read_bytes()
     response.close()
-    assert http.get("/apigw-ws/apigw-ws.d.ts").status_code == 200
+    assert http.get("/apigw-ws/apigw-ws.d.ts").status_code == 404  # types: the npm package
     assert http.get("/apigw-ws/README.md").status_code == 404
     assert http.get("/apigw-ws/../app.py").status_code == 404
 

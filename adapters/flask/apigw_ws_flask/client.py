@@ -1,7 +1,8 @@
 """Serve the browser client (``apigw_ws_core/client/apigw-ws.js``) from a Flask blueprint.
 
 The file ships inside the core package; this blueprint serves that very file, so there is
-nothing to copy or build::
+nothing to copy or build. :class:`~apigw_ws_flask.ApigwWebSocket` registers it for you unless
+``APIGW_WS_SERVE_CLIENT`` is false; register it yourself only then, or without the extension::
 
     from apigw_ws_flask.client import client_blueprint
     app.register_blueprint(client_blueprint)              # GET /apigw-ws/apigw-ws.js
@@ -24,7 +25,6 @@ __all__ = ["CLIENT_FILES", "client_blueprint", "client_dir"]
 #: The files the blueprint serves, with their media types.
 CLIENT_FILES = {
     "apigw-ws.js": "text/javascript",
-    "apigw-ws.d.ts": "application/typescript",
 }
 
 

@@ -1,1 +1,0 @@
-../../../../../apigw_ws_core/client/apigw-ws.d.ts
