@@ -627,15 +627,12 @@ class WebSocketApp:
         batches = self.recipients(
             connection_id=connection_id, channel=channel, user_id=user_id, everyone=everyone
         )
-        cfg = self.config
         return fanout(
             self.transport,
             payload,
             batches,
             storage=self.storage,
-            concurrency=1 if connection_id else cfg.send_concurrency,
-            deadline=cfg.send_deadline,
-            max_attempts=cfg.send_max_attempts,
+            **self.config.send_options(concurrency=1 if connection_id else None),
         )
 
     def send_in_background(
@@ -653,7 +650,9 @@ class WebSocketApp:
         caller. The send itself is a :class:`~apigw_ws_core.fanout.SendJob` handed to
         ``background_runner`` if set (e.g. one that enqueues ``job.as_dict()`` as a
         Celery or RQ task; its return value is returned), else run in a small thread
-        pool: the result is then a ``concurrent.futures.Future[SendReport]``.
+        pool: the result is then a ``concurrent.futures.Future[SendReport]``, and a send
+        that raises or leaves recipients undelivered is logged at ERROR (logger
+        ``apigw_ws.fanout``: target, counts, cause) whether or not the Future is read.
         """
         payload = check_size(encode_payload(data))
         _check_target(connection_id, channel, user_id, everyone)
@@ -671,7 +670,8 @@ class WebSocketApp:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(2, thread_name_prefix="apigw-ws-bg")
         # Same context as a direct send (a hook's send during $connect skips that id).
-        return self._executor.submit(copy_context().run, job)
+        # A failure is logged at ERROR whether or not anyone reads the Future.
+        return self._executor.submit(copy_context().run, job.run_logged)
 
     def run_send_job(self, job: SendJob | dict[str, Any]) -> SendReport:
         """Run a job made by :meth:`send_in_background` (or its ``as_dict()`` form, as a

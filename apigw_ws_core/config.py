@@ -141,6 +141,22 @@ class Config:
     send_concurrency: int = 64
     send_deadline: float = 25.0
     send_max_attempts: int = 5
+    #: Seconds one Management API call may take before it is given up and retried
+    #: (separate from ``send_deadline``: a call that never answers costs this, not the send).
+    send_call_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+
+    def send_options(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for :func:`~apigw_ws_core.fanout.fanout` from these settings
+        (concurrency, deadline, attempts, call timeout), with ``overrides`` applied
+        (``None`` values are ignored)."""
+        options: dict[str, Any] = {
+            "concurrency": self.send_concurrency,
+            "deadline": self.send_deadline,
+            "max_attempts": self.send_max_attempts,
+            "call_timeout": self.send_call_timeout,
+        }
+        options.update({k: v for k, v in overrides.items() if v is not None})
+        return options
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:

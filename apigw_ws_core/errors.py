@@ -211,11 +211,26 @@ class TransportError(ApigwWsError):
     """A Management API call failed in a way that may be retried or reported.
 
     ``status`` is the HTTP status when one was received (``None`` for network errors).
+    ``sent`` says whether the request went out: always for a status; for a network error
+    only when it happened after the request was written (a reset or timeout while waiting
+    for the answer), not for a refused connection or a connect timeout.
     """
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None, sent: bool | None = None):
         self.status = status
+        self.sent = status is not None if sent is None else sent
         super().__init__(message)
+
+    @property
+    def ambiguous(self) -> bool:
+        """The request went out and its outcome is unknown: it may have been delivered.
+
+        True for a 5xx answer and for a network error after the request was written.
+        A retry after such an outcome may deliver the message a second time.
+        """
+        if self.status is None:
+            return self.sent
+        return self.status >= 500
 
 
 class GoneError(TransportError):

@@ -9,11 +9,19 @@ recipient. :func:`fanout` makes that fast and complete:
 * at most ``concurrency`` calls are in flight: coroutines on the transport's event loop
   for an :class:`~apigw_ws_core.transport.AsyncTransport` (the Management API transport),
   a thread pool for any other :class:`~apigw_ws_core.transport.Transport`;
+* each call has its own timeout (``call_timeout``, a few seconds), separate from the
+  send's ``deadline``: a call that never answers costs one call timeout, not the send;
 * 429, 5xx and network errors are retried with jittered exponential backoff while the
   overall ``deadline`` allows; 410 is never retried: those ids are collected and marked
   disconnected in **one** storage call at the end; 401/403 stop the send (every other
   call would fail the same way);
-* the result is a :class:`SendReport` (delivered, gone, failed, retried, timing).
+* a retry after an *ambiguous* outcome (a 5xx answer, or a timeout or broken connection
+  after the request went out) may deliver the message twice: such recipients are listed
+  in :attr:`SendReport.ambiguous`;
+* the result is a :class:`SendReport` (delivered, gone, failed, ambiguous, retried, timing).
+
+Delivery is therefore *at least once* to live connections: every recipient that may have
+been sent the message twice is reported, none is silently lost.
 
 Large sends belong off the request path (a handler has at most 29 s): see
 :class:`SendJob` and :meth:`apigw_ws_core.app.WebSocketApp.send_in_background`.
@@ -69,6 +77,10 @@ class SendReport:
     :ivar throttled: 429 answers received.
     :ivar recipients: ids read from the target.
     :ivar first_error: the first non-410 error, as text (``None`` if none).
+    :ivar ambiguous: ids that may have received the message **twice**: a call with an
+        ambiguous outcome (5xx, or a timeout or broken connection after the request went
+        out: API Gateway may have delivered it) was followed by another call that went
+        out. They are also counted in ``delivered`` or ``failed``.
     """
 
     delivered: int = 0
@@ -81,6 +93,7 @@ class SendReport:
     throttled: int = 0
     recipients: int = 0
     first_error: str | None = None
+    ambiguous: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -107,6 +120,7 @@ class SendReport:
             "failed": len(self.failed),
             "retried": self.retried,
             "throttled": self.throttled,
+            "ambiguous": len(self.ambiguous),
             "elapsed": round(self.elapsed, 4),
             "first_error": self.first_error,
         }
@@ -189,10 +203,17 @@ class _State:
         policy: RetryPolicy,
         pacer: _Pacer | None,
         progress: Callable[[int], None] | None = None,
+        call_timeout: float = 5.0,
     ):
         self.lock = threading.Lock()
         self.progress = progress
         self.end = end
+        self.call_timeout = call_timeout
+        #: ids with a call whose outcome is unknown (it may have been delivered)
+        self.unsure: set[str] = set()
+        #: ids of ``unsure`` that got another call that went out: maybe delivered twice
+        self.ambiguous: list[str] = []
+        self.twice: set[str] = set()
         self.policy = policy
         self.pacer = pacer
         self.delivered = 0
@@ -213,6 +234,13 @@ class _State:
 
     def outcome(self, cid: str, exc: BaseException | None, attempt: int, now: float) -> float:
         """Record a finished call. Returns a retry delay, or ``-1`` when ``cid`` is done."""
+        if exc is None or (isinstance(exc, TransportError) and exc.ambiguous):
+            # this call may have delivered; so may an earlier one with an unknown outcome
+            if cid in self.unsure and cid not in self.twice:
+                self.twice.add(cid)
+                self.ambiguous.append(cid)
+            if exc is not None:
+                self.unsure.add(cid)
         if exc is None:
             self.delivered += 1
             self.attempted += 1
@@ -253,8 +281,9 @@ class _State:
         return self.fatal is not None or now >= self.end
 
     def attempt_timeout(self, now: float) -> float:
-        """Per-call timeout: the time left before the deadline, at least one second."""
-        return max(1.0, self.end - now)
+        """Per-call timeout: ``call_timeout``, or less when the deadline is nearer (but
+        at least one second, so that a call started just before it can still finish)."""
+        return min(self.call_timeout, max(1.0, self.end - now))
 
 
 class _Gate:
@@ -340,6 +369,7 @@ def fanout(
     max_rate: float | None = None,
     policy: RetryPolicy | None = None,
     progress: Callable[[int], None] | None = None,
+    call_timeout: float = 5.0,
 ) -> SendReport:
     """Send ``data`` to every id in ``batches``; block until done or the deadline.
 
@@ -356,6 +386,11 @@ def fanout(
     :param max_rate: calls per second at most (``None``: unpaced). API Gateway's account
         throttle of 10,000 requests/s is shared by every API and ``@connections`` call.
     :param policy: a :class:`RetryPolicy` (overrides ``max_attempts``/``base_delay``).
+    :param call_timeout: seconds one Management API call may take (connect, send, answer)
+        before it counts as failed and is retried; a call in flight when the deadline
+        passes still gets up to one second. Applies to an
+        :class:`~apigw_ws_core.transport.AsyncTransport` (the Management API transport);
+        another :class:`~apigw_ws_core.transport.Transport` bounds its own calls.
     :param progress: called with the number of recipients that just finished (delivered,
         gone or failed; not-attempted ones at the end), for progress bars. It runs on the
         sending threads (the transport's event loop for an ``AsyncTransport``): keep it
@@ -370,12 +405,15 @@ def fanout(
         raise ValueError("concurrency must be at least 1")
     if max_rate is not None and max_rate <= 0:
         raise ValueError("max_rate must be positive")
+    if call_timeout <= 0:
+        raise ValueError("call_timeout must be positive")
     started = time.monotonic()
     state = _State(
         started + deadline,
         policy or RetryPolicy(max_attempts=max_attempts, base_delay=base_delay),
         _Pacer(max_rate) if max_rate else None,
         progress,
+        call_timeout,
     )
     skipped: list[str] = []
     for _ in range(8):  # forwarding wrappers: send through what they forward to
@@ -408,15 +446,24 @@ def fanout(
         throttled=state.throttled,
         recipients=state.recipients,
         first_error=state.first_error,
+        ambiguous=tuple(state.ambiguous),
     )
     if report.failed:
         log.warning(
-            "send: %d delivered, %d gone, %d failed (%d not attempted); first error: %s",
+            "send: %d delivered, %d gone, %d failed (%d not attempted), "
+            "%d maybe delivered twice; first error: %s",
             report.delivered,
             len(report.gone),
             len(report.failed),
             len(skipped),
+            len(report.ambiguous),
             report.first_error or "deadline reached",
+        )
+    elif report.ambiguous:
+        log.warning(
+            "send: %d delivered, %d of them maybe twice (retried after a 5xx or a timeout)",
+            report.delivered,
+            len(report.ambiguous),
         )
     if isinstance(state.fatal, ConfigurationError):
         raise state.fatal
@@ -647,6 +694,41 @@ class SendJob:
         if self.sender is None:
             raise RuntimeError("this SendJob is not bound to an app; use app.run_send_job(job)")
         return self.sender(self.payload, **self.target)
+
+    def describe(self) -> str:
+        """The target as text for log lines, e.g. ``channel='room-1'``."""
+        return ", ".join(f"{key}={value!r}" for key, value in self.target.items()) or "nobody"
+
+    def run_logged(self) -> SendReport:
+        """Run the send (as :meth:`__call__`) and log a failure at ERROR, with the target,
+        the counts and the cause, so that nothing fails unseen when no one reads the
+        result (a background send's ``Future``). The report or exception is returned or
+        raised unchanged."""
+        try:
+            report = self()
+        except Exception as exc:
+            log.error(
+                "background send to %s (%d bytes) failed: %s: %s",
+                self.describe(),
+                len(self.payload),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            raise
+        if report.failed:
+            log.error(
+                "background send to %s: %d of %d recipient(s) failed, %d delivered "
+                "(%d maybe twice), %d gone; first error: %s",
+                self.describe(),
+                len(report.failed),
+                report.recipients,
+                report.delivered,
+                len(report.ambiguous),
+                len(report.gone),
+                report.first_error or "deadline reached",
+            )
+        return report
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the payload base64-encoded)."""

@@ -500,6 +500,22 @@ class _Conn:
         self.writer.close()
 
 
+class _Sent:
+    """Marks a network error raised after the request was written (outcome unknown)."""
+
+
+class _SentTimeout(_Sent, TimeoutError):
+    """No answer in time to a request that went out."""
+
+
+class _SentConnectionError(_Sent, ConnectionError):
+    """The connection failed after the request went out."""
+
+
+#: What a broken connection or a garbled answer raises while exchanging a request.
+_NETWORK_ERRORS = (OSError, EOFError, ValueError, asyncio.LimitOverrunError)
+
+
 class _HttpPool:
     """Kept-alive HTTP/1.1 connections to one origin; used only on one event loop.
 
@@ -582,6 +598,7 @@ class _HttpPool:
     async def _exchange(
         self, conn: _Conn, method: str, head: bytes, body: bytes, deadline: float, reused: bool
     ) -> _Response:
+        written = False
         received = False
         ok = False
         conn.deadline = deadline
@@ -590,6 +607,7 @@ class _HttpPool:
             self._watchdog = self.loop.create_task(self._watch())
         try:
             writer = conn.writer
+            written = True  # from here on the server may act on the request
             if len(body) <= 16384:
                 writer.write(head + body)
             else:
@@ -612,12 +630,14 @@ class _HttpPool:
             ok = True
         except Exception as exc:
             if conn.timed_out:
-                raise TimeoutError("request timed out") from exc
+                raise (_SentTimeout if written else TimeoutError)("request timed out") from exc
             stale = isinstance(exc, (ConnectionResetError, BrokenPipeError)) or (
                 isinstance(exc, asyncio.IncompleteReadError) and not exc.partial
             )
             if reused and not received and stale:
                 raise _StaleConnection() from exc
+            if written and isinstance(exc, _NETWORK_ERRORS):
+                raise _SentConnectionError(repr(exc)) from exc
             raise
         finally:
             self._busy.discard(conn)
@@ -859,13 +879,17 @@ class ManagementApiTransport(AsyncTransport):
         try:
             return await self._get_pool().request(method, head, body, timeout or self.timeout)
         except TimeoutError as exc:
-            raise TransportError(f"Management API call timed out ({method})") from exc
+            raise TransportError(
+                f"Management API call timed out ({method})", sent=isinstance(exc, _Sent)
+            ) from exc
         except ssl.SSLCertVerificationError as exc:
             raise ConfigurationError(
                 f"TLS certificate verification failed for {self.hostname}: {exc}"
             ) from exc
         except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
-            raise TransportError(f"network error ({method}): {exc!r}") from exc
+            raise TransportError(
+                f"network error ({method}): {exc!r}", sent=isinstance(exc, _Sent)
+            ) from exc
 
     @staticmethod
     def _raise_for(resp: _Response, connection_id: str) -> None:

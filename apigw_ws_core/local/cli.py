@@ -144,6 +144,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fault injection: answer every N-th POST @connections with 429 (default: off)",
     )
     server.add_argument(
+        "--inject-5xx-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fault injection: deliver every N-th POST @connections, then answer it 500 "
+        "(a retrying sender delivers it twice; default: off)",
+    )
+    server.add_argument(
+        "--inject-hang-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fault injection: deliver every N-th POST @connections, then never answer "
+        "(default: off)",
+    )
+    server.add_argument(
+        "--drop-disconnect-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fault injection: skip every N-th $disconnect call (1: all; default: off)",
+    )
+    server.add_argument(
         "--write-buffer-limit",
         type=int,
         default=1 << 20,
@@ -292,6 +315,9 @@ def build_options(args: argparse.Namespace) -> GatewayOptions:
         throttle_burst=args.throttle_burst,
         write_buffer_high_water=args.write_buffer_limit,
         inject_429_every=args.inject_429_every,
+        inject_5xx_every=args.inject_5xx_every,
+        inject_hang_every=args.inject_hang_every,
+        drop_disconnect_every=args.drop_disconnect_every,
         special_char_ids=args.special_char_ids,
         message_log_size=args.message_log_size,
         require_sigv4=not args.no_sigv4_check,

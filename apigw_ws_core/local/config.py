@@ -291,6 +291,17 @@ class GatewayOptions:
         N-th ``POST @connections`` with 429 ``LimitExceededException`` (0: off). Counted
         in the ``management_injected_429`` counter; changeable at run time through
         ``Gateway.inject_429_every``.
+    :ivar inject_5xx_every: fault injection: every N-th ``POST @connections`` that was
+        delivered is then answered 500 ``InternalServerErrorException`` (0: off), as when
+        AWS delivers a message and its answer fails: a sender that retries delivers it
+        twice. Counted in ``management_injected_5xx``.
+    :ivar inject_hang_every: fault injection: every N-th ``POST @connections`` that was
+        delivered then never answers (0: off): the caller learns nothing until its own
+        timeout (the call is released when the gateway shuts down). Counted in
+        ``management_injected_hang``.
+    :ivar drop_disconnect_every: fault injection: every N-th ``$disconnect`` call is not
+        made (1: none is; 0: off), as when the backend was down or killed while clients
+        closed. Counted in ``disconnects_dropped``.
     :ivar max_frame_size: largest accepted client frame; larger closes with 1009 (AWS: 32 KiB).
     :ivar max_message_size: largest accepted client message; larger closes with 1009 (AWS: 128 KiB).
     :ivar max_post_size: largest ``POST @connections`` body; larger answers 413 (AWS: 128 KiB).
@@ -320,6 +331,9 @@ class GatewayOptions:
     throttle_burst: int | None = None
     write_buffer_high_water: int = 1 << 20
     inject_429_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    inject_5xx_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    inject_hang_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    drop_disconnect_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     max_frame_size: int = 32 * 1024
     max_message_size: int = 128 * 1024
     max_post_size: int = 128 * 1024

@@ -113,12 +113,23 @@ class Gateway:
                 "management_throttled",
                 "management_gone",
                 "management_injected_429",
+                "management_injected_5xx",
+                "management_injected_hang",
+                "disconnects_dropped",
             ),
             0,
         )
         #: Answer every N-th ``POST @connections`` with 429 (0: off); see
         #: :attr:`GatewayOptions.inject_429_every`. Tests may change it at run time.
         self.inject_429_every = self.options.inject_429_every
+        #: Faults after delivery and lost ``$disconnect`` calls (see :class:`GatewayOptions`);
+        #: changeable at run time, also through ``POST /_local/faults``.
+        self.inject_5xx_every = self.options.inject_5xx_every
+        self.inject_hang_every = self.options.inject_hang_every
+        self.drop_disconnect_every = self.options.drop_disconnect_every
+        self._delivered_posts = 0
+        self._disconnects_seen = 0
+        self._release_hangs: asyncio.Event | None = None
         self.runner = IntegrationRunner(api, self.options)
         self._bucket = (
             TokenBucket(self.options.throttle_rps, self.options.throttle_burst)
@@ -143,6 +154,8 @@ class Gateway:
             app.router.add_post("/_local/connections/{connection_id}/close", self._local_close)
             app.router.add_get("/_local/stats", self._local_stats)
             app.router.add_get("/_local/config", self._local_config)
+            app.router.add_get("/_local/faults", self._local_faults)
+            app.router.add_post("/_local/faults", self._local_faults)
         app.router.add_route("*", "/@connections/{connection_id}", self._management)
         app.router.add_route("*", "/{stage}/@connections/{connection_id}", self._management)
         app.router.add_route("*", "/@connections{tail:.*}", self._management_malformed)
@@ -174,6 +187,8 @@ class Gateway:
         if self._shutting_down:
             return
         self._shutting_down = True
+        if self._release_hangs is not None:
+            self._release_hangs.set()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self.connections.values()):
@@ -284,6 +299,11 @@ class Gateway:
         route = self.api.routes.get(DISCONNECT)
         if route is None:
             return
+        if self.drop_disconnect_every:
+            self._disconnects_seen += 1
+            if self._disconnects_seen % self.drop_disconnect_every == 0:
+                self.counters["disconnects_dropped"] += 1
+                return
         inv = Invocation(
             "DISCONNECT",
             DISCONNECT,
@@ -614,6 +634,17 @@ class Gateway:
         if not await self._deliver(conn, body, "management"):
             self.counters["management_gone"] += 1
             return _gone(cid)
+        if self.inject_5xx_every or self.inject_hang_every:
+            self._delivered_posts += 1
+            if self.inject_5xx_every and self._delivered_posts % self.inject_5xx_every == 0:
+                self.counters["management_injected_5xx"] += 1
+                return _aws_error(500, "InternalServerErrorException", "Internal server error")
+            if self.inject_hang_every and self._delivered_posts % self.inject_hang_every == 0:
+                self.counters["management_injected_hang"] += 1
+                if self._release_hangs is None:
+                    self._release_hangs = asyncio.Event()
+                await self._release_hangs.wait()  # until shutdown
+                return _aws_error(504, "GatewayTimeoutException", "never answered")
         return web.json_response({}, headers={"x-amzn-RequestId": new_request_id()})
 
     async def _management_malformed(self, request: web.Request) -> web.StreamResponse:
@@ -710,6 +741,29 @@ class Gateway:
     async def _local_stats(self, request: web.Request) -> web.Response:
         """Serve :meth:`stats`."""
         return web.json_response(self.stats())
+
+    #: Fault settings ``/_local/faults`` reads and changes.
+    FAULTS = ("inject_429_every", "inject_5xx_every", "inject_hang_every", "drop_disconnect_every")
+
+    async def _local_faults(self, request: web.Request) -> web.Response:
+        """Test hook: read (GET) or change (POST a JSON object) the fault settings,
+        e.g. ``{"drop_disconnect_every": 1}``; answers the settings now in force."""
+        if request.method == "POST":
+            try:
+                spec = await request.json()
+            except ValueError:
+                return web.json_response({"message": "body must be JSON"}, status=400)
+            if not isinstance(spec, dict) or not all(
+                key in self.FAULTS and isinstance(value, int) and value >= 0
+                for key, value in spec.items()
+            ):
+                return web.json_response(
+                    {"message": f"expected an object of {', '.join(self.FAULTS)}: int >= 0"},
+                    status=400,
+                )
+            for key, value in spec.items():
+                setattr(self, key, value)
+        return web.json_response({key: getattr(self, key) for key in self.FAULTS})
 
     async def _local_config(self, request: web.Request) -> web.Response:
         """Serve the effective API definition and options."""

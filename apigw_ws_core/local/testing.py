@@ -163,6 +163,13 @@ class _Inspector:
         result: dict[str, Any] = self._local("GET", "stats")
         return result
 
+    def faults(self, **settings: int) -> dict[str, int]:
+        """Change fault injection settings (``inject_429_every``, ``inject_5xx_every``,
+        ``inject_hang_every``, ``drop_disconnect_every``; 0 turns one off) and return all
+        of them as now in force. Counters are in :meth:`stats`."""
+        result: dict[str, int] = self._local("POST", "faults", settings)
+        return result
+
     def force_close(
         self, connection_id: str, code: int = 1001, reason: str = "", *, abort: bool = False
     ) -> bool:

@@ -121,6 +121,7 @@ def test_server_closing_without_answer_is_a_network_error(server, transport):
     with pytest.raises(TransportError) as info:
         transport.post("a", b"1")
     assert info.value.status is None
+    assert info.value.sent and info.value.ambiguous  # it went out: outcome unknown
     assert len(server.requests) == 1  # a fresh connection is never silently re-sent
 
 
@@ -141,6 +142,7 @@ def test_timeout(server):
         with pytest.raises(TransportError, match="timed out") as info:
             t.post("a", b"1")
         assert info.value.status is None
+        assert info.value.sent and info.value.ambiguous  # it went out: outcome unknown
         assert time.monotonic() - start < 2
         server.handler = lambda r: status(200)
         t.post("b", b"1")  # the timed-out connection was dropped, a new one works
@@ -154,6 +156,7 @@ def test_connection_refused_is_a_network_error():
         with pytest.raises(TransportError) as info:
             t.post("a", b"1")
         assert info.value.status is None
+        assert not info.value.sent and not info.value.ambiguous  # nothing went out
     finally:
         t.close()
 

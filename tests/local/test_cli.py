@@ -168,8 +168,16 @@ def test_build_options_and_ready_line() -> None:
             "3",
             "--no-sigv4-check",
             "--no-local-endpoints",
+            "--inject-5xx-every",
+            "7",
+            "--inject-hang-every",
+            "11",
+            "--drop-disconnect-every",
+            "1",
         )
     )
+    assert (options.inject_5xx_every, options.inject_hang_every) == (7, 11)
+    assert options.drop_disconnect_every == 1
     assert (options.idle_timeout, options.max_duration) == (5, 60)
     assert options.management_latency_ms == 20
     assert (options.throttle_rps, options.throttle_burst) == (100, 10)

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 
 from apigw_ws_core.local import config_from_backend
-from apigw_ws_core.local.testing import management_client
+from apigw_ws_core.local.testing import management_client, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -226,6 +226,64 @@ def test_injected_429_every_nth_post(
         assert [ws.recv(timeout=5) for _ in range(4)] == ["m0", "m1", "m3", "m4"]
     assert outcomes == ["ok", "ok", "429", "ok", "ok", "429"]
     assert gw.stats()["counters"]["management_injected_429"] == 2
+
+
+def test_injected_5xx_after_delivery_and_hang(
+    gateway_factory: Any, backend: Any, open_connection: Any
+) -> None:
+    gw = gateway_factory(config_from_backend(backend.url), inject_5xx_every=2)
+    ws, cid = open_connection(gw)
+    client = management_client(gw.management_endpoint)  # no retries
+    outcomes = []
+    with ws:
+        for n in range(4):
+            try:
+                client.post_to_connection(ConnectionId=cid, Data=f"m{n}".encode())
+                outcomes.append("ok")
+            except client.exceptions.ClientError as exc:
+                outcomes.append(str(exc.response["ResponseMetadata"]["HTTPStatusCode"]))
+        # a 500 answer still delivered the message
+        assert [ws.recv(timeout=5) for _ in range(4)] == ["m0", "m1", "m2", "m3"]
+        assert outcomes == ["ok", "500", "ok", "500"]
+        assert gw.stats()["counters"]["management_injected_5xx"] == 2
+
+        assert gw.faults(inject_5xx_every=0, inject_hang_every=1)["inject_hang_every"] == 1
+        impatient = management_client(gw.management_endpoint, read_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(Exception, match=r"(?i)timeout|timed out"):
+            impatient.post_to_connection(ConnectionId=cid, Data=b"lost answer")
+        assert time.monotonic() - started < 3
+        assert ws.recv(timeout=5) == "lost answer"  # delivered, never answered
+        assert gw.stats()["counters"]["management_injected_hang"] == 1
+        assert gw.faults(inject_hang_every=0)["inject_hang_every"] == 0
+        client.post_to_connection(ConnectionId=cid, Data=b"fine")
+        assert ws.recv(timeout=5) == "fine"
+
+
+def test_faults_endpoint_validates(gateway_factory: Any, backend: Any) -> None:
+    gw = gateway_factory(config_from_backend(backend.url))
+    assert gw.faults() == {
+        "inject_429_every": 0,
+        "inject_5xx_every": 0,
+        "inject_hang_every": 0,
+        "drop_disconnect_every": 0,
+    }
+    for bad in ({"inject_5xx_every": -1}, {"nope": 1}, {"inject_hang_every": "2"}):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            gw.faults(**bad)
+        assert info.value.code == 400
+
+
+def test_dropped_disconnects(gateway_factory: Any, backend: Any, open_connection: Any) -> None:
+    gw = gateway_factory(config_from_backend(backend.url), drop_disconnect_every=2)
+    for _ in range(4):
+        ws, _cid = open_connection(gw)
+        ws.close()
+    wait_until(lambda: gw.stats()["counters"]["disconnects"] == 4)
+    wait_until(lambda: len(backend.requests_for("disconnect")) == 2)
+    time.sleep(0.2)
+    assert len(backend.requests_for("disconnect")) == 2
+    assert gw.stats()["counters"]["disconnects_dropped"] == 2
 
 
 def test_full_client_buffer_gives_429(gateway_factory: Any, backend: Any, raw_client: Any) -> None:

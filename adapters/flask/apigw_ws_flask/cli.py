@@ -120,15 +120,13 @@ def send_command(
             payload,
             batches,
             storage=core.storage,
-            concurrency=1 if connection_id else cfg.send_concurrency,
-            deadline=cfg.send_deadline,
-            max_attempts=cfg.send_max_attempts,
             progress=advance,
+            **cfg.send_options(concurrency=1 if connection_id else None),
         )
     click.echo(
         f"Delivered {report.delivered} of {total}; gone {len(report.gone)} "
         f"(marked disconnected {report.marked_disconnected}); failed {len(report.failed)}; "
-        f"retried {report.retried}; {report.elapsed:.2f}s"
+        f"retried {report.retried}; maybe twice {len(report.ambiguous)}; {report.elapsed:.2f}s"
     )
     if not report.ok:
         raise SystemExit(1)

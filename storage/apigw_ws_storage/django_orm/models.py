@@ -92,15 +92,12 @@ class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
 
         app = app or _default_app()
         payload = check_size(encode_payload(data))
-        cfg = app.config
         return fanout(
             app.transport,
             payload,
             self.iter_connection_ids(batch_size),
             storage=app.storage,
-            concurrency=cfg.send_concurrency,
-            deadline=cfg.send_deadline,
-            max_attempts=cfg.send_max_attempts,
+            **app.config.send_options(),
         )
 
 

@@ -110,10 +110,11 @@ class Command(BaseCommand):
                 payload,
                 app.recipients(**target),
                 storage=app.storage,
-                concurrency=1 if "connection_id" in target else cfg.send_concurrency,
-                deadline=options["deadline"] or cfg.send_deadline,
-                max_attempts=cfg.send_max_attempts,
                 progress=progress.advance,
+                **cfg.send_options(
+                    concurrency=1 if "connection_id" in target else None,
+                    deadline=options["deadline"] or None,
+                ),
             )
         except ApigwWsError as exc:
             raise CommandError(str(exc)) from exc
@@ -182,6 +183,7 @@ class Command(BaseCommand):
         self.stdout.write(
             style(
                 f"Delivered {report.delivered}, gone {len(report.gone)}, failed "
-                f"{len(report.failed)}, retried {report.retried} in {report.elapsed:.2f}s."
+                f"{len(report.failed)}, retried {report.retried}, maybe twice "
+                f"{len(report.ambiguous)} in {report.elapsed:.2f}s."
             )
         )
