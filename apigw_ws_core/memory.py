@@ -5,8 +5,9 @@ For tests, demos and single-process apps. Everything is lost when the process ex
 
 from __future__ import annotations
 
+import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -14,6 +15,8 @@ import attrs
 from apigw_ws_core.storage import (
     CleanupReport,
     GatewayRecord,
+    HistoryMessage,
+    HistoryPage,
     Presence,
     Session,
     Storage,
@@ -34,6 +37,9 @@ class MemoryStorage(Storage):
         self.tokens: dict[str, Token] = {}
         self.counters: dict[tuple[str, datetime], tuple[int, datetime]] = {}
         self.gateways: dict[str, GatewayRecord] = {}
+        #: channel -> (epoch, last offset); channel -> offset -> (message, expires_at)
+        self.history_state: dict[str, tuple[str, int]] = {}
+        self.history: dict[str, dict[int, tuple[HistoryMessage, datetime | None]]] = {}
 
     def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
         """See :meth:`Storage.create_session`."""
@@ -99,9 +105,11 @@ class MemoryStorage(Storage):
         *,
         channel: str | None = None,
         user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
         batch_size: int = 500,
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connection_ids`."""
+        wanted = dict(attributes or {}).items()
         with self._lock:
             ids = sorted(
                 cid
@@ -109,9 +117,77 @@ class MemoryStorage(Storage):
                 if s.connected
                 and (user_id is None or s.user_id == user_id)
                 and (channel is None or channel in self.subscriptions.get(cid, {}))
+                and wanted <= s.attributes.items()
             )
         for i in range(0, len(ids), batch_size):
             yield ids[i : i + batch_size]
+
+    def user_sessions(
+        self, user_id: str, *, channel: str | None = None, limit: int = 100
+    ) -> list[Session]:
+        """See :meth:`Storage.user_sessions`."""
+        with self._lock:
+            found = [
+                s
+                for cid, s in self.sessions.items()
+                if s.connected
+                and s.user_id == user_id
+                and (channel is None or channel in self.subscriptions.get(cid, {}))
+            ]
+        found.sort(key=lambda s: (s.connected_at, s.connection_id))
+        return found[:limit]
+
+    def append_history(
+        self,
+        channel: str,
+        payload: bytes,
+        now: datetime,
+        *,
+        size: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[int, str]:
+        """See :meth:`Storage.append_history` (trims exactly to ``size``)."""
+        expires = None if ttl_seconds is None else now + timedelta(seconds=ttl_seconds)
+        with self._lock:
+            epoch, last = self.history_state.get(channel) or (secrets.token_urlsafe(6), 0)
+            offset = last + 1
+            self.history_state[channel] = (epoch, offset)
+            kept = self.history.setdefault(channel, {})
+            kept[offset] = (
+                HistoryMessage(
+                    channel=channel, offset=offset, epoch=epoch, payload=payload, created_at=now
+                ),
+                expires,
+            )
+            if size is not None:
+                for old in [o for o in kept if o <= offset - size]:
+                    del kept[old]
+        return offset, epoch
+
+    def read_history(
+        self, channel: str, now: datetime, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """See :meth:`Storage.read_history`."""
+        with self._lock:
+            epoch, offset = self.history_state.get(channel) or ("", 0)
+            live = sorted(
+                (o, msg)
+                for o, (msg, exp) in self.history.get(channel, {}).items()
+                if exp is None or exp > now
+            )
+        if since is None:
+            picked = live[-limit:] if limit > 0 else []
+        else:
+            picked = [item for item in live if item[0] > since][:limit]
+        return HistoryPage(
+            channel=channel, epoch=epoch, offset=offset, messages=tuple(m for _, m in picked)
+        )
+
+    def reset_history(self, channel: str) -> None:
+        """See :meth:`Storage.reset_history`."""
+        with self._lock:
+            self.history_state.pop(channel, None)
+            self.history.pop(channel, None)
 
     def presence(self, channel_name: str) -> Presence:
         """See :meth:`Storage.presence`."""
@@ -185,7 +261,15 @@ class MemoryStorage(Storage):
                 and s.disconnected_at is not None
                 and s.disconnected_at <= old_cutoff
             ]
+            expired = [
+                (ch, o)
+                for ch, kept in self.history.items()
+                for o, (_, exp) in kept.items()
+                if exp is not None and exp <= now
+            ]
             if not dry_run:
+                for ch, o in expired:
+                    del self.history[ch][o]
                 for h in tokens:
                     del self.tokens[h]
                 for k in counters:
@@ -198,4 +282,5 @@ class MemoryStorage(Storage):
             stale_sessions=len(stale),
             old_disconnected=len(old),
             counters=len(counters),
+            history_messages=len(expired),
         )

@@ -11,7 +11,7 @@ their primary keys with ``str()``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,8 @@ import attrs
 __all__ = [
     "CleanupReport",
     "GatewayRecord",
+    "HistoryMessage",
+    "HistoryPage",
     "Presence",
     "Session",
     "Storage",
@@ -46,6 +48,9 @@ class Session:
     api_id: str = ""
     connected_at: datetime
     disconnected_at: datetime | None = None
+    #: Connection attributes declared in ``Config.connection_attributes`` (validated
+    #: ``$connect`` query parameters and headers), stored with the session.
+    attributes: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -107,6 +112,32 @@ class Presence:
 
 
 @attrs.frozen(kw_only=True)
+class HistoryMessage:
+    """One message kept in a channel's history: its ``offset`` (1, 2, 3 ... within the
+    ``epoch``) and the payload exactly as the application sent it (before the envelope)."""
+
+    channel: str
+    offset: int
+    epoch: str
+    payload: bytes
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class HistoryPage:
+    """What :meth:`Storage.read_history` found.
+
+    ``epoch`` and ``offset`` are the channel's current position (``""`` and ``0`` if the
+    channel has no history yet); ``messages`` are in offset order.
+    """
+
+    channel: str
+    epoch: str
+    offset: int
+    messages: tuple[HistoryMessage, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class CleanupReport:
     """Row counts removed (or, with ``dry_run``, that would be) by :meth:`Storage.cleanup`."""
 
@@ -114,6 +145,7 @@ class CleanupReport:
     stale_sessions: int = 0
     old_disconnected: int = 0
     counters: int = 0
+    history_messages: int = 0
 
 
 class Storage(abc.ABC):
@@ -167,20 +199,68 @@ class Storage(abc.ABC):
         *,
         channel: str | None = None,
         user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
         batch_size: int = 500,
     ) -> Iterator[list[str]]:
         """Stream the ids of **connected** sessions in batches of at most ``batch_size``.
 
         With ``channel``: members of that channel; with ``user_id``: that user's
         connections; with both: the user's connections in the channel; with neither:
-        every connected session. Each id appears once. Must not load everything at once
-        (keyset pagination or a server-side cursor).
+        every connected session. ``attributes`` further keeps only sessions whose
+        :attr:`Session.attributes` hold every given ``name: value`` pair. Each id appears
+        once. Must not load everything at once (keyset pagination or a server-side
+        cursor).
         """
+
+    @abc.abstractmethod
+    def user_sessions(
+        self, user_id: str, *, channel: str | None = None, limit: int = 100
+    ) -> list[Session]:
+        """The **connected** sessions of ``user_id`` (in ``channel`` if given), oldest
+        first (by ``connected_at``, then connection id), at most ``limit``, in one query.
+        Presence events use it to tell a user's first connection from a second one."""
 
     @abc.abstractmethod
     def presence(self, channel_name: str) -> Presence:
         """Distinct user ids (anonymous connections excluded) and the number of connected
         sessions in a channel."""
+
+    # --- channel history -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def append_history(
+        self,
+        channel: str,
+        payload: bytes,
+        now: datetime,
+        *,
+        size: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[int, str]:
+        """Give ``payload`` the channel's next offset and keep it; return ``(offset,
+        epoch)``. One unit of work (one transaction), whatever the number of recipients.
+
+        The first append to a channel without history starts a new epoch (a new random
+        string of 1-16 URL-safe characters) at offset 1. Offsets only grow, by exactly one
+        per append, also under concurrency, and appends become visible in offset order
+        (no reader ever sees offset ``n + 1`` without ``n``). The message expires at ``now
+        + ttl_seconds`` (never, if ``None``). With ``size``, messages older than the
+        newest ``size`` are removed, at the latest after 16 more appends (so the work per
+        append stays bounded)."""
+
+    @abc.abstractmethod
+    def read_history(
+        self, channel: str, now: datetime, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """The channel's position and its unexpired messages, in offset order.
+
+        With ``since``: the first ``limit`` messages with an offset above ``since``;
+        without: the newest ``limit`` messages. Reads only (never creates an epoch)."""
+
+    @abc.abstractmethod
+    def reset_history(self, channel: str) -> None:
+        """Forget the channel's messages and position: the next append starts a new
+        epoch, which tells recovering clients that history no longer reaches back."""
 
     # --- tokens --------------------------------------------------------------------
 
@@ -224,10 +304,10 @@ class Storage(abc.ABC):
         keep_disconnected_seconds: int = 86400,
         dry_run: bool = False,
     ) -> CleanupReport:
-        """Remove expired or consumed tokens, expired counters, mark connected sessions
-        older than ``session_max_age_seconds`` (API Gateway's 2 h maximum) disconnected,
-        and delete disconnected sessions older than ``keep_disconnected_seconds``. With
-        ``dry_run`` count only."""
+        """Remove expired or consumed tokens, expired counters and expired history
+        messages, mark connected sessions older than ``session_max_age_seconds`` (API
+        Gateway's 2 h maximum) disconnected, and delete disconnected sessions older than
+        ``keep_disconnected_seconds``. With ``dry_run`` count only."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connection pools). Optional."""

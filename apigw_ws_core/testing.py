@@ -436,6 +436,147 @@ class StorageContract:
         again = storage.cleanup(now)
         assert (again.expired_tokens, again.stale_sessions, again.old_disconnected) == (0, 0, 0)
 
+    # --- connection attributes -----------------------------------------------------
+
+    def test_session_attributes(self, storage: Storage) -> None:
+        attrs_ = {"device": "mobile", "locale": "de-CH", "app": "ünïcode ✓"}
+        storage.create_session(_session("attr-mobile-001=", channel="a", attributes=attrs_))
+        storage.create_session(
+            _session("attr-desk-00001=", channel="a", attributes={"device": "desktop"})
+        )
+        storage.create_session(_session("attr-none-00001=", channel="b"))
+        storage.create_session(
+            _session("attr-mobile-002=", channel="b", user="1", attributes={"device": "mobile"})
+        )
+        got = storage.get_session("attr-mobile-001=")
+        assert got is not None and got.attributes == attrs_
+        none = storage.get_session("attr-none-00001=")
+        assert none is not None and none.attributes == {}
+        mobile = {"device": "mobile"}
+        assert _all(storage, attributes=mobile) == ["attr-mobile-001=", "attr-mobile-002="]
+        assert _all(storage, channel="a", attributes=mobile) == ["attr-mobile-001="]
+        assert _all(storage, user_id="1", attributes=mobile) == ["attr-mobile-002="]
+        assert _all(storage, attributes={"device": "mobile", "locale": "de-CH"}) == [
+            "attr-mobile-001="
+        ]
+        assert _all(storage, attributes={"device": "tablet"}) == []
+        assert _all(storage, attributes={}) == sorted(
+            ["attr-mobile-001=", "attr-desk-00001=", "attr-none-00001=", "attr-mobile-002="]
+        )
+        storage.mark_disconnected(["attr-mobile-001="], _now())
+        assert _all(storage, attributes=mobile) == ["attr-mobile-002="]
+
+    def test_user_sessions(self, storage: Storage) -> None:
+        now = _now()
+        storage.create_session(
+            _session("us-b-0000000000=", channel="a", user="1", connected_at=now)
+        )
+        storage.create_session(
+            _session("us-a-0000000000=", channel="a", user="1", connected_at=now)
+        )
+        storage.create_session(
+            _session(
+                "us-c-0000000000=", channel="b", user="1", connected_at=now - timedelta(seconds=5)
+            )
+        )
+        storage.create_session(_session("us-d-0000000000=", channel="a", user="2"))
+        storage.create_session(_session("us-e-0000000000=", channel="a", user="1"))
+        storage.mark_disconnected(["us-e-0000000000="], now)
+        ids = [s.connection_id for s in storage.user_sessions("1")]
+        assert ids == ["us-c-0000000000=", "us-a-0000000000=", "us-b-0000000000="]
+        in_a = [s.connection_id for s in storage.user_sessions("1", channel="a")]
+        assert in_a == ["us-a-0000000000=", "us-b-0000000000="]
+        assert storage.user_sessions("1", channel="nowhere") == []
+        assert storage.user_sessions("3") == []
+        assert len(storage.user_sessions("1", limit=1)) == 1
+
+    # --- channel history -----------------------------------------------------------
+
+    def test_history_append_and_read(self, storage: Storage) -> None:
+        now = _now()
+        empty = storage.read_history("room", now)
+        assert (empty.epoch, empty.offset, empty.messages) == ("", 0, ())
+        payloads = [b'{"n":%d}' % i for i in range(5)]
+        positions = [storage.append_history("room", p, now) for p in payloads]
+        epoch = positions[0][1]
+        assert 1 <= len(epoch) <= 16 and all(c.isalnum() or c in "-_" for c in epoch)
+        assert positions == [(i, epoch) for i in range(1, 6)]
+        page = storage.read_history("room", now)
+        assert (page.channel, page.epoch, page.offset) == ("room", epoch, 5)
+        assert [m.payload for m in page.messages] == payloads
+        assert [m.offset for m in page.messages] == [1, 2, 3, 4, 5]
+        assert all(m.epoch == epoch and m.channel == "room" for m in page.messages)
+        assert page.messages[0].created_at == now
+        since = storage.read_history("room", now, since=2)
+        assert [m.offset for m in since.messages] == [3, 4, 5]
+        assert [m.offset for m in storage.read_history("room", now, since=1, limit=2).messages] == [
+            2,
+            3,
+        ]
+        assert [m.offset for m in storage.read_history("room", now, limit=2).messages] == [4, 5]
+        assert storage.read_history("room", now, since=5).messages == ()
+        other = storage.append_history("other", b"x", now)
+        assert other[0] == 1
+        assert storage.read_history("room", now).offset == 5
+
+    def test_history_payloads_round_trip(self, storage: Storage) -> None:
+        now = _now()
+        big = bytes(range(256)) * 400  # 100 KiB, every byte value
+        for payload in (b"", b"\x00\xff\xfe", "ünïcode ✓".encode(), big):
+            offset, _ = storage.append_history("bin", payload, now)
+            got = storage.read_history("bin", now, since=offset - 1, limit=1).messages
+            assert got[0].payload == payload
+
+    def test_history_trimmed_by_size(self, storage: Storage) -> None:
+        now = _now()
+        for i in range(1, 61):
+            storage.append_history("sized", b"%d" % i, now, size=10)
+        kept = [m.offset for m in storage.read_history("sized", now, limit=1000).messages]
+        assert kept[-10:] == list(range(51, 61))
+        assert kept == list(range(kept[0], 61)) and len(kept) <= 10 + 16
+
+    def test_history_ttl_and_cleanup(self, storage: Storage) -> None:
+        now = _now()
+        storage.append_history("ttl", b"old", now - timedelta(seconds=120), ttl_seconds=60)
+        storage.append_history("ttl", b"new", now, ttl_seconds=60)
+        storage.append_history("keep", b"forever", now - timedelta(days=30))
+        page = storage.read_history("ttl", now)
+        assert [m.payload for m in page.messages] == [b"new"] and page.offset == 2
+        assert storage.read_history("ttl", now, since=0).messages[0].offset == 2
+        assert storage.cleanup(now, dry_run=True).history_messages == 1
+        assert storage.cleanup(now).history_messages == 1
+        assert storage.cleanup(now).history_messages == 0
+        later = now + timedelta(seconds=61)
+        assert storage.read_history("ttl", later).messages == ()
+        assert storage.read_history("ttl", later).offset == 2
+        assert [m.payload for m in storage.read_history("keep", later).messages] == [b"forever"]
+
+    def test_history_reset_starts_new_epoch(self, storage: Storage) -> None:
+        now = _now()
+        _, first = storage.append_history("reset", b"a", now)
+        storage.append_history("reset", b"b", now)
+        storage.reset_history("reset")
+        page = storage.read_history("reset", now)
+        assert (page.epoch, page.offset, page.messages) == ("", 0, ())
+        offset, second = storage.append_history("reset", b"c", now)
+        assert offset == 1 and second != first
+        storage.reset_history("never-had-history")
+
+    def test_history_concurrent_appends(
+        self, storage: Storage, storage_factory: Callable[[], Storage] | None
+    ) -> None:
+        now = _now()
+        results = run_race(
+            lambda s: s.append_history("race", b"m", now, size=100),
+            storage,
+            storage_factory,
+            threads=10,
+        )
+        assert sorted(o for o, _ in results) == list(range(1, 11))
+        assert len({e for _, e in results}) == 1
+        page = storage.read_history("race", now)
+        assert [m.offset for m in page.messages] == list(range(1, 11))
+
 
 def run_race(
     fn: Callable[[Storage], Any],

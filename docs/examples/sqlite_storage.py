@@ -12,19 +12,31 @@ Design choices worth copying into any backend:
   statement, so exactly one caller can get a token;
 * counters are one upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``);
 * connection ids are streamed with keyset pagination, never loaded all at once;
+* a channel's history position is one upsert ``... RETURNING`` in the same transaction as
+  the message insert, so offsets are handed out and committed in order;
 * times are stored as integer microseconds since the epoch, which round-trip exactly.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apigw_ws_core.storage import CleanupReport, GatewayRecord, Presence, Session, Storage, Token
+from apigw_ws_core.storage import (
+    CleanupReport,
+    GatewayRecord,
+    HistoryMessage,
+    HistoryPage,
+    Presence,
+    Session,
+    Storage,
+    Token,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -36,7 +48,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     connected INTEGER NOT NULL,
     source_ip TEXT NOT NULL, user_agent TEXT NOT NULL, stage TEXT NOT NULL, api_id TEXT NOT NULL,
     connected_at INTEGER NOT NULL,
-    disconnected_at INTEGER
+    disconnected_at INTEGER,
+    attributes TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
     connection_id TEXT NOT NULL REFERENCES sessions (connection_id) ON DELETE CASCADE,
@@ -61,6 +74,21 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (key, window_start)
 );
 CREATE TABLE IF NOT EXISTS gateways (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channel_history (
+    channel TEXT PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    last_offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history_messages (
+    channel TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    epoch TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (channel, "offset")
+);
+CREATE INDEX IF NOT EXISTS history_messages_expires_at ON history_messages (expires_at);
 """
 
 
@@ -71,6 +99,22 @@ def _us(moment: datetime) -> int:
 
 def _dt(value: int | None) -> datetime | None:
     return None if value is None else EPOCH + timedelta(microseconds=value)
+
+
+def _session(row: sqlite3.Row) -> Session:
+    return Session(
+        connection_id=row["connection_id"],
+        channel_name=row["channel_name"],
+        user_id=row["user_id"],
+        connected=bool(row["connected"]),
+        source_ip=row["source_ip"],
+        user_agent=row["user_agent"],
+        stage=row["stage"],
+        api_id=row["api_id"],
+        connected_at=EPOCH + timedelta(microseconds=row["connected_at"]),
+        disconnected_at=_dt(row["disconnected_at"]),
+        attributes=json.loads(row["attributes"]),
+    )
 
 
 class SqliteStorage(Storage):
@@ -107,7 +151,7 @@ class SqliteStorage(Storage):
         with self._transaction() as db:
             db.execute("DELETE FROM sessions WHERE connection_id = ?", (session.connection_id,))
             db.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO sessions VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?)",
                 (
                     session.connection_id,
                     session.channel_name,
@@ -117,6 +161,7 @@ class SqliteStorage(Storage):
                     session.stage,
                     session.api_id,
                     _us(session.connected_at),
+                    json.dumps(dict(session.attributes)),
                 ),
             )
             db.executemany(
@@ -133,20 +178,7 @@ class SqliteStorage(Storage):
             row = db.execute(
                 "SELECT * FROM sessions WHERE connection_id = ?", (connection_id,)
             ).fetchone()
-        if row is None:
-            return None
-        return Session(
-            connection_id=row["connection_id"],
-            channel_name=row["channel_name"],
-            user_id=row["user_id"],
-            connected=bool(row["connected"]),
-            source_ip=row["source_ip"],
-            user_agent=row["user_agent"],
-            stage=row["stage"],
-            api_id=row["api_id"],
-            connected_at=EPOCH + timedelta(microseconds=row["connected_at"]),
-            disconnected_at=_dt(row["disconnected_at"]),
-        )
+        return None if row is None else _session(row)
 
     def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
         """Bulk-mark sessions gone (500 ids per statement) and drop their subscriptions."""
@@ -204,6 +236,7 @@ class SqliteStorage(Storage):
         *,
         channel: str | None = None,
         user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
         batch_size: int = 500,
     ) -> Iterator[list[str]]:
         """Connected ids in batches, by keyset pagination on the primary key."""
@@ -218,6 +251,9 @@ class SqliteStorage(Storage):
         if user_id is not None:
             where.append("s.user_id = ?")
             params.append(user_id)
+        for name, value in (attributes or {}).items():
+            where.append("json_extract(s.attributes, ?) = ?")
+            params.extend([f'$."{name}"', value])
         sql = (
             f"SELECT s.connection_id FROM sessions s WHERE {' AND '.join(where)} "  # noqa: S608
             "ORDER BY s.connection_id LIMIT ?"
@@ -244,6 +280,95 @@ class SqliteStorage(Storage):
             ).fetchall()
         users = frozenset(row[0] for row in rows if row[0] is not None)
         return Presence(channel_name=channel_name, user_ids=users, connection_count=len(rows))
+
+    def user_sessions(
+        self, user_id: str, *, channel: str | None = None, limit: int = 100
+    ) -> list[Session]:
+        """The user's connected sessions (in ``channel``), oldest first."""
+        sql = "SELECT s.* FROM sessions s WHERE s.user_id = ? AND s.connected = 1"
+        params: list[Any] = [user_id]
+        if channel is not None:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM subscriptions m "
+                "WHERE m.connection_id = s.connection_id AND m.channel_name = ?)"
+            )
+            params.append(channel)
+        sql += " ORDER BY s.connected_at, s.connection_id LIMIT ?"
+        with self._transaction() as db:
+            return [_session(row) for row in db.execute(sql, [*params, limit])]
+
+    # --- channel history -------------------------------------------------------------
+
+    def append_history(
+        self,
+        channel: str,
+        payload: bytes,
+        now: datetime,
+        *,
+        size: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[int, str]:
+        """Next offset (one upsert) and the message, in one transaction; trims exactly."""
+        with self._transaction() as db:
+            offset, epoch = db.execute(
+                "INSERT INTO channel_history VALUES (?, ?, 1) ON CONFLICT (channel) "
+                "DO UPDATE SET last_offset = last_offset + 1 RETURNING last_offset, epoch",
+                (channel, secrets.token_urlsafe(6)),
+            ).fetchone()
+            expires = None if ttl_seconds is None else _us(now) + ttl_seconds * 1_000_000
+            db.execute(
+                "INSERT INTO history_messages VALUES (?, ?, ?, ?, ?, ?)",
+                (channel, offset, epoch, payload, _us(now), expires),
+            )
+            if size is not None:
+                db.execute(
+                    'DELETE FROM history_messages WHERE channel = ? AND "offset" <= ?',
+                    (channel, offset - size),
+                )
+        return int(offset), str(epoch)
+
+    def read_history(
+        self, channel: str, now: datetime, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """The position and the unexpired messages after ``since`` (or the newest)."""
+        live = 'channel = ? AND (expires_at IS NULL OR expires_at > ?) AND "offset" > ?'
+        with self._transaction() as db:
+            position = db.execute(
+                "SELECT epoch, last_offset FROM channel_history WHERE channel = ?", (channel,)
+            ).fetchone()
+            if position is None:
+                return HistoryPage(channel=channel, epoch="", offset=0)
+            if since is None:
+                rows = db.execute(
+                    f'SELECT * FROM history_messages WHERE {live} ORDER BY "offset" DESC LIMIT ?',  # noqa: S608
+                    (channel, _us(now), -1, limit),
+                ).fetchall()[::-1]
+            else:
+                rows = db.execute(
+                    f'SELECT * FROM history_messages WHERE {live} ORDER BY "offset" LIMIT ?',  # noqa: S608
+                    (channel, _us(now), since, limit),
+                ).fetchall()
+        return HistoryPage(
+            channel=channel,
+            epoch=position["epoch"],
+            offset=position["last_offset"],
+            messages=tuple(
+                HistoryMessage(
+                    channel=channel,
+                    offset=row["offset"],
+                    epoch=row["epoch"],
+                    payload=bytes(row["payload"]),
+                    created_at=EPOCH + timedelta(microseconds=row["created_at"]),
+                )
+                for row in rows
+            ),
+        )
+
+    def reset_history(self, channel: str) -> None:
+        """Forget the channel's history: the next append starts a new epoch."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM history_messages WHERE channel = ?", (channel,))
+            db.execute("DELETE FROM channel_history WHERE channel = ?", (channel,))
 
     # --- tokens --------------------------------------------------------------------
 
@@ -349,6 +474,7 @@ class SqliteStorage(Storage):
             ("sessions", "connected = 1 AND connected_at < ?", (stale_before,)),
             ("sessions", "connected = 0 AND disconnected_at < ?", (forget_before,)),
             ("counters", "expires_at <= ?", (t_now,)),
+            ("history_messages", "expires_at <= ?", (t_now,)),
         ]
         counts = []
         with self._transaction() as db:
@@ -382,9 +508,11 @@ class SqliteStorage(Storage):
                     (forget_before,),
                 )
                 db.execute("DELETE FROM counters WHERE expires_at <= ?", (t_now,))
+                db.execute("DELETE FROM history_messages WHERE expires_at <= ?", (t_now,))
         return CleanupReport(
             expired_tokens=counts[0],
             stale_sessions=counts[1],
             old_disconnected=counts[2],
             counters=counts[3],
+            history_messages=counts[4],
         )

@@ -1,7 +1,7 @@
 """Alembic autogenerate and the apigw-ws tables, on SQLite, PostgreSQL and MariaDB.
 
 Each test gets an empty database of its own (see ``tests/sqla/empty_db.py``). The
-autogenerate run must propose exactly our five tables with their indexes; once they exist
+autogenerate run must propose exactly our seven tables with their indexes; once they exist
 it must propose nothing (types, nullability, server defaults, indexes, keys all stable).
 The last test is the workflow ``docs/quickstart-flask.rst`` documents, with Alembic's own
 commands: ``init``, ``revision --autogenerate``, ``upgrade``, ``check``, ``downgrade``.

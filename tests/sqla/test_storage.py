@@ -160,6 +160,8 @@ def test_models_on_a_users_metadata():
         "myapp_ws_token",
         "myapp_ws_counter",
         "myapp_ws_gateway",
+        "myapp_ws_channel_history",
+        "myapp_ws_history_message",
     }
     assert models.session.__tablename__ == "myapp_ws_session"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="already declared"):

@@ -12,7 +12,12 @@ Every hot query has an index (see each model's ``Meta``):
 * sending: keyset pagination over ``(channel_name, session_id)`` of subscriptions,
   ``(user, connected, id)`` and ``(connected, id)`` of sessions;
 * tokens by hash (unique), counters by ``(key, window_start)`` (unique);
-* cleanup by ``expires_at`` and ``(connected, connected_at / disconnected_at)``.
+* cleanup by ``expires_at`` and ``(connected, connected_at / disconnected_at)``;
+* channel history: the position by ``channel`` (unique), messages by ``(channel, offset)``
+  (unique) and ``expires_at``.
+
+Connection attributes are a JSON field of the session:
+``WebSocketSession.objects.filter(connected=True, attributes__device="mobile")``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ if TYPE_CHECKING:
     from apigw_ws_core.fanout import SendReport
 
 __all__ = [
+    "ChannelHistory",
     "GatewayRecord",
+    "HistoryMessage",
     "RateLimitCounter",
     "WebSocketSession",
     "WebSocketSessionQuerySet",
@@ -131,6 +138,11 @@ class WebSocketSession(models.Model):
     api_id = models.CharField(max_length=64, blank=True, default="")
     connected_at = models.DateTimeField()
     disconnected_at = models.DateTimeField(null=True, blank=True)
+    attributes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Declared $connect query parameters and headers (name: value).",
+    )
 
     objects = WebSocketSessionQuerySet.as_manager()
 
@@ -165,6 +177,7 @@ class WebSocketSession(models.Model):
             api_id=self.api_id,
             connected_at=self.connected_at,
             disconnected_at=self.disconnected_at,
+            attributes={str(k): str(v) for k, v in (self.attributes or {}).items()},
         )
 
 
@@ -254,3 +267,39 @@ class GatewayRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.api_id or 'not created'}, {self.status})"
+
+
+class ChannelHistory(models.Model):
+    """The history position of one channel: the epoch and the last offset given out."""
+
+    channel = CaseSensitiveCharField(max_length=100, unique=True)
+    epoch = models.CharField(max_length=16)
+    last_offset = models.BigIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "channel history"
+        verbose_name_plural = "channel histories"
+
+    def __str__(self) -> str:
+        return f"{self.channel}@{self.epoch}:{self.last_offset}"
+
+
+class HistoryMessage(models.Model):
+    """A message kept in a channel's history (the payload as sent, before the envelope)."""
+
+    channel = CaseSensitiveCharField(max_length=100)
+    offset = models.BigIntegerField()
+    epoch = models.CharField(max_length=16)
+    payload = models.BinaryField()
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name = "history message"
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "offset"], name="apigw_ws_history_offset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}#{self.offset}"

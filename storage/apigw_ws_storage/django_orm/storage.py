@@ -16,6 +16,11 @@ method                 statements
 ``incr_counter``       one upsert ``... RETURNING`` (PostgreSQL, SQLite, MariaDB); MySQL:
                        upsert + ``SELECT LAST_INSERT_ID()`` on the same connection
 ``subscribe``          one ``INSERT ... SELECT`` that ignores duplicates
+``append_history``     one transaction: the position upsert ``... RETURNING`` (PostgreSQL,
+                       SQLite, MariaDB; MySQL: ``SELECT ... FOR UPDATE`` + UPDATE/INSERT +
+                       SELECT), one INSERT of the message, and on every 16th offset one
+                       DELETE of the messages beyond the history size
+``read_history``       two SELECTs (position; a range of the ``(channel, offset)`` index)
 =====================  =====================================================================
 
 Exactly-once token consumption holds under any concurrency because the DELETE both tests
@@ -28,7 +33,8 @@ key field (``str(user.pk)`` on the way out). ``USE_TZ`` must be ``True``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -42,6 +48,8 @@ from django.utils.dateparse import parse_datetime
 from apigw_ws_core.storage import (
     CleanupReport,
     GatewayRecord,
+    HistoryMessage,
+    HistoryPage,
     Presence,
     Session,
     Storage,
@@ -138,6 +146,7 @@ class DjangoStorage(Storage):
             "api_id": session.api_id,
             "connected_at": session.connected_at,
             "disconnected_at": session.disconnected_at,
+            "attributes": dict(session.attributes),
         }
 
     def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
@@ -213,11 +222,12 @@ class DjangoStorage(Storage):
         "api_id",
         "connected_at",
         "disconnected_at",
+        "attributes",
     )
 
     @staticmethod
     def _session_record(row: Sequence[Any]) -> Session:
-        cid, channel, user, connected, ip, ua, stage, api, at, gone = row
+        cid, channel, user, connected, ip, ua, stage, api, at, gone, attributes = row
         return Session(
             connection_id=cid,
             channel_name=channel,
@@ -229,6 +239,7 @@ class DjangoStorage(Storage):
             api_id=api,
             connected_at=at,
             disconnected_at=gone,
+            attributes={str(k): str(v) for k, v in (attributes or {}).items()},
         )
 
     def get_session(self, connection_id: str) -> Session | None:
@@ -311,10 +322,12 @@ class DjangoStorage(Storage):
         *,
         channel: str | None = None,
         user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
         batch_size: int = 500,
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connection_ids`: keyset pagination on the session's
-        primary key, one indexed query per batch."""
+        primary key, one indexed query per batch (an attribute filter adds a JSON key
+        comparison per attribute)."""
         try:
             user_pk = self._user_pk(user_id)
         except ValueError:
@@ -327,11 +340,15 @@ class DjangoStorage(Storage):
             )
             if user_id is not None:
                 qs = qs.filter(session__user_id=user_pk)
+            for name, wanted in (attributes or {}).items():
+                qs = qs.filter(**{f"session__attributes__{name}": wanted})
             key, value = "session_id", "session__connection_id"
         else:
             qs = m.WebSocketSession.objects.using(self.using).filter(connected=True)
             if user_id is not None:
                 qs = qs.filter(user_id=user_pk)
+            for name, wanted in (attributes or {}).items():
+                qs = qs.filter(**{f"attributes__{name}": wanted})
             key, value = "id", "connection_id"
         qs = qs.order_by(key)
         last: int | None = None
@@ -344,6 +361,21 @@ class DjangoStorage(Storage):
             yield [cid for _, cid in rows]
             if len(rows) < batch_size:
                 return
+
+    def user_sessions(
+        self, user_id: str, *, channel: str | None = None, limit: int = 100
+    ) -> list[Session]:
+        """See :meth:`Storage.user_sessions` (one SELECT on the ``(user, connected)``
+        index)."""
+        try:
+            user_pk = self._user_pk(user_id)
+        except ValueError:
+            return []
+        qs = m.WebSocketSession.objects.using(self.using).filter(user_id=user_pk, connected=True)
+        if channel is not None:
+            qs = qs.filter(subscriptions__channel_name=channel)
+        rows = qs.order_by("connected_at", "connection_id").values_list(*self._SESSION_COLUMNS)
+        return [self._session_record(row) for row in rows[:limit]]
 
     def presence(self, channel_name: str) -> Presence:
         """See :meth:`Storage.presence` (one grouped query)."""
@@ -363,6 +395,126 @@ class DjangoStorage(Storage):
         return Presence(
             channel_name=channel_name, user_ids=frozenset(users), connection_count=total
         )
+
+    # --- channel history -------------------------------------------------------------
+
+    #: Size trimming runs on every this many offsets (bounded work per append).
+    TRIM_EVERY = 16
+
+    def append_history(
+        self,
+        channel: str,
+        payload: bytes,
+        now: datetime,
+        *,
+        size: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[int, str]:
+        """See :meth:`Storage.append_history` (statements in the module table). The
+        position upsert holds the row lock until commit, so appends commit in offset
+        order."""
+        conn = self.connection
+        q = self._q
+        table = q(m.ChannelHistory._meta.db_table)
+        last = q("last_offset")
+        insert = (
+            f"INSERT INTO {table} ({q('channel')}, {q('epoch')}, {last}, {q('updated_at')}) "  # noqa: S608 - quoted identifiers only
+            "VALUES (%s, %s, 1, %s)"
+        )
+        params = [channel, secrets.token_urlsafe(6), self._dt(now)]
+        with transaction.atomic(using=self.using), conn.cursor() as cursor:
+            if conn.vendor in ("postgresql", "sqlite") and self._supports_returning():
+                target = f"{table}.{last}" if conn.vendor == "postgresql" else last
+                cursor.execute(
+                    f"{insert} ON CONFLICT ({q('channel')}) DO UPDATE SET {last} = {target} + 1, "
+                    f"{q('updated_at')} = %s RETURNING {last}, {q('epoch')}",
+                    [*params, self._dt(now)],
+                )
+                row = cursor.fetchall()[0]
+            elif conn.vendor == "mysql" and self._supports_returning():  # MariaDB
+                cursor.execute(
+                    f"{insert} ON DUPLICATE KEY UPDATE {last} = {last} + 1, "
+                    f"{q('updated_at')} = %s RETURNING {last}, {q('epoch')}",
+                    [*params, self._dt(now)],
+                )
+                row = cursor.fetchall()[0]
+            else:
+                row = self._bump_position_portable(channel, now)
+            offset, epoch = int(row[0]), str(row[1])
+            messages = m.HistoryMessage.objects.using(self.using)
+            messages.create(
+                channel=channel,
+                offset=offset,
+                epoch=epoch,
+                payload=payload,
+                created_at=now,
+                expires_at=None if ttl_seconds is None else now + timedelta(seconds=ttl_seconds),
+            )
+            if size is not None and offset % self.TRIM_EVERY == 0 and offset > size:
+                messages.filter(channel=channel, offset__lte=offset - size)._raw_delete(self.using)
+        return offset, epoch
+
+    def _bump_position_portable(self, channel: str, now: datetime) -> tuple[int, str]:
+        """Row-locking fallback (MySQL without RETURNING), inside the caller's transaction."""
+        positions = m.ChannelHistory.objects.using(self.using)
+        try:
+            with transaction.atomic(using=self.using):
+                positions.create(
+                    channel=channel, epoch=secrets.token_urlsafe(6), last_offset=1, updated_at=now
+                )
+        except IntegrityError:
+            row = positions.select_for_update().filter(channel=channel)
+            row.update(last_offset=F("last_offset") + 1, updated_at=now)
+        last, epoch = positions.filter(channel=channel).values_list("last_offset", "epoch")[0]
+        return int(last), str(epoch)
+
+    def read_history(
+        self, channel: str, now: datetime, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """See :meth:`Storage.read_history` (two SELECTs)."""
+        position = list(
+            m.ChannelHistory.objects.using(self.using)
+            .filter(channel=channel)
+            .values_list("epoch", "last_offset")[:1]
+        )
+        if not position:
+            return HistoryPage(channel=channel, epoch="", offset=0)
+        qs = (
+            m.HistoryMessage.objects.using(self.using)
+            .filter(channel=channel)
+            .exclude(expires_at__lte=now)
+        )
+        fields = ("offset", "epoch", "payload", "created_at")
+        if since is None:
+            rows = list(qs.order_by("-offset").values_list(*fields)[:limit])[::-1]
+        else:
+            rows = list(qs.filter(offset__gt=since).order_by("offset").values_list(*fields)[:limit])
+        epoch, last = position[0]
+        return HistoryPage(
+            channel=channel,
+            epoch=epoch,
+            offset=int(last),
+            messages=tuple(
+                HistoryMessage(
+                    channel=channel,
+                    offset=int(offset),
+                    epoch=msg_epoch,
+                    payload=bytes(payload),
+                    created_at=created,
+                )
+                for offset, msg_epoch, payload, created in rows
+            ),
+        )
+
+    def reset_history(self, channel: str) -> None:
+        """See :meth:`Storage.reset_history` (two DELETEs, one transaction)."""
+        with transaction.atomic(using=self.using):
+            m.HistoryMessage.objects.using(self.using).filter(channel=channel)._raw_delete(
+                self.using
+            )
+            m.ChannelHistory.objects.using(self.using).filter(channel=channel)._raw_delete(
+                self.using
+            )
 
     # --- tokens --------------------------------------------------------------------
 
@@ -524,6 +676,7 @@ class DjangoStorage(Storage):
         deletes them), so only expired ones remain to delete."""
         tokens = m.WebSocketToken.objects.using(self.using).filter(expires_at__lte=now)
         counters = m.RateLimitCounter.objects.using(self.using).filter(expires_at__lte=now)
+        messages = m.HistoryMessage.objects.using(self.using).filter(expires_at__lte=now)
         sessions = m.WebSocketSession.objects.using(self.using)
         stale = sessions.filter(
             connected=True, connected_at__lt=now - timedelta(seconds=session_max_age_seconds)
@@ -538,9 +691,11 @@ class DjangoStorage(Storage):
                 stale_sessions=stale.count(),
                 old_disconnected=old.count(),
                 counters=counters.count(),
+                history_messages=messages.count(),
             )
         expired_tokens = tokens._raw_delete(self.using)
         expired_counters = counters._raw_delete(self.using)
+        expired_messages = messages._raw_delete(self.using)
         old_count = 0
         while True:  # bounded batches keep each statement short on big tables
             ids = list(old.values_list("pk", flat=True)[:BULK_BATCH])
@@ -560,6 +715,7 @@ class DjangoStorage(Storage):
             stale_sessions=stale_count,
             old_disconnected=old_count,
             counters=expired_counters,
+            history_messages=expired_messages,
         )
 
     def describe(self) -> dict[str, Any]:

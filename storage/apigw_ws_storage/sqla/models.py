@@ -1,6 +1,6 @@
 """Typed SQLAlchemy 2.x declarative models for apigw-ws, with configurable table names.
 
-:func:`make_models` builds the five mapped classes on a :class:`~sqlalchemy.MetaData` you
+:func:`make_models` builds the seven mapped classes on a :class:`~sqlalchemy.MetaData` you
 choose, with a table-name prefix you choose. Put them on your application's metadata and
 Alembic's ``--autogenerate`` (or Flask-Migrate) picks them up with your own tables::
 
@@ -33,7 +33,16 @@ token consumption                                  primary key ``token_hash``
 token cleanup                                      ``ix_{p}token_expires_at``
 rate-limit upsert / cleanup                        primary key ``(key, window_start)``,
                                                    ``ix_{p}counter_expires_at``
+history: next offset of a channel                  primary key ``channel`` of
+                                                   ``{p}channel_history``
+history: messages since an offset, size trim       primary key ``(channel, offset)`` of
+                                                   ``{p}history_message``
+history: TTL cleanup                               ``ix_{p}history_message_expires_at``
 =================================================  =========================================
+
+Connection attributes are a JSON column of the session (``NULL`` means none); sends
+filtered by an attribute filter the sessions of their target (channel, user or everyone)
+by JSON path, without an index of their own.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from typing import Any
 import attrs
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -56,13 +66,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from apigw_ws_storage.sqla.types import UTCDateTime, binary_string
+from apigw_ws_storage.sqla.types import UTCDateTime, binary_string, payload_blob
 
 __all__ = [
     "DEFAULT_MODELS",
     "NAMING_CONVENTION",
     "CounterColumns",
     "GatewayColumns",
+    "HistoryColumns",
+    "HistoryMessageColumns",
     "Models",
     "SessionColumns",
     "SubscriptionColumns",
@@ -96,6 +108,7 @@ class SessionColumns:
     api_id: Mapped[str] = mapped_column(String(64), default="")
     connected_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disconnected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attributes: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class SubscriptionColumns:
@@ -142,6 +155,26 @@ class GatewayColumns:
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class HistoryColumns:
+    """The history position of one channel: its epoch and last offset."""
+
+    channel: Mapped[str] = mapped_column(binary_string(100), primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(16))
+    last_offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class HistoryMessageColumns:
+    """One message kept in a channel's history (the payload before the envelope)."""
+
+    channel: Mapped[str] = mapped_column(binary_string(100), primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    epoch: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[bytes] = mapped_column(payload_blob())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 @attrs.frozen
 class Models:
     """The mapped classes of one :func:`make_models` call, and their tables.
@@ -158,6 +191,8 @@ class Models:
     token: type[TokenColumns]
     counter: type[CounterColumns]
     gateway: type[GatewayColumns]
+    history: type[HistoryColumns]
+    history_message: type[HistoryMessageColumns]
 
     @staticmethod
     def _table(cls: type[Any]) -> Table:
@@ -190,21 +225,33 @@ class Models:
         return self._table(self.gateway)
 
     @property
+    def history_table(self) -> Table:
+        """``{prefix}channel_history``."""
+        return self._table(self.history)
+
+    @property
+    def history_message_table(self) -> Table:
+        """``{prefix}history_message``."""
+        return self._table(self.history_message)
+
+    @property
     def tables(self) -> list[Table]:
-        """All five tables, in dependency order (for ``create_all(tables=...)``)."""
+        """All seven tables, in dependency order (for ``create_all(tables=...)``)."""
         return [
             self.session_table,
             self.subscription_table,
             self.token_table,
             self.counter_table,
             self.gateway_table,
+            self.history_table,
+            self.history_message_table,
         ]
 
 
 def make_models(metadata: MetaData | None = None, *, prefix: str = "apigw_ws_") -> Models:
     """Declare the apigw-ws tables on ``metadata`` (a new one if ``None``) named
-    ``{prefix}session``, ``{prefix}subscription``, ``{prefix}token``, ``{prefix}counter`` and
-    ``{prefix}gateway``.
+    ``{prefix}session``, ``{prefix}subscription``, ``{prefix}token``, ``{prefix}counter``,
+    ``{prefix}gateway``, ``{prefix}channel_history`` and ``{prefix}history_message``.
 
     Call it once per metadata and prefix (at import time) and keep the result: declaring the
     same tables twice raises ``ValueError``.
@@ -265,6 +312,17 @@ def make_models(metadata: MetaData | None = None, *, prefix: str = "apigw_ws_") 
 
         __tablename__ = f"{p}gateway"
 
+    class ChannelHistory(HistoryColumns, Base):
+        """The history position of a channel."""
+
+        __tablename__ = f"{p}channel_history"
+
+    class HistoryMessage(HistoryMessageColumns, Base):
+        """A message kept in a channel's history."""
+
+        __tablename__ = f"{p}history_message"
+        __table_args__ = (Index(f"ix_{p}history_message_expires_at", "expires_at"),)
+
     return Models(
         metadata=md,
         prefix=prefix,
@@ -274,6 +332,8 @@ def make_models(metadata: MetaData | None = None, *, prefix: str = "apigw_ws_") 
         token=ConnectionToken,
         counter=RateCounter,
         gateway=Gateway,
+        history=ChannelHistory,
+        history_message=HistoryMessage,
     )
 
 

@@ -19,7 +19,8 @@ multi-row subscription insert (4); ``$disconnect`` = one ``UPDATE`` + one ``DELE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +49,8 @@ from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.storage import (
     CleanupReport,
     GatewayRecord,
+    HistoryMessage,
+    HistoryPage,
     Presence,
     Session,
     Storage,
@@ -129,6 +132,8 @@ class SqlaStorage(Storage):
         self._tokens = self.models.token_table
         self._counters = self.models.counter_table
         self._gateways = self.models.gateway_table
+        self._history = self.models.history_table
+        self._messages = self.models.history_message_table
 
     # --- plumbing ------------------------------------------------------------------
 
@@ -151,13 +156,13 @@ class SqlaStorage(Storage):
             orm_session.commit()
 
     def create_tables(self) -> None:
-        """Create the five tables if missing (for tests and demos; use Alembic in
+        """Create the seven tables if missing (for tests and demos; use Alembic in
         production)."""
         with self.begin() as conn:
             self.models.metadata.create_all(conn, tables=self.models.tables)
 
     def drop_tables(self) -> None:
-        """Drop the five tables if present."""
+        """Drop the seven tables if present."""
         with self.begin() as conn:
             self.models.metadata.drop_all(conn, tables=self.models.tables)
 
@@ -284,7 +289,9 @@ class SqlaStorage(Storage):
             ).scalars()
             return sorted(names)
 
-    def _target_query(self, channel: str | None, user_id: str | None) -> Select[Any]:
+    def _target_query(
+        self, channel: str | None, user_id: str | None, attributes: Mapping[str, str]
+    ) -> Select[Any]:
         s, sub = self._sessions, self._subs
         if channel is not None:
             query = (
@@ -292,12 +299,12 @@ class SqlaStorage(Storage):
                 .join(s, s.c.connection_id == sub.c.connection_id)
                 .where(sub.c.channel_name == channel, s.c.connected == true())
             )
-            if user_id is not None:
-                query = query.where(s.c.user_id == user_id)
-            return query
-        query = select(s.c.connection_id).where(s.c.connected == true())
+        else:
+            query = select(s.c.connection_id).where(s.c.connected == true())
         if user_id is not None:
             query = query.where(s.c.user_id == user_id)
+        for name, value in attributes.items():
+            query = query.where(s.c.attributes[name].as_string() == value)
         return query
 
     def iter_connection_ids(
@@ -305,11 +312,13 @@ class SqlaStorage(Storage):
         *,
         channel: str | None = None,
         user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
         batch_size: int = 500,
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connection_ids`: keyset pagination on the connection id,
-        one short transaction per batch (nothing is held open between batches)."""
-        query = self._target_query(channel, user_id)
+        one short transaction per batch (nothing is held open between batches); an
+        attribute filter is a JSON path comparison per attribute."""
+        query = self._target_query(channel, user_id, attributes or {})
         key = self._subs.c.connection_id if channel is not None else self._sessions.c.connection_id
         last: str | None = None
         while True:
@@ -322,6 +331,22 @@ class SqlaStorage(Storage):
             if len(ids) < batch_size:
                 return
             last = ids[-1]
+
+    def user_sessions(
+        self, user_id: str, *, channel: str | None = None, limit: int = 100
+    ) -> list[Session]:
+        """See :meth:`Storage.user_sessions` (one ``SELECT`` on the user index)."""
+        s, sub = self._sessions, self._subs
+        query = select(s).where(s.c.user_id == user_id, s.c.connected == true())
+        if channel is not None:
+            query = query.where(
+                s.c.connection_id.in_(
+                    select(sub.c.connection_id).where(sub.c.channel_name == channel)
+                )
+            )
+        query = query.order_by(s.c.connected_at, s.c.connection_id).limit(limit)
+        with self.begin() as conn:
+            return [_to_session(row) for row in conn.execute(query).mappings()]
 
     def presence(self, channel_name: str) -> Presence:
         """See :meth:`Storage.presence`: one grouped ``SELECT``."""
@@ -339,6 +364,124 @@ class SqlaStorage(Storage):
             user_ids=frozenset(uid for uid, _ in rows if uid is not None),
             connection_count=sum(int(n) for _, n in rows),
         )
+
+    # --- channel history -------------------------------------------------------------
+
+    #: Size trimming runs on every this many offsets (bounded work per append).
+    TRIM_EVERY = 16
+
+    def append_history(
+        self,
+        channel: str,
+        payload: bytes,
+        now: datetime,
+        *,
+        size: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[int, str]:
+        """See :meth:`Storage.append_history`. One transaction: an upsert of the channel's
+        position ``... RETURNING last_offset, epoch`` (PostgreSQL, SQLite, MariaDB; it
+        holds the position's row lock until commit, so appends commit in offset order),
+        one ``INSERT`` of the message, and on every 16th offset one ``DELETE`` of the
+        messages beyond ``size``."""
+        h, msg = self._history, self._messages
+        values = {
+            "channel": channel,
+            "epoch": secrets.token_urlsafe(6),
+            "last_offset": 1,
+            "updated_at": now,
+        }
+        bump = {"last_offset": h.c.last_offset + 1, "updated_at": now}
+        with self.begin() as conn:
+            name = conn.dialect.name
+            if name in ("postgresql", "sqlite") and conn.dialect.insert_returning:
+                ins = (postgresql if name == "postgresql" else sqlite).insert(h).values(values)
+                row = conn.execute(
+                    ins.on_conflict_do_update(index_elements=[h.c.channel], set_=bump).returning(
+                        h.c.last_offset, h.c.epoch
+                    )
+                ).one()
+            elif name in _MYSQL and conn.dialect.insert_returning:  # MariaDB >= 10.5
+                row = conn.execute(
+                    mysql.insert(h)
+                    .values(values)
+                    .on_duplicate_key_update(last_offset=h.c.last_offset + 1, updated_at=now)
+                    .returning(h.c.last_offset, h.c.epoch)
+                ).one()
+            else:  # lock the row (or insert it), then bump it
+                where = h.c.channel == channel
+                found = conn.execute(select(h.c.channel).where(where).with_for_update()).first()
+                if found is None:
+                    conn.execute(insert(h).values(values))
+                else:
+                    conn.execute(update(h).where(where).values(bump))
+                row = conn.execute(select(h.c.last_offset, h.c.epoch).where(where)).one()
+            offset, epoch = int(row[0]), str(row[1])
+            conn.execute(
+                insert(msg).values(
+                    channel=channel,
+                    offset=offset,
+                    epoch=epoch,
+                    payload=payload,
+                    created_at=now,
+                    expires_at=None
+                    if ttl_seconds is None
+                    else now + timedelta(seconds=ttl_seconds),
+                )
+            )
+            if size is not None and offset % self.TRIM_EVERY == 0 and offset > size:
+                conn.execute(
+                    delete(msg).where(msg.c.channel == channel, msg.c.offset <= offset - size)
+                )
+        return offset, epoch
+
+    def read_history(
+        self, channel: str, now: datetime, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """See :meth:`Storage.read_history`: two ``SELECT`` statements (the position, and
+        a primary-key range of messages)."""
+        h, msg = self._history, self._messages
+        live = (msg.c.channel == channel) & (
+            (msg.c.expires_at.is_(None)) | (msg.c.expires_at > now)
+        )
+        with self.begin() as conn:
+            position = conn.execute(
+                select(h.c.epoch, h.c.last_offset).where(h.c.channel == channel)
+            ).first()
+            if position is None:
+                return HistoryPage(channel=channel, epoch="", offset=0)
+            if since is None:
+                query = select(msg).where(live).order_by(msg.c.offset.desc()).limit(limit)
+                rows = list(conn.execute(query).mappings())[::-1]
+            else:
+                query = (
+                    select(msg)
+                    .where(live, msg.c.offset > since)
+                    .order_by(msg.c.offset)
+                    .limit(limit)
+                )
+                rows = list(conn.execute(query).mappings())
+        return HistoryPage(
+            channel=channel,
+            epoch=str(position[0]),
+            offset=int(position[1]),
+            messages=tuple(
+                HistoryMessage(
+                    channel=channel,
+                    offset=int(r["offset"]),
+                    epoch=r["epoch"],
+                    payload=bytes(r["payload"]),
+                    created_at=r["created_at"],
+                )
+                for r in rows
+            ),
+        )
+
+    def reset_history(self, channel: str) -> None:
+        """See :meth:`Storage.reset_history` (two ``DELETE`` statements, one transaction)."""
+        with self.begin() as conn:
+            conn.execute(delete(self._messages).where(self._messages.c.channel == channel))
+            conn.execute(delete(self._history).where(self._history.c.channel == channel))
 
     # --- tokens --------------------------------------------------------------------
 
@@ -490,6 +633,8 @@ class SqlaStorage(Storage):
         """See :meth:`Storage.cleanup`. Stale sessions are marked disconnected in batches
         through :meth:`mark_disconnected`."""
         s, sub, t, c = self._sessions, self._subs, self._tokens, self._counters
+        msg = self._messages
+        expired_messages = msg.c.expires_at <= now
         stale_cutoff = now - timedelta(seconds=session_max_age_seconds)
         old_cutoff = now - timedelta(seconds=keep_disconnected_seconds)
         expired_tokens = t.c.expires_at <= now
@@ -510,6 +655,7 @@ class SqlaStorage(Storage):
                     stale_sessions=count(s, stale),
                     old_disconnected=count(s, old),
                     counters=count(c, expired_counters),
+                    history_messages=count(msg, expired_messages),
                 )
         with self.begin() as conn:
             tokens = conn.execute(delete(t).where(expired_tokens)).rowcount
@@ -518,6 +664,7 @@ class SqlaStorage(Storage):
                 delete(sub).where(sub.c.connection_id.in_(select(s.c.connection_id).where(old)))
             )
             old_sessions = conn.execute(delete(s).where(old)).rowcount
+            history_messages = conn.execute(delete(msg).where(expired_messages)).rowcount
         stale_sessions = 0
         while True:
             with self.begin() as conn:
@@ -535,6 +682,7 @@ class SqlaStorage(Storage):
             stale_sessions=stale_sessions,
             old_disconnected=old_sessions,
             counters=counters,
+            history_messages=history_messages,
         )
 
 
@@ -550,6 +698,7 @@ def _session_row(session: Session) -> dict[str, Any]:
         "api_id": session.api_id,
         "connected_at": session.connected_at,
         "disconnected_at": session.disconnected_at,
+        "attributes": dict(session.attributes) or None,
     }
 
 
@@ -565,4 +714,5 @@ def _to_session(row: Any) -> Session:
         api_id=row["api_id"] or "",
         connected_at=row["connected_at"],
         disconnected_at=row["disconnected_at"],
+        attributes=dict(row["attributes"] or {}),
     )

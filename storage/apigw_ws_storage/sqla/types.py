@@ -12,12 +12,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime, LargeBinary, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["UTCDateTime", "binary_string"]
+__all__ = ["UTCDateTime", "binary_string", "payload_blob"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,3 +61,9 @@ def binary_string(length: int) -> TypeEngine[str]:
     return String(length).with_variant(
         mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
     )
+
+
+def payload_blob() -> TypeEngine[bytes]:
+    """Bytes up to API Gateway's 128 KiB message size: ``BLOB`` on SQLite, ``BYTEA`` on
+    PostgreSQL, ``MEDIUMBLOB`` on MySQL/MariaDB (whose plain ``BLOB`` stops at 64 KiB)."""
+    return LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
