@@ -4,6 +4,7 @@ The core is framework-free (attrs and botocore only). Start with :class:`WebSock
 """
 
 from apigw_ws_core.app import Reply, WebSocketApp
+from apigw_ws_core.attributes import AttributeSpec
 from apigw_ws_core.channels import ChannelPolicy, ChannelRule, default_policy
 from apigw_ws_core.config import Config, RateLimit
 from apigw_ws_core.context import HandlerContext
@@ -11,14 +12,25 @@ from apigw_ws_core.errors import ApigwWsError, ConfigurationError, PayloadTooLar
 from apigw_ws_core.events import ConnectEvent, DisconnectEvent, MessageEvent, from_http, from_lambda
 from apigw_ws_core.fanout import SendReport
 from apigw_ws_core.handlers import WebSocketView, handler
+from apigw_ws_core.history import HistoryRule
 from apigw_ws_core.memory import MemoryStorage
-from apigw_ws_core.storage import GatewayRecord, Presence, Session, Storage, Subscription, Token
+from apigw_ws_core.storage import (
+    GatewayRecord,
+    HistoryMessage,
+    HistoryPage,
+    Presence,
+    Session,
+    Storage,
+    Subscription,
+    Token,
+)
 from apigw_ws_core.transport import ManagementApiTransport, RecordingTransport, Transport
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ApigwWsError",
+    "AttributeSpec",
     "ChannelPolicy",
     "ChannelRule",
     "Config",
@@ -27,6 +39,9 @@ __all__ = [
     "DisconnectEvent",
     "GatewayRecord",
     "HandlerContext",
+    "HistoryMessage",
+    "HistoryPage",
+    "HistoryRule",
     "ManagementApiTransport",
     "MemoryStorage",
     "MessageEvent",

@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar, copy_context
 from datetime import UTC, datetime
@@ -24,11 +24,14 @@ from typing import Any, TypeVar
 
 import attrs
 
+from apigw_ws_core import presence
+from apigw_ws_core.attributes import check_filter, read_attributes
 from apigw_ws_core.channels import ChannelPolicy, default_policy, validate_channel
 from apigw_ws_core.config import Config
 from apigw_ws_core.context import HandlerContext
 from apigw_ws_core.errors import (
     BadRequest,
+    ChannelForbidden,
     ConfigurationError,
     Forbidden,
     GoneError,
@@ -43,6 +46,7 @@ from apigw_ws_core.errors import (
 )
 from apigw_ws_core.events import (
     HEADER_SECRET,
+    MAX_BODY_BYTES,
     ConnectEvent,
     DisconnectEvent,
     Event,
@@ -50,8 +54,15 @@ from apigw_ws_core.events import (
 )
 from apigw_ws_core.fanout import SendJob, SendReport, check_size, fanout
 from apigw_ws_core.handlers import HandlerFunc, HandlerRegistry, Permission, WebSocketView
+from apigw_ws_core.history import (
+    ENVELOPE_OVERHEAD,
+    envelope,
+    history_data,
+    parse_recover_request,
+    recovery_frames,
+)
 from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimiter
-from apigw_ws_core.storage import Session, Storage
+from apigw_ws_core.storage import HistoryPage, Session, Storage
 from apigw_ws_core.tokens import check_bindings, issue_token, take_token
 from apigw_ws_core.transport import ManagementApiTransport, Transport
 
@@ -410,6 +421,9 @@ class WebSocketApp:
         elif cfg.require_token:
             raise TokenRequired()
         self.policy.check(user_id, channel)
+        attributes = read_attributes(
+            cfg.connection_attributes, event.query, event.headers, event.repeated_params
+        )
         session = Session(
             connection_id=event.connection_id,
             channel_name=channel,
@@ -420,12 +434,14 @@ class WebSocketApp:
             stage=_clean_text(event.stage, 64),
             api_id=_clean_text(event.api_id, 64),
             connected_at=now,
+            attributes=attributes,
         )
         self.storage.create_session(session)
         # API Gateway answers 410 to posts for a connection whose $connect is still running;
         # sends made by the hooks skip it instead of marking the new session gone.
         connecting = _CONNECTING.set(event.connection_id)
         try:
+            self._announce(presence.announce_join, self, session, channel)
             for hook in self.connect_hooks:
                 hook(session, event)
         finally:
@@ -458,6 +474,12 @@ class WebSocketApp:
         key = next((k for k in cfg.handler_keys if k in body), None)
         if key is None:
             raise InvalidMessage(f"Message needs one of the keys: {', '.join(cfg.handler_keys)}.")
+        reserved = _RESERVED_ACTIONS.get(body[key]) if isinstance(body[key], str) else None
+        if reserved is not None:
+            # library requests ($recover, $presence): same route, verification, rate limit
+            # and session load as any message; their answers are pushed to the connection.
+            reserved(self, HandlerContext(self, event, session, body, body[key]), body)
+            return Reply(200)
         spec = self.handlers.get(body[key])
         ctx = HandlerContext(self, event, session, body, spec.name)
         if spec.permission is not None and not spec.permission(ctx):
@@ -502,23 +524,73 @@ class WebSocketApp:
         return value
 
     def _disconnect(self, event: DisconnectEvent) -> Reply:
+        left: list[str] = []
+        user_id: str | None = None
+        if self.config.presence_channels:
+            # presence needs who left which channels: read before the subscriptions go
+            session = self.storage.get_session(event.connection_id)
+            user_id = None if session is None else session.user_id
+            if user_id is not None:
+                left = [
+                    ch
+                    for ch in self.storage.channels_of(event.connection_id)
+                    if self.config.has_presence(ch)
+                ]
         changed = self.storage.mark_disconnected([event.connection_id], self.clock())
         if changed:
+            for channel in left:
+                self._announce(presence.announce_leave, self, user_id, channel)
             for hook in self.disconnect_hooks:
                 hook(event.connection_id, event)
         return Reply(200)
 
+    def _announce(self, announce: Callable[..., bool], *args: Any) -> None:
+        """Send a presence event; a failure is logged, never fails the event itself (the
+        session change it reports is already stored)."""
+        try:
+            announce(*args)
+        except Exception:
+            log.exception("presence event %s%r failed", announce.__name__, args[1:])
+
     # --- channels ------------------------------------------------------------------
 
     def subscribe(self, session: Session, channel: str) -> bool:
-        """Add a session to a channel if the policy allows (raises otherwise)."""
+        """Add a session to a channel if the policy allows (raises otherwise). On a
+        presence channel the user's first connection there is announced."""
         self.policy.check(session.user_id, channel)
-        return self.storage.subscribe(session.connection_id, channel)
+        added = self.storage.subscribe(session.connection_id, channel)
+        if added:
+            self._announce(presence.announce_join, self, session, channel)
+        return added
 
     def unsubscribe(self, session: Session, channel: str) -> bool:
-        """Remove a session from a channel."""
+        """Remove a session from a channel (on a presence channel, the user's last
+        connection there leaving is announced)."""
         validate_channel(channel)
-        return self.storage.unsubscribe(session.connection_id, channel)
+        removed = self.storage.unsubscribe(session.connection_id, channel)
+        if removed:
+            self._announce(presence.announce_leave, self, session.user_id, channel)
+        return removed
+
+    # --- history -------------------------------------------------------------------
+
+    def history(self, channel: str, since: int | None = None, limit: int = 100) -> HistoryPage:
+        """The kept messages of a history channel (see :mod:`apigw_ws_core.history`): the
+        first ``limit`` after offset ``since``, or the newest ``limit``; with the channel's
+        current ``epoch`` and ``offset``. Payloads are the ``data`` JSON values as sent.
+        Raises ``ValueError`` for a channel no ``history`` rule matches."""
+        validate_channel(channel)
+        if self.config.history_rule(channel) is None:
+            raise ValueError(f"channel {channel!r} keeps no history (see Config.history)")
+        if not 1 <= limit <= 10_000:
+            raise ValueError("limit must be 1 to 10000")
+        return self.storage.read_history(channel, self.clock(), since=since, limit=limit)
+
+    def reset_history(self, channel: str) -> None:
+        """Forget a channel's history; its next message starts a new epoch, so recovering
+        clients are told to reload their state."""
+        validate_channel(channel)
+        self.storage.reset_history(channel)
 
     # --- tokens --------------------------------------------------------------------
 
@@ -593,22 +665,30 @@ class WebSocketApp:
         channel: str | None = None,
         user_id: Any = None,
         everyone: bool = False,
+        exclude: str | Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> Iterator[list[str]]:
-        """Batches of connection ids for a target (see :meth:`send`).
+        """Batches of connection ids for a target (see :meth:`send`), without the
+        ``exclude`` ids.
 
         A connection whose ``$connect`` is being handled in this context is left out: API
         Gateway cannot deliver to it until the handshake completes.
         """
         _check_target(connection_id, channel, user_id, everyone)
+        skip = _exclusions(exclude)
+        connecting = _CONNECTING.get()
+        if connecting is not None:
+            skip.add(connecting)
         if connection_id is not None:
-            if connection_id != _CONNECTING.get():
+            if connection_id not in skip:
                 yield [connection_id]
             return
-        skip = _CONNECTING.get()
+        wanted = check_filter(attributes)
+        kwargs: dict[str, Any] = {"attributes": wanted} if wanted else {}
         for batch in self.storage.iter_connection_ids(
-            channel=channel, user_id=None if user_id is None else str(user_id)
+            channel=channel, user_id=None if user_id is None else str(user_id), **kwargs
         ):
-            yield [cid for cid in batch if cid != skip] if skip and skip in batch else batch
+            yield [cid for cid in batch if cid not in skip] if skip else batch
 
     def send(
         self,
@@ -618,15 +698,38 @@ class WebSocketApp:
         channel: str | None = None,
         user_id: Any = None,
         everyone: bool = False,
+        exclude: str | Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to one connection, a channel, a
         user's connections, or every connected session. Blocks until done; see
         :meth:`send_in_background` for large sends. Raises ``PayloadTooLarge`` before any
-        call if the encoded message exceeds 128 KiB."""
+        call if the encoded message exceeds 128 KiB.
+
+        ``exclude`` (a connection id or several) leaves those connections out (e.g. the
+        sender: ``exclude=ctx.connection_id``); ``attributes`` keeps only connections
+        whose connection attributes have those values (``{"device": "mobile"}``).
+
+        To a history channel (``Config.history``) the message is appended to the channel's
+        history first (one storage write, whatever the number of recipients) and travels
+        in the envelope ``{"channel", "offset", "epoch", "data"}``."""
         payload = check_size(encode_payload(data))
         batches = self.recipients(
-            connection_id=connection_id, channel=channel, user_id=user_id, everyone=everyone
+            connection_id=connection_id,
+            channel=channel,
+            user_id=user_id,
+            everyone=everyone,
+            exclude=exclude,
+            attributes=attributes,
         )
+        rule = None if channel is None else self.config.history_rule(channel)
+        if rule is not None and channel is not None:
+            body = history_data(payload)
+            check_size(body + b"x" * ENVELOPE_OVERHEAD)
+            offset, epoch = self.storage.append_history(
+                channel, body, self.clock(), size=rule.size, ttl_seconds=rule.ttl
+            )
+            payload = envelope(channel, offset, epoch, body)
         return fanout(
             self.transport,
             payload,
@@ -643,6 +746,8 @@ class WebSocketApp:
         channel: str | None = None,
         user_id: Any = None,
         everyone: bool = False,
+        exclude: str | Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> Any:
         """Like :meth:`send`, off the request path (a handler has at most 29 s).
 
@@ -662,6 +767,8 @@ class WebSocketApp:
             channel=channel,
             user_id=None if user_id is None else str(user_id),
             everyone=everyone,
+            exclude=tuple(sorted(_exclusions(exclude))),
+            attributes=check_filter(attributes),
             sender=self.send,
         )
         if self.background_runner is not None:
@@ -737,6 +844,15 @@ def _authorizer_user(event: ConnectEvent, key: str | None) -> str | None:
     return None
 
 
+def _exclusions(exclude: str | Iterable[str] | None) -> set[str]:
+    """The ``exclude`` argument of a send as a set of connection ids."""
+    if exclude is None:
+        return set()
+    if isinstance(exclude, str):
+        return {exclude}
+    return {str(cid) for cid in exclude}
+
+
 def _check_target(
     connection_id: str | None, channel: str | None, user_id: Any, everyone: bool
 ) -> None:
@@ -768,6 +884,47 @@ def _origin_allowed(origin: str, allowed: tuple[str, ...], wildcards: bool) -> b
             if host.endswith(suffix) and len(host) > len(suffix):
                 return True
     return False
+
+
+def _recover(app: WebSocketApp, ctx: HandlerContext, body: dict[str, Any]) -> None:
+    """``$recover``: push, per requested channel, the messages after the client's position
+    (or why they cannot be recovered). Only channels the connection belongs to are read;
+    other names get ``recovered: false, reason: "not_subscribed"``."""
+    requests = parse_recover_request(body)
+    member_of = set(app.storage.channels_of(ctx.connection_id))
+    now = app.clock()
+    for request in requests:
+        channel = validate_channel(request.channel)
+        if channel not in member_of or app.config.history_rule(channel) is None:
+            reason = "not_subscribed" if channel not in member_of else "no_history"
+            ctx.reply(
+                {"type": "$recovered", "channel": channel, "recovered": False, "reason": reason}
+            )
+            continue
+        page = app.storage.read_history(
+            channel,
+            now,
+            since=request.offset if request.offset is not None else None,
+            limit=app.config.history_recover_limit if request.offset is not None else 1,
+        )
+        for frame in recovery_frames(request, page, max_bytes=MAX_BODY_BYTES):
+            ctx.reply(frame)
+
+
+def _presence(app: WebSocketApp, ctx: HandlerContext, body: dict[str, Any]) -> None:
+    """``$presence``: push the member list of a presence channel this connection is in."""
+    channel = validate_channel(body.get("channel"))
+    if not app.config.has_presence(channel):
+        raise InvalidMessage("Not a presence channel.")
+    if channel not in app.storage.channels_of(ctx.connection_id):
+        raise ChannelForbidden("Join the channel before asking who is in it.")
+    ctx.reply(presence.member_list(app, channel))
+
+
+_RESERVED_ACTIONS: dict[str, Callable[[WebSocketApp, HandlerContext, dict[str, Any]], None]] = {
+    "$recover": _recover,
+    "$presence": _presence,
+}
 
 
 def _builtin_ping(ctx: HandlerContext, message: dict[str, Any]) -> Any:

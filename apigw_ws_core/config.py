@@ -7,13 +7,16 @@ keys and wrong types with a :class:`~apigw_ws_core.errors.ConfigurationError`.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
+from apigw_ws_core.attributes import AttributeSpec, attribute_specs
 from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.events import MAX_BODY_BYTES
+from apigw_ws_core.history import HistoryRule, history_rules
 
 __all__ = ["Config", "RateLimit"]
 
@@ -132,6 +135,20 @@ class Config:
         default=RateLimit(120, 10), converter=_rate
     )
     token_rate_per_user: RateLimit | None = attrs.field(default=RateLimit(30, 60), converter=_rate)
+    #: Channels that keep history (first matching rule wins), e.g.
+    #: ``[{"pattern": "room-*", "size": 200, "ttl": 3600}]``; see :mod:`apigw_ws_core.history`.
+    history: tuple[HistoryRule, ...] = attrs.field(default=(), converter=history_rules)
+    #: Most history messages one ``$recover`` answers per channel (the client asks again
+    #: for the rest).
+    history_recover_limit: int = 500
+    #: Glob patterns of channels with presence events (``member_added`` /
+    #: ``member_removed``) and the ``$presence`` request, e.g. ``["presence-*"]``.
+    presence_channels: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    #: Declared ``$connect`` query parameters / headers kept with the session; see
+    #: :mod:`apigw_ws_core.attributes`.
+    connection_attributes: tuple[AttributeSpec, ...] = attrs.field(
+        default=(), converter=attribute_specs
+    )
     #: Management API endpoint ``https://{api}.execute-api.{region}.amazonaws.com/{stage}``.
     management_endpoint: str | None = None
     region: str | None = None
@@ -144,6 +161,15 @@ class Config:
     #: Seconds one Management API call may take before it is given up and retried
     #: (separate from ``send_deadline``: a call that never answers costs this, not the send).
     send_call_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+
+    def history_rule(self, channel: str) -> HistoryRule | None:
+        """The history rule of ``channel`` (first match), or ``None`` if it keeps none."""
+        return next((rule for rule in self.history if rule.matches(channel)), None)
+
+    def has_presence(self, channel: str) -> bool:
+        """Whether ``channel`` matches ``presence_channels`` (case-insensitively)."""
+        name = channel.lower()
+        return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.presence_channels)
 
     def send_options(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for :func:`~apigw_ws_core.fanout.fanout` from these settings

@@ -51,6 +51,11 @@ class HandlerContext:
             self._user = self.app.load_user(self.session.user_id)
         return self._user
 
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The connection attributes stored at ``$connect`` (``Config.connection_attributes``)."""
+        return self.session.attributes
+
     def reply(self, data: Any) -> SendReport:
         """Push ``data`` to this connection now (works on one-way routes too)."""
         return self.app.send(data, connection_id=self.connection_id)
@@ -58,6 +63,17 @@ class HandlerContext:
     def send(self, data: Any, **target: Any) -> SendReport:
         """``app.send`` with the same keyword targets (``channel=``, ``user_id=`` ...)."""
         return self.app.send(data, **target)
+
+    def broadcast(self, data: Any, channel: str | None = None, **target: Any) -> SendReport:
+        """Send ``data`` to everyone in ``channel`` (default: this connection's ``$connect``
+        channel) **but this connection**: ``app.send(data, channel=...,
+        exclude=connection_id)``. Extra keywords (``attributes=``) pass through."""
+        return self.app.send(
+            data,
+            channel=channel or self.session.channel_name,
+            exclude=self.connection_id,
+            **target,
+        )
 
     def subscribe(self, channel: str) -> bool:
         """Join ``channel`` through the channel policy (raises ``ChannelForbidden``)."""

@@ -19,6 +19,7 @@ __all__ = [
     "GoneError",
     "HandlerFailed",
     "HandlerForbidden",
+    "InvalidAttribute",
     "InvalidChannel",
     "InvalidConnectionId",
     "InvalidHandlerName",
@@ -120,6 +121,14 @@ class HandlerForbidden(RequestError):
     status = 403
     code = "handler_forbidden"
     default_message = "Not allowed to call this handler."
+
+
+class InvalidAttribute(RequestError):
+    """A declared connection attribute (a ``$connect`` query parameter or header) is
+    missing, repeated, too long or not one of the allowed values."""
+
+    code = "invalid_attribute"
+    default_message = "Invalid connection attribute."
 
 
 class InvalidChannel(RequestError):

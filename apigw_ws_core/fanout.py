@@ -673,6 +673,9 @@ class SendJob:
     channel: str | None = None
     user_id: str | None = None
     everyone: bool = False
+    #: Connection ids left out (e.g. the sender), and the attribute filter.
+    exclude: tuple[str, ...] = ()
+    attributes: dict[str, str] = attrs.field(factory=dict)
     sender: Callable[..., SendReport] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
@@ -687,6 +690,10 @@ class SendJob:
             target["user_id"] = self.user_id
         if self.everyone:
             target["everyone"] = True
+        if self.exclude:
+            target["exclude"] = self.exclude
+        if self.attributes:
+            target["attributes"] = dict(self.attributes)
         return target
 
     def __call__(self) -> SendReport:
@@ -738,6 +745,8 @@ class SendJob:
             "channel": self.channel,
             "user_id": self.user_id,
             "everyone": self.everyone,
+            "exclude": list(self.exclude),
+            "attributes": dict(self.attributes),
         }
 
     @classmethod
@@ -749,4 +758,6 @@ class SendJob:
             channel=data.get("channel"),
             user_id=data.get("user_id"),
             everyone=bool(data.get("everyone", False)),
+            exclude=tuple(str(cid) for cid in data.get("exclude") or ()),
+            attributes={str(k): str(v) for k, v in (data.get("attributes") or {}).items()},
         )

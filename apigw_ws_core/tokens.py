@@ -76,4 +76,3 @@ def check_bindings(record: Token, *, channel: str | None, origin: str | None) ->
     if record.origin is not None and record.origin != origin:
         raise InvalidToken()
     return record
-

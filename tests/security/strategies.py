@@ -30,6 +30,7 @@ STABLE_CODES = frozenset(
         "invalid_handler_name",
         "unknown_handler",
         "invalid_channel",
+        "invalid_attribute",
         "forbidden",
         "channel_forbidden",
         "origin_not_allowed",
