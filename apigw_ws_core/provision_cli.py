@@ -1,5 +1,8 @@
 """Command-line front ends of provisioning: ``apigw-ws provision`` and ``apigw-ws iam-policy``.
 
+``apigw-ws provision export`` writes the same gateway as infrastructure code (CloudFormation,
+SAM or Terraform JSON; :mod:`apigw_ws_core.provision.export`) instead of changing AWS.
+
 :func:`run_action` is the framework-neutral core every front end calls (this console script,
 ``manage.py apigw_ws_provision``, ``flask apigw-ws provision``, the Django admin actions): it
 plans, shows the diff, asks for confirmation, applies or destroys with step-by-step progress,
@@ -36,19 +39,29 @@ from apigw_ws_core.provision import (
     render_changes,
     runtime_policy,
 )
+from apigw_ws_core.provision.export import (
+    FORMATS,
+    export_template,
+    parse_secret_source,
+    render_template,
+)
 
 __all__ = [
     "ACTIONS",
     "DEFAULT_CONFIG",
+    "EXPORT",
     "ProgressPrinter",
     "add_iam_arguments",
     "add_provision_arguments",
     "run_action",
+    "run_export",
     "run_iam_policy",
     "run_provision",
 ]
 
 ACTIONS = ("plan", "apply", "destroy")
+#: The action writing infrastructure code instead of talking to AWS.
+EXPORT = "export"
 DEFAULT_CONFIG = "apigw-ws.toml"
 #: Name of the state file next to the config when the config names none.
 DEFAULT_STATE_FILE = ".apigw-ws-state.json"
@@ -203,7 +216,11 @@ def _add_aws_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_provision_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``apigw-ws provision``."""
-    parser.add_argument("action", choices=ACTIONS, help="what to do")
+    parser.add_argument(
+        "action",
+        choices=(*ACTIONS, EXPORT),
+        help="what to do (export: write CloudFormation, SAM or Terraform instead of applying)",
+    )
     parser.add_argument(
         "--config",
         "-c",
@@ -227,6 +244,30 @@ def add_provision_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plan exits with 2 when there are changes (0 when none)",
     )
+    export = parser.add_argument_group("export")
+    export.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="cloudformation",
+        help="export: the infrastructure-code format (default: %(default)s)",
+    )
+    export.add_argument(
+        "--yaml",
+        action="store_true",
+        help="export: YAML instead of JSON (CloudFormation and SAM; also chosen by an "
+        "--output ending in .yaml or .yml)",
+    )
+    export.add_argument(
+        "--output", "-o", metavar="FILE", help="export: write to FILE (default: standard output)"
+    )
+    export.add_argument(
+        "--secret-from",
+        default="parameter",
+        metavar="SOURCE",
+        help="export: where the deployed gateway takes the shared secret from: 'parameter' "
+        "(a NoEcho template parameter / sensitive Terraform variable; the default) or "
+        "'secretsmanager:SECRET_ID[#JSON_KEY]'",
+    )
 
 
 def _state_path(args: argparse.Namespace, config_path: Path, configured: Path | None) -> Path:
@@ -249,8 +290,8 @@ def run_provision(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Run ``apigw-ws provision plan|apply|destroy`` (``args`` from
-    :func:`add_provision_arguments`).
+    """Run ``apigw-ws provision plan|apply|destroy|export`` (``args`` from
+    :func:`add_provision_arguments`; ``export`` goes to :func:`run_export`).
 
     Framework commands (``manage.py apigw_ws_provision``, ``flask apigw-ws provision``)
     pass the app's ``store`` (its :class:`~apigw_ws_core.storage.Storage`: the gateway record
@@ -262,6 +303,8 @@ def run_provision(
     """
     out = out or sys.stdout
     err = err or sys.stderr
+    if args.action == EXPORT:
+        return run_export(args, out=out, err=err)
     try:
         config = load_config(args.config, app_secret=app_secret)
         spec = config.spec
@@ -294,6 +337,36 @@ def run_provision(
         out=out,
         err=err,
     )
+
+
+def run_export(
+    args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run ``apigw-ws provision export``: write the config's gateway as infrastructure code.
+
+    Reads the same config file as plan/apply but needs neither AWS credentials nor the
+    secret (the output never contains it; ``--secret-from`` says where the deployed gateway
+    takes it from).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    output = getattr(args, "output", None)
+    syntax = "yaml" if args.yaml or str(output or "").endswith((".yaml", ".yml")) else "json"
+    try:
+        if syntax == "yaml" and args.format == "terraform":
+            raise ProvisionError("Terraform is exported as JSON (write it to a *.tf.json file)")
+        spec = load_config(args.config, need_secret=False).spec
+        source = parse_secret_source(args.secret_from)
+        text = render_template(export_template(spec, args.format, secret=source), syntax)
+    except ApigwWsError as exc:
+        err.write(f"error: {exc}\n")
+        return 1
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        err.write(f"wrote {args.format} ({syntax}) for gateway {spec.name!r} to {output}\n")
+    else:
+        out.write(text)
+    return 0
 
 
 # --- apigw-ws iam-policy -----------------------------------------------------------------

@@ -29,6 +29,7 @@ from .config import (
     sigv4_keys_from_file,
 )
 from .server import Gateway, start_gateway
+from .template import config_from_template, load_template
 
 __all__ = [
     "DEFAULT_REQUEST_PARAMETERS",
@@ -42,8 +43,10 @@ __all__ = [
     "config_from_backend",
     "config_from_dict",
     "config_from_lambda",
+    "config_from_template",
     "default_request_parameters",
     "load_config_file",
+    "load_template",
     "sigv4_keys_from_file",
     "start_gateway",
 ]

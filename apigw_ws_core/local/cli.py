@@ -35,6 +35,7 @@ from .config import (
 )
 from .server import Gateway, start_gateway
 from .sigv4 import parse_sigv4_keys
+from .template import config_from_template, load_template, parse_parameters
 
 __all__ = ["add_arguments", "build_api", "build_options", "main", "ready_line", "run"]
 
@@ -45,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the local gateway's flags on ``parser``."""
     source = parser.add_argument_group(
         "API definition",
-        "Use at most one of --backend, --config, --from-apigw (or --lambda alone). "
+        "Use at most one of --backend, --config, --from-apigw, --from-template (or --lambda "
+        "alone). "
         "Without any, the API has no routes: connections are accepted and every "
         "message is answered 'Forbidden'.",
     )
@@ -82,6 +84,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-apigw",
         metavar="API_ID",
         help="read routes, integrations and stage variables from an apigatewayv2 API",
+    )
+    source.add_argument(
+        "--from-template",
+        metavar="FILE",
+        help="read the API from a CloudFormation/SAM template (JSON or YAML), e.g. one "
+        "written by 'apigw-ws provision export'",
+    )
+    source.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --from-template: a template parameter value (repeatable), e.g. "
+        "SharedSecret=... or TargetBaseUrl=http://127.0.0.1:8000/ws/",
     )
     source.add_argument("--region", help="AWS region for --from-apigw")
     source.add_argument("--profile", help="AWS profile for --from-apigw")
@@ -230,12 +246,16 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
     """
     sources = [
         name
-        for name in ("backend", "config", "from_apigw")
+        for name in ("backend", "config", "from_apigw", "from_template")
         if getattr(args, name, None) is not None
     ]
     if len(sources) > 1:
         flags = ", ".join("--" + s.replace("_", "-") for s in sources)
-        raise ConfigError(f"use only one of --backend, --config, --from-apigw (got {flags})")
+        raise ConfigError(
+            f"use only one of --backend, --config, --from-apigw, --from-template (got {flags})"
+        )
+    if getattr(args, "parameter", None) and getattr(args, "from_template", None) is None:
+        raise ConfigError("--parameter only applies to --from-template")
     if args.route and sources and sources[0] != "backend":
         raise ConfigError("--route only applies to --backend or --lambda")
     if args.secret is not None and args.backend is None:
@@ -265,6 +285,14 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
                     for r in api.routes.values()
                 ]
             )
+    elif getattr(args, "from_template", None) is not None:
+        bound = resolve_lambda_handler(args.lambda_handler) if args.lambda_handler else None
+        api = config_from_template(
+            load_template(args.from_template),
+            parse_parameters(args.parameter),
+            stage=args.stage,
+            lambda_handler=bound,
+        )
     elif args.from_apigw is not None:
         bound = resolve_lambda_handler(args.lambda_handler) if args.lambda_handler else None
         try:

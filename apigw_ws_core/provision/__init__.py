@@ -2,8 +2,10 @@
 
 Describe the API with a :class:`GatewaySpec` (or a TOML file, see :func:`load_config`), look
 at what would change with :func:`plan` and :func:`render_changes`, make it so with
-:func:`apply`, and remove it all with :func:`destroy`. Every run reads what exists first, so
-``apply`` is idempotent and resumes after a failure. Needs boto3 (``apigw-ws[aws]``).
+:func:`apply`, and remove it all with :func:`destroy`. Or write it as infrastructure code
+(CloudFormation, SAM, Terraform) with :func:`export_template` and :func:`render_template`.
+Every run reads what exists first, so ``apply`` is idempotent and resumes after a failure.
+Needs boto3 (``apigw-ws[aws]``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from apigw_ws_core.provision.apply import ApplyResult, ProgressEvent, apply, des
 from apigw_ws_core.provision.aws import AwsClients
 from apigw_ws_core.provision.config import ProvisionConfig, load_config, spec_from_dict
 from apigw_ws_core.provision.errors import ProvisionError, SpecError
+from apigw_ws_core.provision.export import SecretSource, export_template, render_template
 from apigw_ws_core.provision.iam import deploy_policy, runtime_policy
 from apigw_ws_core.provision.plan import Change, render_changes, summarize
 from apigw_ws_core.provision.spec import (
@@ -40,14 +43,17 @@ __all__ = [
     "ProvisionConfig",
     "ProvisionError",
     "RouteSpec",
+    "SecretSource",
     "SpecError",
     "Throttling",
     "apply",
     "deploy_policy",
     "destroy",
+    "export_template",
     "load_config",
     "plan",
     "render_changes",
+    "render_template",
     "request_parameters",
     "runtime_policy",
     "spec_from_dict",
