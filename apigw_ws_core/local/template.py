@@ -7,18 +7,21 @@ deployed with ``aws cloudformation deploy`` / ``sam deploy`` is what runs locall
 (``apigw-ws local --from-template template.yaml --parameter SharedSecret=...``).
 
 What is read: the WebSocket API (its route selection expression), every route with its
-integration (type, method, URI, request parameter mappings, timeout), route responses (a
-route with a ``$default`` route response is two-way, as on AWS) and the stage (name, stage
-variables). Template parameters take the values given, else their ``Default``; the intrinsic
-functions ``Ref``, ``Fn::Sub``, ``Fn::Join``, ``Fn::Select`` and ``Fn::GetAtt`` (of the API)
-are evaluated the way CloudFormation would. A ``{{resolve:...}}`` dynamic reference has no
-local meaning: give its value as a parameter named after the reference (``--parameter
-'{{resolve:secretsmanager:my-secret}}=value'``). JSON and YAML (long or short ``!Sub`` form).
+integration (type, method, URI, request parameter mappings, timeout), route responses (a route
+with a ``$default`` route response is two-way, as on AWS) and the stage (name, stage
+variables). Authorizers are not run locally (a warning says so). Template parameters take the
+values given, else their ``Default``; the intrinsic functions ``Ref``, ``Fn::Sub``,
+``Fn::Join``, ``Fn::Select`` and ``Fn::GetAtt`` (of the API) are evaluated the way
+CloudFormation would. A ``{{resolve:...}}`` dynamic reference has no local meaning: give its
+value as a parameter named after the reference
+(``--parameter '{{resolve:secretsmanager:my-secret}}=value'``). JSON and YAML (long or short
+``!Sub`` form).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +42,8 @@ from .config import (
 )
 
 __all__ = ["config_from_template", "load_template", "parse_parameters"]
+
+logger = logging.getLogger("apigw_ws_core.local")
 
 _PSEUDO = {
     "AWS::Region": "us-east-1",
@@ -279,6 +284,13 @@ def config_from_template(
         if not belongs(props):
             continue
         key = resolver.string(props.get("RouteKey"), f"{name}.RouteKey")
+        if props.get("AuthorizationType") not in (None, "NONE"):
+            logger.warning(
+                "route %s has a %s authorizer, which the local gateway does not run: "
+                "clients connect without it",
+                key,
+                props.get("AuthorizationType"),
+            )
         target = resolver.string(props.get("Target", ""), f"{name}.Target")
         integration_name = target.split("/", 1)[1] if target.startswith("integrations/") else ""
         if integration_name not in integrations:

@@ -159,7 +159,7 @@ def _route_uri_suffix(spec: GatewaySpec, route_key: str) -> str | None:
 
 
 def _secret_parameters_without_secret(spec: GatewaySpec) -> dict[str, str]:
-    params = dict(request_parameters(spec.secret))
+    params = dict(request_parameters(spec.secret, spec.authorizer))
     del params[_SECRET_TARGET]
     return dict(sorted(params.items()))
 
@@ -213,6 +213,35 @@ def _cfn_template(spec: GatewaySpec, secret: SecretSource, *, sam: bool) -> dict
     if tags:
         api_props["Tags"] = tags
     resources["Api"] = {"Type": "AWS::ApiGatewayV2::Api", "Properties": api_props}
+    auth = spec.authorizer
+    if auth is not None:
+        auth_props: dict[str, Any] = {
+            "ApiId": {"Ref": "Api"},
+            "Name": auth.name,
+            "AuthorizerType": "REQUEST",
+            "AuthorizerUri": auth.uri,
+            "IdentitySource": list(auth.identity_sources),
+        }
+        if auth.credentials_arn:
+            auth_props["AuthorizerCredentialsArn"] = auth.credentials_arn
+        resources["Authorizer"] = {
+            "Type": "AWS::ApiGatewayV2::Authorizer",
+            "Properties": auth_props,
+        }
+        if not auth.credentials_arn:
+            # Without a role to assume, API Gateway needs the function's permission to call it.
+            resources["AuthorizerPermission"] = {
+                "Type": "AWS::Lambda::Permission",
+                "Properties": {
+                    "Action": "lambda:InvokeFunction",
+                    "FunctionName": auth.function_arn,
+                    "Principal": "apigateway.amazonaws.com",
+                    "SourceArn": {
+                        "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:"
+                        "${AWS::AccountId}:${Api}/authorizers/${Authorizer}"
+                    },
+                },
+            }
     route_ids: list[str] = []
     for route in routes:
         name = names[route.key]
@@ -239,6 +268,9 @@ def _cfn_template(spec: GatewaySpec, secret: SecretSource, *, sam: bool) -> dict
         }
         if route.two_way:
             route_props["RouteResponseSelectionExpression"] = "$default"
+        if auth is not None and route.key == "$connect":
+            route_props["AuthorizationType"] = "CUSTOM"
+            route_props["AuthorizerId"] = {"Ref": "Authorizer"}
         resources[f"{name}Route"] = {"Type": "AWS::ApiGatewayV2::Route", "Properties": route_props}
         route_ids.append(f"{name}Route")
         if route.two_way:
@@ -428,6 +460,27 @@ def _terraform(spec: GatewaySpec, secret: SecretSource) -> dict[str, Any]:
     }
     if tags:
         api["tags"] = tags
+    auth = spec.authorizer
+    tf_auth: dict[str, Any] = {}
+    permission: dict[str, Any] = {}
+    if auth is not None:
+        tf_auth = {
+            "api_id": _tf("aws_apigatewayv2_api.this.id"),
+            "name": auth.name,
+            "authorizer_type": "REQUEST",
+            "authorizer_uri": auth.uri,
+            "identity_sources": list(auth.identity_sources),
+        }
+        if auth.credentials_arn:
+            tf_auth["authorizer_credentials_arn"] = auth.credentials_arn
+        else:
+            permission = {
+                "action": "lambda:InvokeFunction",
+                "function_name": auth.function_arn,
+                "principal": "apigateway.amazonaws.com",
+                "source_arn": "${aws_apigatewayv2_api.this.execution_arn}/authorizers/"
+                "${aws_apigatewayv2_authorizer.this.id}",
+            }
     integrations: dict[str, Any] = {}
     tf_routes: dict[str, Any] = {}
     responses: dict[str, Any] = {}
@@ -451,6 +504,9 @@ def _terraform(spec: GatewaySpec, secret: SecretSource) -> dict[str, Any]:
             "route_key": route.key,
             "target": f"integrations/${{aws_apigatewayv2_integration.{name}.id}}",
         }
+        if auth is not None and route.key == "$connect":
+            tf_route["authorization_type"] = "CUSTOM"
+            tf_route["authorizer_id"] = _tf("aws_apigatewayv2_authorizer.this.id")
         if route.two_way:
             tf_route["route_response_selection_expression"] = "$default"
             responses[name] = {
@@ -459,14 +515,17 @@ def _terraform(spec: GatewaySpec, secret: SecretSource) -> dict[str, Any]:
                 "route_response_key": "$default",
             }
         tf_routes[name] = tf_route
-    frozen = [f"aws_apigatewayv2_integration.{n}" for n in integrations]
+    frozen = ["aws_apigatewayv2_authorizer.this"] if tf_auth else []
+    frozen += [f"aws_apigatewayv2_integration.{n}" for n in integrations]
     frozen += [f"aws_apigatewayv2_route.{n}" for n in tf_routes]
     frozen += [f"aws_apigatewayv2_route_response.{n}" for n in responses]
-    resource: dict[str, Any] = {
-        "aws_apigatewayv2_api": {"this": api},
-        "aws_apigatewayv2_integration": integrations,
-        "aws_apigatewayv2_route": tf_routes,
-    }
+    resource: dict[str, Any] = {"aws_apigatewayv2_api": {"this": api}}
+    if tf_auth:
+        resource["aws_apigatewayv2_authorizer"] = {"this": tf_auth}
+    if permission:
+        resource["aws_lambda_permission"] = {"authorizer": permission}
+    resource["aws_apigatewayv2_integration"] = integrations
+    resource["aws_apigatewayv2_route"] = tf_routes
     if responses:
         resource["aws_apigatewayv2_route_response"] = responses
     resource["aws_apigatewayv2_deployment"] = {

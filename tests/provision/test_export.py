@@ -21,6 +21,7 @@ import pytest
 
 from apigw_ws_core.local.template import config_from_template, load_template
 from apigw_ws_core.provision import (
+    AuthorizerSpec,
     DomainSpec,
     GatewaySpec,
     RouteSpec,
@@ -39,6 +40,12 @@ cfnlint_api = pytest.importorskip("cfnlint.api")
 cfnlint_core = pytest.importorskip("cfnlint.core")
 
 SECRET_HEADER_PARAM = "integration.request.header.X-Apigw-Ws-Secret"
+FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:ws-auth"
+AUTHORIZER = AuthorizerSpec(
+    function_arn=FUNCTION,
+    identity_sources=("route.request.querystring.token",),
+    context_keys=("userId",),
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +62,8 @@ def lint(text: str, rules: Any) -> list[str]:
 
 def full_spec(**overrides: Any) -> GatewaySpec:
     """Custom routes (one two-way, one one-way to its own URL, one with a slug), stage
-    variables, throttling, tags, and a custom domain with a requested certificate."""
+    variables, throttling, tags, a custom domain with a requested certificate, and a Lambda
+    authorizer."""
     values: dict[str, Any] = {
         "routes": [
             RouteSpec(key="chat_message"),
@@ -66,6 +74,7 @@ def full_spec(**overrides: Any) -> GatewaySpec:
         ],
         "tags": {"team": "chat", "env": "test"},
         "domain": DomainSpec(name="ws.example.com", base_path="v1"),
+        "authorizer": AUTHORIZER,
     }
     values.update(overrides)
     return make_spec(**values)
@@ -79,7 +88,11 @@ SPECS = {
             name="ws.example.com",
             certificate_arn="arn:aws:acm:us-east-1:123456789012:certificate/abc",
             hosted_zone_id="Z0123456789ABC",
-        )
+        ),
+        authorizer=AuthorizerSpec(
+            function_arn=FUNCTION,
+            credentials_arn="arn:aws:iam::123456789012:role/apigw-invoke-ws-auth",
+        ),
     ),
     "domain-no-dns": lambda: full_spec(
         domain=DomainSpec(
@@ -146,7 +159,8 @@ def test_template_content_follows_the_wire_contract() -> None:
         for r in kinds["AWS::ApiGatewayV2::RouteResponse"]
     )
     assert response_routes == ["ChatMessageRoute", "DefaultRoute"]
-    expected = request_parameters(SECRET)
+    expected = request_parameters(SECRET, AUTHORIZER)
+    assert "integration.request.header.X-Apigw-Ws-Authorizer-userId" in expected
     for logical in kinds["AWS::ApiGatewayV2::Integration"]:
         params = resources[logical]["Properties"]["RequestParameters"]
         assert set(params) == set(expected)
@@ -177,6 +191,22 @@ def test_template_content_follows_the_wire_contract() -> None:
     assert resources["ApiMapping"]["Properties"]["ApiMappingKey"] == "v1"
     assert resources["AliasRecord"]["Properties"]["Type"] == "A"
     assert template["Outputs"]["CustomDomainUrl"]["Value"] == "wss://ws.example.com/v1"
+    authorizer = resources["Authorizer"]["Properties"]
+    assert authorizer["AuthorizerType"] == "REQUEST"
+    assert authorizer["AuthorizerUri"] == AUTHORIZER.uri
+    assert authorizer["IdentitySource"] == ["route.request.querystring.token"]
+    connect = resources["ConnectRoute"]["Properties"]
+    assert connect["AuthorizationType"] == "CUSTOM"
+    assert connect["AuthorizerId"] == {"Ref": "Authorizer"}
+    assert "AuthorizationType" not in resources["DefaultRoute"]["Properties"]
+    permission = resources["AuthorizerPermission"]["Properties"]
+    assert permission["FunctionName"] == FUNCTION
+    assert permission["Principal"] == "apigateway.amazonaws.com"
+    with_role = export_template(SPECS["domain-own-cert"](), "cloudformation")["Resources"]
+    assert "AuthorizerPermission" not in with_role
+    assert with_role["Authorizer"]["Properties"]["AuthorizerCredentialsArn"].endswith(
+        "role/apigw-invoke-ws-auth"
+    )
 
 
 def test_deployment_is_replaced_when_routes_change_not_otherwise() -> None:
@@ -258,7 +288,7 @@ def test_terraform_content() -> None:
     for body in integrations.values():
         params = body["request_parameters"]
         assert params[SECRET_HEADER_PARAM] == "'${var.shared_secret}'"
-        assert set(params) == set(request_parameters(SECRET))
+        assert set(params) == set(request_parameters(SECRET, AUTHORIZER))
     assert integrations["chat_typing"]["integration_uri"] == "${var.target_base_url}typing"
     assert set(resource["aws_apigatewayv2_route_response"]) == {"default", "chat_message"}
     trigger = resource["aws_apigatewayv2_deployment"]["this"]["triggers"]["redeployment"]
@@ -268,6 +298,11 @@ def test_terraform_content() -> None:
         {"throttling_burst_limit": 100, "throttling_rate_limit": 50.0}
     ]
     assert set(resource["aws_route53_record"]) == {"validation", "alias"}
+    assert resource["aws_apigatewayv2_route"]["connect"]["authorizer_id"] == (
+        "${aws_apigatewayv2_authorizer.this.id}"
+    )
+    assert resource["aws_lambda_permission"]["authorizer"]["function_name"] == FUNCTION
+    assert "aws_apigatewayv2_authorizer.this" in trigger
     assert config["provider"] == {"aws": {"region": "us-east-1"}}
     secret = export_template(full_spec(), "terraform", secret=SOURCES["secretsmanager"])
     assert "shared_secret" not in secret["variable"]
@@ -392,6 +427,7 @@ def test_exported_template_declares_what_apply_creates(aws: AwsEnv) -> None:
         ],
         stage="live",
         timeout_ms=10_000,
+        authorizer=AUTHORIZER,
     )
     record = apply(spec, storage=aws.store, aws=aws.clients).record
     applied = config_from_apigw(aws.client("apigatewayv2"), record.api_id, record.stage)
