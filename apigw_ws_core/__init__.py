@@ -3,7 +3,7 @@
 The core is framework-free (attrs and botocore only). Start with :class:`WebSocketApp`.
 """
 
-from apigw_ws_core.app import Reply, WebSocketApp
+from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.attributes import AttributeSpec
 from apigw_ws_core.channels import ChannelPolicy, ChannelRule, default_policy
 from apigw_ws_core.config import Config, RateLimit
@@ -14,6 +14,7 @@ from apigw_ws_core.fanout import SendReport
 from apigw_ws_core.handlers import WebSocketView, handler
 from apigw_ws_core.history import HistoryRule
 from apigw_ws_core.memory import MemoryStorage
+from apigw_ws_core.reply import Reply
 from apigw_ws_core.storage import (
     GatewayRecord,
     HistoryMessage,

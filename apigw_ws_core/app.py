@@ -22,8 +22,6 @@ from contextvars import ContextVar, copy_context
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import attrs
-
 from apigw_ws_core import presence
 from apigw_ws_core.attributes import check_filter, read_attributes
 from apigw_ws_core.channels import ChannelPolicy, default_policy, validate_channel
@@ -62,11 +60,12 @@ from apigw_ws_core.history import (
     recovery_frames,
 )
 from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimiter
+from apigw_ws_core.reply import Reply, encode_payload
 from apigw_ws_core.storage import HistoryPage, Session, Storage
 from apigw_ws_core.tokens import check_bindings, issue_token, take_token
 from apigw_ws_core.transport import ManagementApiTransport, Transport
 
-__all__ = ["Reply", "WebSocketApp", "encode_payload"]
+__all__ = ["WebSocketApp"]
 
 #: The connection whose ``$connect`` is being handled in the current context, if any.
 _CONNECTING: ContextVar[str | None] = ContextVar("apigw_ws_connecting", default=None)
@@ -79,39 +78,6 @@ MessageHook = Callable[[HandlerContext], None]
 DisconnectHook = Callable[[str, DisconnectEvent], None]
 #: Receives a :class:`~apigw_ws_core.fanout.SendJob` (callable: ``job()`` runs it here).
 BackgroundRunner = Callable[[SendJob], Any]
-
-
-@attrs.frozen
-class Reply:
-    """A framework-neutral response: status, body bytes, headers."""
-
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
-        """A JSON reply."""
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
-        return cls(status, encode_payload(data), tuple(hdrs.items()))
-
-    @classmethod
-    def from_error(cls, error: RequestError) -> Reply:
-        """The reply for a rejected request."""
-        return cls.json(error.status, error.as_dict(), error.headers)
-
-    def json_body(self) -> Any:
-        """The body decoded as JSON (``None`` if empty)."""
-        return json.loads(self.body) if self.body else None
-
-
-def encode_payload(data: Any) -> bytes:
-    """bytes stay, str is UTF-8 encoded, anything else becomes compact JSON."""
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        return data.encode("utf-8")
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def _utcnow() -> datetime:

@@ -112,6 +112,9 @@ class Config:
     #: really runs the authorizer: on ``$connect`` it forwards the client's own headers, so
     #: without the provisioned mapping a client could send ``X-Apigw-Ws-Authorizer-*`` itself.
     user_from_authorizer: str | None = None
+    #: Bind each token to the ``Origin`` header of the request that fetched it, so a token
+    #: stolen from the page fails from any other site's page (the token endpoint).
+    token_bind_origin: bool = True
     token_query_param: str = "ws_token"
     channel_query_param: str = "channel"
     default_channel: str = "default"

@@ -19,6 +19,7 @@ __all__ = [
     "GoneError",
     "HandlerFailed",
     "HandlerForbidden",
+    "IncompleteBody",
     "InvalidAttribute",
     "InvalidChannel",
     "InvalidConnectionId",
@@ -26,6 +27,9 @@ __all__ = [
     "InvalidJson",
     "InvalidMessage",
     "InvalidToken",
+    "LoginRequired",
+    "MethodNotAllowed",
+    "NotFound",
     "OriginNotAllowed",
     "PayloadTooLarge",
     "RateLimited",
@@ -85,6 +89,30 @@ class BodyTooLarge(RequestError):
     status = 413
     code = "body_too_large"
     default_message = "Message body exceeds 131072 bytes."
+
+
+class IncompleteBody(RequestError):
+    """The request body ended before its ``Content-Length`` (the caller hung up or lied).
+    Nothing is run: a truncated body could still parse as a valid message."""
+
+    code = "incomplete_body"
+    default_message = "The request body is shorter than its Content-Length."
+
+
+class MethodNotAllowed(RequestError):
+    """API Gateway's integrations always ``POST``."""
+
+    status = 405
+    code = "method_not_allowed"
+    default_message = "Use POST."
+
+
+class NotFound(RequestError):
+    """No such route under the integration prefix."""
+
+    status = 404
+    code = "not_found"
+    default_message = "No such route."
 
 
 class InvalidJson(RequestError):
@@ -168,6 +196,14 @@ class TokenRequired(RequestError):
     status = 401
     code = "token_required"
     default_message = "A connection token is required."
+
+
+class LoginRequired(RequestError):
+    """The token endpoint was called without a logged-in user."""
+
+    status = 401
+    code = "login_required"
+    default_message = "Log in to get a connection token."
 
 
 class InvalidToken(RequestError):

@@ -1,25 +1,50 @@
-"""Short-lived, single-use connection tokens.
+"""Short-lived, single-use connection tokens, and the token endpoint.
 
-A browser fetches a token from an authenticated endpoint (the adapters provide one), then
-opens ``wss://.../?ws_token=<token>``. We store only the SHA-256 digest of the 256-bit random
+A browser fetches a token from an authenticated endpoint, then opens
+``wss://.../?ws_token=<token>``. We store only the SHA-256 digest of the 256-bit random
 token; consuming it is one atomic storage call, so a replayed or raced token fails.
+
+The endpoint's logic is :func:`token_endpoint` (parse the body, check the login, bind the
+origin and channel, rate limit, issue, reply); the Django and Flask token views only build a
+:class:`TokenRequest` from their request and turn the :class:`~apigw_ws_core.reply.Reply`
+into a response.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from apigw_ws_core.errors import InvalidToken
+import attrs
+
+from apigw_ws_core.errors import (
+    BadRequest,
+    BodyTooLarge,
+    InvalidChannel,
+    InvalidToken,
+    LoginRequired,
+    MethodNotAllowed,
+    RequestError,
+)
+from apigw_ws_core.http import BodyReader, content_length, read_bounded
+from apigw_ws_core.reply import Reply
 from apigw_ws_core.storage import Storage, Token
 
+if TYPE_CHECKING:
+    from apigw_ws_core.app import WebSocketApp
+
 __all__ = [
+    "MAX_TOKEN_BODY",
     "TOKEN_BYTES",
+    "TokenRequest",
     "check_bindings",
     "hash_token",
     "issue_token",
     "take_token",
+    "token_endpoint",
 ]
 
 #: Random bytes per token (256 bits; the issue asks for at least 128).
@@ -76,3 +101,106 @@ def check_bindings(record: Token, *, channel: str | None, origin: str | None) ->
     if record.origin is not None and record.origin != origin:
         raise InvalidToken()
     return record
+
+
+#: Token requests carry a channel, an origin, perhaps a CSRF token: a few hundred bytes.
+MAX_TOKEN_BODY = 4096
+
+
+def _no_form() -> Mapping[str, Any]:
+    return {}
+
+
+def _no_body(size: int) -> bytes:
+    return b""
+
+
+def _lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+@attrs.frozen(kw_only=True)
+class TokenRequest:
+    """A token request as an adapter sees it.
+
+    :param user_id: the logged-in user's id, ``None`` when nobody is logged in.
+    :param method: the HTTP method; anything but ``POST`` is ``405 method_not_allowed``.
+    :param headers: the request headers (any case); ``Origin``, ``Content-Type`` and
+        ``Content-Length`` are read.
+    :param read: reads the body (used for JSON bodies, at most :data:`MAX_TOKEN_BODY`).
+    :param form: returns the parsed form fields of a non-JSON body (the framework parsed
+        them already, e.g. for its CSRF check).
+    :param check: the adapter's own check before anything else (Flask's CSRF check); it
+        gets a function returning the parsed fields and raises a ``RequestError``.
+    """
+
+    user_id: Any
+    method: str = "POST"
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_lower_keys)
+    read: BodyReader = _no_body
+    form: Callable[[], Mapping[str, Any]] = _no_form
+    check: Callable[[Callable[[], Mapping[str, Any]]], None] | None = None
+
+
+def _fields(app: WebSocketApp, request: TokenRequest) -> Mapping[str, Any]:
+    """The body's fields: a JSON object parsed with the pipeline's rules, or the form."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return request.form()
+    length = content_length(request.headers)
+    if length is not None and length > MAX_TOKEN_BODY:
+        raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.")
+    try:
+        raw = read_bounded(request.read, MAX_TOKEN_BODY)
+    except BodyTooLarge as exc:
+        raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.") from exc
+    return app.parse_message(raw or b"{}")
+
+
+def _optional_str(fields: Mapping[str, Any], key: str, error: type[RequestError]) -> str | None:
+    value = fields.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise error(f"{key} must be a string.")
+    return value
+
+
+def token_endpoint(app: WebSocketApp, request: TokenRequest) -> Reply:
+    """Answer a token request: ``200 {"token": ..., "expires_in": ...}`` or the error.
+
+    Order: the method (``405`` but for ``POST``), the adapter's ``check`` (CSRF), login
+    (``401 login_required``), the fields (JSON or form; ``413`` over
+    :data:`MAX_TOKEN_BODY`, ``400`` for malformed JSON),
+    ``channel`` (a string, else ``400 invalid_channel``; the policy must let the user join
+    it), the origin, the per-user rate limit (``429``), then the token. The origin bound
+    is the request's ``Origin`` header when ``config.token_bind_origin`` (the default),
+    else an ``origin`` field; a field that contradicts the header is ``400 bad_request``.
+    Every answer is ``Cache-Control: no-store``.
+    """
+    cache: list[Mapping[str, Any]] = []
+
+    def fields() -> Mapping[str, Any]:
+        if not cache:
+            cache.append(_fields(app, request))
+        return cache[0]
+
+    try:
+        if request.method != "POST":
+            raise MethodNotAllowed(headers={"Allow": "POST"})
+        if request.check is not None:
+            request.check(fields)
+        if request.user_id is None:
+            raise LoginRequired()
+        channel = _optional_str(fields(), "channel", InvalidChannel)
+        field = _optional_str(fields(), "origin", BadRequest)
+        header = request.headers.get("origin") if app.config.token_bind_origin else None
+        if header and field and field != header:
+            raise BadRequest("origin does not match the request's Origin header.")
+        token, expires_in = app.issue_token(
+            request.user_id, channel=channel, origin=header or field
+        )
+    except RequestError as error:
+        reply = app.reject(error)
+    else:
+        reply = Reply.json(200, {"token": token, "expires_in": expires_in})
+    return attrs.evolve(reply, headers=(*reply.headers, ("Cache-Control", "no-store")))

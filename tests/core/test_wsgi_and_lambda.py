@@ -211,7 +211,11 @@ def test_lambda_base64_body():
 def test_wsgi_chunked_bodies():
     import io
 
-    from apigw_ws_core.wsgi import read_body
+    from apigw_ws_core.http import read_body as read_request_body
+    from apigw_ws_core.wsgi import request_from_environ
+
+    def read_body(environ, limit):
+        return read_request_body(request_from_environ(environ, "default"), limit)
 
     limit = 100
     chunked = {"HTTP_TRANSFER_ENCODING": "chunked"}

@@ -91,7 +91,7 @@ def test_bad_input(alice: Any):
     r = client.post(URL, {"channel": "bad channel"}, content_type="application/json")
     assert r.status_code == 400 and r.json()["error"] == "invalid_channel"
     r = client.post(URL, {"channel": 5}, content_type="application/json")
-    assert r.status_code == 400 and r.json()["error"] == "invalid_message"
+    assert r.status_code == 400 and r.json()["error"] == "invalid_channel"
     r = client.post(URL, [1], content_type="application/json")
     assert r.status_code == 400
     deep = b'{"channel": ' + b"[" * 1000 + b"]" * 1000 + b"}"

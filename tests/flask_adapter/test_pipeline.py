@@ -257,7 +257,9 @@ def test_malformed_gateway_calls(env, db: Database):
     assert resp.status_code == 403 and _error(resp) == "forbidden"
     resp = gw.post("connect", new_connection_id(), extra={"X-Apigw-Ws-Event-Type": "MESSAGE"})
     assert resp.status_code == 400
-    assert gw.client.get("/ws/connect").status_code == 405
+    assert gw.client.get("/ws/connect").status_code == 403  # secret first
+    resp = gw.client.get("/ws/connect", headers={"X-Apigw-Ws-Secret": gw.secret})
+    assert resp.status_code == 405 and _error(resp) == "method_not_allowed"
     assert snapshot(db, counters=True) == before
 
 

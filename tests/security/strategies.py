@@ -41,6 +41,7 @@ STABLE_CODES = frozenset(
         "not_found",
         "method_not_allowed",
         "handler_forbidden",
+        "incomplete_body",
     }
 )
 

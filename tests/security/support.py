@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from apigw_ws_core import Config, MemoryStorage, WebSocketApp
-from apigw_ws_core.app import Reply
 from apigw_ws_core.events import from_http
+from apigw_ws_core.reply import Reply
 from apigw_ws_core.storage import Storage
 from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
 

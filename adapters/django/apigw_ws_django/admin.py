@@ -25,9 +25,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from apigw_ws_core.app import encode_payload
 from apigw_ws_core.errors import PayloadTooLarge, TransportError
 from apigw_ws_core.fanout import check_size
+from apigw_ws_core.reply import encode_payload
 from apigw_ws_django.runtime import get_app
 
 

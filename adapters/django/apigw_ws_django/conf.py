@@ -56,9 +56,6 @@ DJANGO_DEFAULTS: dict[str, Any] = {
     "AUTHORIZE_CHANNEL": None,
     # user_loader(user_id: str) -> user or None. None: the user model by primary key.
     "USER_LOADER": None,
-    # Bind each token to the Origin header of the request that fetched it (a token stolen
-    # from the page then fails from any other site's page). Same default as Flask.
-    "TOKEN_BIND_ORIGIN": True,
 }
 
 
@@ -93,7 +90,6 @@ class AdapterSettings:
     channel_policy: Any
     authorize_channel: Any
     user_loader: Any
-    token_bind_origin: bool = True
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> AdapterSettings:
@@ -118,7 +114,6 @@ class AdapterSettings:
             channel_policy=values["CHANNEL_POLICY"],
             authorize_channel=values["AUTHORIZE_CHANNEL"],
             user_loader=values["USER_LOADER"],
-            token_bind_origin=bool(values["TOKEN_BIND_ORIGIN"]),
         )
 
     def build(self, key: str) -> Any:

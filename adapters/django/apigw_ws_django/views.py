@@ -24,22 +24,23 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib.auth.models import AnonymousUser
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, include, path
 from django.utils.decorators import method_decorator
 from django.utils.functional import SimpleLazyObject
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from apigw_ws_core.app import Reply, WebSocketApp
+from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.context import HandlerContext
-from apigw_ws_core.errors import BadRequest, BodyTooLarge, InvalidMessage, RequestError
-from apigw_ws_core.events import from_http
 from apigw_ws_core.handlers import Permission, handler
 from apigw_ws_core.handlers import WebSocketView as CoreWebSocketView
+from apigw_ws_core.http import HttpRequest as CoreHttpRequest
+from apigw_ws_core.http import handle_http
+from apigw_ws_core.reply import Reply
 from apigw_ws_core.storage import Session
-from apigw_ws_core.wsgi import MethodNotAllowed
-from apigw_ws_django.runtime import get_app, get_runtime
+from apigw_ws_core.tokens import TokenRequest, token_endpoint
+from apigw_ws_django.runtime import get_app
 from apigw_ws_django.signals import _current_request, current_request
 
 if TYPE_CHECKING:
@@ -71,45 +72,34 @@ class _AllAliases:
 
 
 def reply_to_response(reply: Reply) -> HttpResponse:
-    """The Django response for a core :class:`~apigw_ws_core.app.Reply`."""
+    """The Django response for a core :class:`~apigw_ws_core.reply.Reply`."""
     response = HttpResponse(reply.body, status=reply.status)
     for name, value in reply.headers:
         response[name] = value
     return response
 
 
-def _content_length(request: HttpRequest) -> int:
-    raw = request.META.get("CONTENT_LENGTH") or "0"
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise BadRequest("Bad Content-Length.") from exc
-
-
 def handle_request(app: WebSocketApp, request: HttpRequest, route: str) -> HttpResponse:
-    """Translate one API Gateway integration request for ``app`` and answer it.
-
-    The body is refused with 413 from its ``Content-Length`` before it is read.
-    """
+    """Translate one API Gateway integration request for ``app`` and answer it (the checks
+    are :func:`apigw_ws_core.http.handle_http`'s)."""
+    meta = request.META
+    read, terminated = request.read, "wsgi.input" not in meta  # ASGI: the whole body
+    if meta.get("wsgi.input_terminated") and not meta.get("CONTENT_LENGTH"):
+        # a chunked body: Django's WSGI request reads Content-Length bytes only
+        read, terminated = meta["wsgi.input"].read, True
     token = _current_request.set(request)
     try:
-        try:
-            if request.method != "POST":
-                raise MethodNotAllowed()
-            limit = app.config.max_body_bytes
-            if _content_length(request) > limit:
-                raise BodyTooLarge(f"Message body exceeds {limit} bytes.")
-            event = from_http(
-                route,
-                dict(request.headers),
-                request.META.get("QUERY_STRING", ""),
-                request.body,
-                max_body=limit,
-            )
-        except RequestError as error:
-            reply = app.reject(error, dict(request.headers))
-        else:
-            reply = app.handle(event)
+        reply = handle_http(
+            app,
+            CoreHttpRequest(
+                method=request.method or "",
+                route=route,
+                headers=request.headers,
+                query_string=meta.get("QUERY_STRING", ""),
+                read=read,
+                input_terminated=terminated,
+            ),
+        )
     finally:
         _current_request.reset(token)
     return reply_to_response(reply)
@@ -318,10 +308,6 @@ def websocket_urlpatterns(
     return [path(prefix, include(view.urls(namespace)))]
 
 
-#: Token requests carry a channel and perhaps an origin: a few hundred bytes at most.
-MAX_TOKEN_BODY = 4096
-
-
 @method_decorator(csrf_protect, name="dispatch")
 class WebSocketTokenView(View):
     """``POST``: a single-use connection token for the logged-in user.
@@ -331,59 +317,19 @@ class WebSocketTokenView(View):
     the request's ``Origin`` (``TOKEN_BIND_ORIGIN``, on by default). Optional fields, as
     JSON or form data: ``channel`` binds the token to that channel; ``origin`` names the
     origin when the request carried none. Issuing is rate limited per user
-    (``TOKEN_RATE_PER_USER``): 429 with ``Retry-After``.
+    (``TOKEN_RATE_PER_USER``): 429 with ``Retry-After``. The rules are the core's
+    :func:`apigw_ws_core.tokens.token_endpoint`.
     """
 
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        """Issue a token (the core's ``issue_token``: rate limit, then store the hash)."""
-        app = get_app()
-        if not request.user.is_authenticated:
-            return JsonResponse(
-                {"error": "login_required", "message": "Log in to get a connection token."},
-                status=401,
-            )
-        try:
-            params = self.parameters(app, request)
-            token, expires_in = app.issue_token(
-                request.user.pk, channel=params.get("channel"), origin=self.origin(request, params)
-            )
-        except RequestError as error:
-            return reply_to_response(app.reject(error))
-        response = JsonResponse({"token": token, "expires_in": expires_in})
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @staticmethod
-    def origin(request: HttpRequest, params: dict[str, str]) -> str | None:
-        """The origin to bind the token to: the request's ``Origin`` header (with
-        ``TOKEN_BIND_ORIGIN``, the default), or an ``origin`` field when no header came.
-        A field that contradicts the header is refused."""
-        header = request.headers.get("Origin") if get_runtime().settings.token_bind_origin else None
-        field = params.get("origin")
-        if header and field and field != header:
-            raise BadRequest("origin does not match the request's Origin header.")
-        return header or field
-
-    @staticmethod
-    def parameters(app: WebSocketApp, request: HttpRequest) -> dict[str, str]:
-        """``channel`` and ``origin`` from a JSON or form body (empty values dropped).
-
-        JSON is parsed with the pipeline's rules (:meth:`WebSocketApp.parse_message`) and
-        at most :data:`MAX_TOKEN_BODY` bytes."""
-        if request.content_type == "application/json":
-            if _content_length(request) > MAX_TOKEN_BODY:
-                raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.")
-            data: dict[str, Any] = app.parse_message(request.body or b"{}")
-        else:
-            data = request.POST.dict()
-        out: dict[str, str] = {}
-        for key in ("channel", "origin"):
-            value = data.get(key)
-            if value in (None, ""):
-                continue
-            if not isinstance(value, str):
-                raise InvalidMessage(f"{key} must be a string.")
-            out[key] = value
-        return out
+        """Issue a token (see :func:`apigw_ws_core.tokens.token_endpoint`)."""
+        user = request.user
+        token_request = TokenRequest(
+            user_id=user.pk if user.is_authenticated else None,
+            headers=request.headers,
+            read=request.read,
+            form=request.POST.dict,
+        )
+        return reply_to_response(token_endpoint(get_app(), token_request))

@@ -25,9 +25,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from apigw_ws_core.app import encode_payload
 from apigw_ws_core.errors import PayloadTooLarge
 from apigw_ws_core.fanout import check_size, fanout
+from apigw_ws_core.reply import encode_payload
 from apigw_ws_flask.extension import EXTENSION_KEY, ApigwWsState
 
 __all__ = ["cli_group"]

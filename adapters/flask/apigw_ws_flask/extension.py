@@ -47,8 +47,6 @@ ADAPTER_DEFAULTS: dict[str, Any] = {
     #: Without Flask-WTF's CSRFProtect on the app but with Flask-WTF installed, check the
     #: CSRF token on the token endpoint ourselves (``X-CSRFToken`` header or ``csrf_token``).
     "APIGW_WS_TOKEN_CSRF": True,
-    #: Bind each token to the ``Origin`` of the request that fetched it.
-    "APIGW_WS_TOKEN_BIND_ORIGIN": True,
     #: Serve the browser client at ``/apigw-ws/apigw-ws.js`` (blueprint ``apigw_ws_client``).
     "APIGW_WS_SERVE_CLIENT": True,
 }
@@ -88,7 +86,6 @@ class ApigwWsState:
     url_prefix: str
     token_path: str | None
     csrf_check: bool
-    bind_origin: bool
 
 
 class ApigwWebSocket:
@@ -182,7 +179,6 @@ class ApigwWebSocket:
             url_prefix=prefix,
             token_path=token_path or None,
             csrf_check=bool(app.config["APIGW_WS_TOKEN_CSRF"]),
-            bind_origin=bool(app.config["APIGW_WS_TOKEN_BIND_ORIGIN"]),
         )
         with self._lock:
             for step in self._setup:

@@ -13,25 +13,26 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from apigw_ws_core.app import Reply, WebSocketApp
-from apigw_ws_core.errors import BodyTooLarge, InvalidChannel, RequestError
-from apigw_ws_core.events import from_http
-from apigw_ws_core.wsgi import read_bounded
+from apigw_ws_core.errors import LoginRequired, RequestError
+from apigw_ws_core.http import handle_http
+from apigw_ws_core.reply import Reply
+from apigw_ws_core.tokens import TokenRequest, token_endpoint
+from apigw_ws_core.wsgi import request_from_environ
 from apigw_ws_flask.extension import EXTENSION_KEY, ApigwWsState
 
 __all__ = ["CsrfFailed", "LoginRequired", "register_views", "to_response"]
 
+#: Returns the token request's parsed fields (JSON object or form).
+Fields = Callable[[], Mapping[str, Any]]
 
-class LoginRequired(RequestError):
-    """The token endpoint was called without a logged-in user."""
-
-    status = 401
-    code = "login_required"
-    default_message = "Log in to get a connection token."
+#: Every method the gateway and token routes answer themselves (``405 method_not_allowed`` for all
+#: but ``POST``, after the secret-first check), instead of Werkzeug's HTML 405.
+GATEWAY_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
 
 
 class CsrfFailed(RequestError):
@@ -43,7 +44,7 @@ class CsrfFailed(RequestError):
 
 
 def to_response(reply: Reply) -> Response:
-    """A core :class:`~apigw_ws_core.app.Reply` as a Flask response."""
+    """A core :class:`~apigw_ws_core.reply.Reply` as a Flask response."""
     response = Response(reply.body, status=reply.status)
     for name, value in reply.headers:
         response.headers[name] = value
@@ -56,82 +57,46 @@ def _state() -> ApigwWsState:
 
 
 def gateway(route: str) -> Response:
-    """One API Gateway integration call → one core event → the core's reply."""
-    core: WebSocketApp = _state().core
-    limit = core.config.max_body_bytes
-    try:
-        if (request.content_length or 0) > limit:
-            raise BodyTooLarge(f"Message body exceeds {limit} bytes.")
-        body = read_bounded(request.stream.read, limit)  # chunked bodies too, bounded
-        event = from_http(
-            route,
-            dict(request.headers.items()),
-            request.environ.get("QUERY_STRING", ""),
-            body,
-            max_body=limit,
-        )
-    except RequestError as error:
-        return to_response(core.reject(error, dict(request.headers.items())))
-    return to_response(core.handle(event))
+    """One API Gateway integration call: the core's HTTP intake over the WSGI environ."""
+    return to_response(handle_http(_state().core, request_from_environ(request.environ, route)))
 
 
-def _check_csrf(app: Flask, state: ApigwWsState) -> None:
+def _csrf_check(app: Flask, state: ApigwWsState) -> Callable[[Fields], None] | None:
+    """The token endpoint's CSRF check, when this adapter must make it itself."""
     if not state.csrf_check or "csrf" in app.extensions:
-        return  # CSRFProtect (if any) already checked this request
+        return None  # CSRFProtect (if any) already checked this request
     if not app.config.get("WTF_CSRF_ENABLED", True):
-        return
+        return None
     try:
         from flask_wtf.csrf import validate_csrf
 
         validation_error: type[Exception] = importlib.import_module("wtforms").ValidationError
     except ImportError:
-        return
-    token = request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token")
-    if token is None:
-        payload = _json_payload(state.core)
-        token = payload.get("csrf_token") if payload is not None else None
-    try:
-        validate_csrf(token or request.form.get("csrf_token"))
-    except validation_error as exc:
-        raise CsrfFailed() from exc
-
-
-#: Token requests carry a channel and perhaps a CSRF token: a few hundred bytes at most.
-MAX_TOKEN_BODY = 4096
-
-
-def _json_payload(core: WebSocketApp) -> dict[str, Any] | None:
-    """The token request's JSON object (``None`` for a non-JSON body), parsed with the
-    core's rules; malformed or oversized JSON is a 400/413."""
-    if not request.is_json:
         return None
-    if (request.content_length or 0) > MAX_TOKEN_BODY:
-        raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.")
-    return core.parse_message(request.get_data(cache=True))
+
+    def check(fields: Fields) -> None:
+        token = request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token")
+        try:
+            validate_csrf(token or fields().get("csrf_token"))
+        except validation_error as exc:
+            raise CsrfFailed() from exc
+
+    return check
 
 
 def token() -> Response:
-    """Issue a connection token for the logged-in user (JSON body: optional ``channel``)."""
+    """Issue a connection token for the logged-in user (see
+    :func:`apigw_ws_core.tokens.token_endpoint`)."""
     state = _state()
-    core = state.core
-    try:
-        _check_csrf(current_app, state)
-        user_id = state.extension.current_user_id()
-        if user_id is None:
-            raise LoginRequired()
-        payload = _json_payload(core)
-        channel = payload.get("channel") if payload is not None else None
-        channel = channel if channel is not None else request.form.get("channel")
-        if channel is not None and not isinstance(channel, str):
-            raise InvalidChannel()
-        origin = request.headers.get("Origin") if state.bind_origin else None
-        value, expires_in = core.issue_token(user_id, channel=channel, origin=origin)
-    except RequestError as error:
-        response = to_response(core.reject(error))
-    else:
-        response = to_response(Reply.json(200, {"token": value, "expires_in": expires_in}))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    token_request = TokenRequest(
+        user_id=state.extension.current_user_id(),
+        method=request.method,
+        headers=dict(request.headers.items()),
+        read=request.stream.read,
+        form=request.form.to_dict,
+        check=_csrf_check(current_app, state),
+    )
+    return to_response(token_endpoint(state.core, token_request))
 
 
 class _ExemptOnce:
@@ -153,14 +118,22 @@ class _ExemptOnce:
 def register_views(app: Flask, state: ApigwWsState) -> None:
     """Register the gateway and token blueprints for ``state`` on ``app``."""
     gateway_bp = Blueprint("apigw_ws", __name__, url_prefix=state.url_prefix or None)
-    gateway_bp.add_url_rule("/<route>", "gateway", gateway, methods=["POST"])
+    gateway_bp.add_url_rule(
+        "/<route>", "gateway", gateway, methods=GATEWAY_METHODS, provide_automatic_options=False
+    )
     app.register_blueprint(gateway_bp)
     exempt = _ExemptOnce(app, gateway_bp)
     exempt()
     app.before_request_funcs.setdefault(None, []).insert(0, exempt)
     if state.token_path:
         token_bp = Blueprint("apigw_ws_token", __name__)
-        token_bp.add_url_rule(state.token_path, "token", token, methods=["POST"])
+        token_bp.add_url_rule(
+            state.token_path,
+            "token",
+            token,
+            methods=GATEWAY_METHODS,
+            provide_automatic_options=False,
+        )
         app.register_blueprint(token_bp)
     if app.config.get("APIGW_WS_SERVE_CLIENT", True) and "apigw_ws_client" not in app.blueprints:
         from apigw_ws_flask.client import client_blueprint

@@ -94,8 +94,8 @@ class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
 
         Uses the Django adapter's app unless ``app`` is given.
         """
-        from apigw_ws_core.app import encode_payload
         from apigw_ws_core.fanout import check_size, fanout
+        from apigw_ws_core.reply import encode_payload
 
         app = app or _default_app()
         payload = check_size(encode_payload(data))

@@ -24,9 +24,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
-from apigw_ws_core.app import WebSocketApp, encode_payload
+from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.errors import ApigwWsError, PayloadTooLarge
 from apigw_ws_core.fanout import SendReport, check_size, fanout
+from apigw_ws_core.reply import encode_payload
 from apigw_ws_django.runtime import get_app
 
 
