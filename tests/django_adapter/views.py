@@ -30,6 +30,21 @@ class ChatView(WebSocketView):
         ).send_message({"type": "chat", "text": text, "from": self.websocket_session.user_id})
 
     @handler
+    def to_others(self, request: Any, message: dict[str, Any]) -> dict[str, int]:
+        """Everyone in the room but the sender, twice: the queryset and the shortcut."""
+        me = self.websocket_session
+        one = WebSocketSession.objects.filter(channel_name=me.channel_name).send_message(
+            {"type": "qs", "text": message.get("text")}, exclude=me.connection_id
+        )
+        two = me.broadcast({"type": "shortcut", "text": message.get("text")})
+        return {"queryset": one.delivered, "shortcut": two.delivered}
+
+    @handler
+    def my_attributes(self, request: Any, message: dict[str, Any]) -> dict[str, str]:
+        """The connection attributes stored at $connect."""
+        return self.websocket_session.attributes
+
+    @handler
     def whoami(self, request: Any, message: dict[str, Any]) -> dict[str, Any]:
         """The user as seen through self.user and request.user."""
         return {

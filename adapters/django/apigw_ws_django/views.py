@@ -153,9 +153,22 @@ class WebSocketSessionProxy:
             self._user = self.app.load_user(self.record.user_id)
         return self._user
 
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The connection attributes stored at ``$connect`` (declared in
+        ``APIGW_WS["CONNECTION_ATTRIBUTES"]``)."""
+        return self.record.attributes
+
     def send_message(self, data: Any) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to this connection now."""
         return self.app.send(data, connection_id=self.record.connection_id)
+
+    def broadcast(self, data: Any, channel: str | None = None) -> SendReport:
+        """Send ``data`` to everyone in ``channel`` (default: the ``$connect`` channel) but
+        this connection."""
+        return self.app.send(
+            data, channel=channel or self.record.channel_name, exclude=self.record.connection_id
+        )
 
     def channels(self) -> list[str]:
         """Every channel this connection belongs to (one query)."""

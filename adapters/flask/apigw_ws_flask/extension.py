@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.fanout import SendReport
 from apigw_ws_core.handlers import Permission, WebSocketView
 from apigw_ws_core.limits import RateLimiter
-from apigw_ws_core.storage import Presence, Storage
+from apigw_ws_core.storage import HistoryPage, Presence, Storage
 from apigw_ws_core.transport import Transport
 
 __all__ = ["ADAPTER_DEFAULTS", "EXTENSION_KEY", "ApigwWebSocket", "ApigwWsState", "user_id_of"]
@@ -326,16 +326,22 @@ class ApigwWebSocket:
         user: Any = None,
         connection_id: str | None = None,
         everyone: bool = False,
+        exclude: str | Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to a channel, a user (object or id),
         one connection, or ``everyone``; blocks until done and returns the
-        :class:`~apigw_ws_core.fanout.SendReport`."""
+        :class:`~apigw_ws_core.fanout.SendReport`. ``exclude`` leaves connection ids out
+        (``exclude=ctx.connection_id``: everyone but the sender); ``attributes`` keeps only
+        connections with those connection attributes."""
         return self.core.send(
             data,
             channel=channel,
             user_id=user_id_of(user),
             connection_id=connection_id,
             everyone=everyone,
+            exclude=exclude,
+            attributes=attributes,
         )
 
     def send_in_background(
@@ -346,6 +352,8 @@ class ApigwWebSocket:
         user: Any = None,
         connection_id: str | None = None,
         everyone: bool = False,
+        exclude: str | Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> Future[SendReport]:
         """Like :meth:`send`, delivered on a worker thread inside an app context."""
         future: Future[SendReport] = self.core.send_in_background(
@@ -354,8 +362,14 @@ class ApigwWebSocket:
             user_id=user_id_of(user),
             connection_id=connection_id,
             everyone=everyone,
+            exclude=exclude,
+            attributes=attributes,
         )
         return future
+
+    def history(self, channel: str, since: int | None = None, limit: int = 100) -> HistoryPage:
+        """The kept messages of a history channel (see ``WebSocketApp.history``)."""
+        return self.core.history(channel, since=since, limit=limit)
 
     def presence(self, channel: str) -> Presence:
         """Who is in ``channel`` now (distinct user ids, connection count)."""

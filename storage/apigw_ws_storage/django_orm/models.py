@@ -22,7 +22,7 @@ Connection attributes are a JSON field of the session:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -86,14 +86,25 @@ class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
                 return
 
     def send_message(
-        self, data: Any, *, app: WebSocketApp | None = None, batch_size: int = 500
+        self,
+        data: Any,
+        *,
+        app: WebSocketApp | None = None,
+        batch_size: int = 500,
+        exclude: str | Iterable[str] | None = None,
     ) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to every connected session in this
         queryset through the core fan-out (bounded concurrency, retries, gone connections
         marked disconnected). Returns the :class:`~apigw_ws_core.fanout.SendReport`.
 
-        Uses the Django adapter's app unless ``app`` is given.
+        ``exclude`` leaves out a connection id (or several), e.g. the sender's. Uses the
+        Django adapter's app unless ``app`` is given.
         """
+        if exclude is not None:
+            ids = [exclude] if isinstance(exclude, str) else list(exclude)
+            return self.exclude(connection_id__in=ids).send_message(
+                data, app=app, batch_size=batch_size
+            )
         from apigw_ws_core.fanout import check_size, fanout
         from apigw_ws_core.reply import encode_payload
 
