@@ -122,8 +122,9 @@ def lambda_event(
         "domainName": f"{api_id}.execute-api.us-east-1.amazonaws.com",
         "connectionId": connection_id,
         "apiId": api_id,
-        "messageId": secrets.token_hex(6) if kind == "MESSAGE" else None,
     }
+    if kind == "MESSAGE":  # AWS leaves messageId out of CONNECT and DISCONNECT events
+        ctx["messageId"] = secrets.token_hex(6)
     event: dict[str, Any] = {"requestContext": ctx, "isBase64Encoded": False}
     if kind == "CONNECT":
         hdrs = {"Host": ctx["domainName"], "Sec-WebSocket-Version": "13", **(headers or {})}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from .config import (
     DEFAULT_REQUEST_PARAMETERS,
     ApiConfig,
+    Authorizer,
     ConfigError,
     GatewayOptions,
     Integration,
@@ -24,6 +25,7 @@ from .config import (
     config_from_backend,
     config_from_dict,
     config_from_lambda,
+    config_from_lambda_routes,
     default_request_parameters,
     load_config_file,
     sigv4_keys_from_file,
@@ -34,6 +36,7 @@ from .template import config_from_template, load_template
 __all__ = [
     "DEFAULT_REQUEST_PARAMETERS",
     "ApiConfig",
+    "Authorizer",
     "ConfigError",
     "Gateway",
     "GatewayOptions",
@@ -43,6 +46,7 @@ __all__ = [
     "config_from_backend",
     "config_from_dict",
     "config_from_lambda",
+    "config_from_lambda_routes",
     "config_from_template",
     "default_request_parameters",
     "load_config_file",

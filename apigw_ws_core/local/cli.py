@@ -24,18 +24,22 @@ from .config import (
     DEFAULT_STAGE,
     DEFAULT_TIMEOUT_MS,
     ApiConfig,
+    Authorizer,
     ConfigError,
     GatewayOptions,
     config_from_apigw,
     config_from_backend,
     config_from_lambda,
+    config_from_lambda_routes,
     load_config_file,
+    parse_lambda_route,
     resolve_lambda_handler,
     sigv4_keys_from_file,
 )
 from .server import Gateway, start_gateway
 from .sigv4 import parse_sigv4_keys
 from .template import config_from_template, load_template, parse_parameters
+from .tls import make_tls
 
 __all__ = ["add_arguments", "build_api", "build_options", "main", "ready_line", "run"]
 
@@ -99,7 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --from-template: a template parameter value (repeatable), e.g. "
         "SharedSecret=... or TargetBaseUrl=http://127.0.0.1:8000/ws/",
     )
-    source.add_argument("--region", help="AWS region for --from-apigw")
+    source.add_argument(
+        "--region",
+        help="AWS region for --from-apigw; also the region in ARNs and the AWS_REGION "
+        "in-process handlers get when unset (default: us-east-1)",
+    )
     source.add_argument("--profile", help="AWS profile for --from-apigw")
     source.add_argument(
         "--aws-endpoint-url", metavar="URL", help="apigatewayv2 endpoint for --from-apigw"
@@ -111,6 +119,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="alone: every route calls this Python Lambda handler (AWS_PROXY); with "
         "--from-apigw/--config: the handler AWS_PROXY integrations call",
     )
+    source.add_argument(
+        "--lambda-route",
+        action="append",
+        default=[],
+        metavar="ROUTE=MODULE:FUNCTION",
+        help="one Lambda function per route (repeatable), as Chalice and SAM deploy: "
+        "'$connect=app:connect'; only the routes given exist",
+    )
+    source.add_argument(
+        "--two-way",
+        action="append",
+        default=[],
+        metavar="ROUTE",
+        help="with --lambda/--lambda-route: this message route sends the function's return "
+        "value to the client (it has a route response); others are one-way, as on AWS",
+    )
+    source.add_argument(
+        "--authorizer",
+        metavar="MODULE:FUNCTION",
+        help="a Lambda REQUEST authorizer run before $connect (with --backend, --lambda, "
+        "--lambda-route, or the handler of --from-apigw's authorizer)",
+    )
+    source.add_argument(
+        "--identity-source",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="with --authorizer: route.request.header.NAME or route.request.querystring.NAME "
+        "(repeatable); missing: 401 without calling the authorizer",
+    )
+    source.add_argument(
+        "--authorizer-context-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="with --backend --authorizer: map context.authorizer.KEY to the "
+        "X-Apigw-Ws-Authorizer-KEY header (the principal is always mapped)",
+    )
     source.add_argument("--api-id", help="override the API id shown to the backend")
 
     server = parser.add_argument_group("gateway")
@@ -120,6 +166,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     server.add_argument(
         "--stage", default=None, help=f"stage name (default: {DEFAULT_STAGE}, or the API's)"
+    )
+    server.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve wss:// and https:// with a certificate from a locally generated CA "
+        "(its file is printed; see the docs for trusting it)",
+    )
+    server.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="where the local CA is kept (default: ~/.cache/apigw-ws/local-tls)",
     )
     server.add_argument(
         "--idle-timeout",
@@ -258,6 +315,20 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
         raise ConfigError("--parameter only applies to --from-template")
     if args.route and sources and sources[0] != "backend":
         raise ConfigError("--route only applies to --backend or --lambda")
+    lambda_routes = dict(parse_lambda_route(v) for v in args.lambda_route)
+    if lambda_routes and (sources or args.lambda_handler or args.route):
+        raise ConfigError("--lambda-route cannot be combined with other API definitions")
+    if args.two_way and not (args.lambda_handler or lambda_routes):
+        raise ConfigError("--two-way only applies to --lambda or --lambda-route")
+    if args.identity_source and not args.authorizer:
+        raise ConfigError("--identity-source needs --authorizer")
+    if args.authorizer_context_key and args.backend is None:
+        raise ConfigError("--authorizer-context-key only applies to --backend")
+    authorizer = None
+    if args.authorizer and args.from_apigw is None and getattr(args, "from_template", None) is None:
+        authorizer = Authorizer(uri=args.authorizer, identity_sources=args.identity_source)
+        if args.config is not None:
+            raise ConfigError("with --config, declare the authorizer in the file")
     if args.secret is not None and args.backend is None:
         raise ConfigError("--secret only applies to --backend")
     stage = args.stage or DEFAULT_STAGE
@@ -270,6 +341,16 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
             two_way=not args.one_way,
             timeout_ms=args.integration_timeout_ms,
             stage=stage,
+            authorizer=authorizer,
+            authorizer_context_keys=args.authorizer_context_key,
+        )
+    elif lambda_routes:
+        api = config_from_lambda_routes(
+            lambda_routes,
+            two_way_routes=args.two_way,
+            timeout_ms=args.integration_timeout_ms,
+            stage=stage,
+            authorizer=authorizer,
         )
     elif args.config is not None:
         api = load_config_file(args.config)
@@ -295,9 +376,14 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
         )
     elif args.from_apigw is not None:
         bound = resolve_lambda_handler(args.lambda_handler) if args.lambda_handler else None
+        auth = resolve_lambda_handler(args.authorizer) if args.authorizer else None
         try:
             api = config_from_apigw(
-                _apigw_client(args), args.from_apigw, args.stage, lambda_handler=bound
+                _apigw_client(args),
+                args.from_apigw,
+                args.stage,
+                lambda_handler=bound,
+                authorizer_handler=auth,
             )
         except ConfigError:
             raise
@@ -307,16 +393,26 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
         api = config_from_lambda(
             args.lambda_handler,
             routes=args.route,
-            two_way=not args.one_way,
+            two_way_routes=args.two_way,
             timeout_ms=args.integration_timeout_ms,
             stage=stage,
+            authorizer=authorizer,
         )
     else:
         if args.route:
             raise ConfigError("--route only applies to --backend or --lambda")
         api = ApiConfig(stage=stage)
+    if (
+        authorizer is not None
+        and args.backend is None
+        and not lambda_routes
+        and not args.lambda_handler
+    ):
+        raise ConfigError("--authorizer needs a $connect route (--backend, --lambda, ...)")
     if args.api_id:
         api = api.replace(api_id=args.api_id)
+    if getattr(args, "region", None):
+        api = api.replace(region=args.region)
     return api
 
 
@@ -354,13 +450,18 @@ def build_options(args: argparse.Namespace) -> GatewayOptions:
     )
 
 
-def ready_line(host: str, port: int, stage: str) -> str:
-    """The line printed once the gateway serves."""
+def ready_line(host: str, port: int, stage: str, ca_file: str | None = None) -> str:
+    """The line printed once the gateway serves (``wss``/``https`` and ``ca=`` with TLS)."""
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only formatting a URL
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"apigw-ws local ready ws=ws://{host}:{port}/{stage} management=http://{host}:{port}/{stage}"
+    ws, http = ("wss", "https") if ca_file else ("ws", "http")
+    line = (
+        f"apigw-ws local ready ws={ws}://{host}:{port}/{stage} "
+        f"management={http}://{host}:{port}/{stage}"
+    )
+    return f"{line} ca={ca_file}" if ca_file else line
 
 
 def _raise_nofile_limit() -> None:
@@ -377,8 +478,15 @@ def _raise_nofile_limit() -> None:
 
 async def _serve(api: ApiConfig, options: GatewayOptions, args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM, then close every connection gracefully."""
-    gateway = Gateway(api, options)
-    runner, port = await start_gateway(gateway, args.host, args.port, access_log=args.access_log)
+    tls = make_tls(args.tls_dir, [args.host]) if args.tls else None
+    gateway = Gateway(api, options, ca_bundle=str(tls.bundle_file) if tls else None)
+    runner, port = await start_gateway(
+        gateway,
+        args.host,
+        args.port,
+        access_log=args.access_log,
+        ssl_context=tls.context if tls else None,
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -386,7 +494,14 @@ async def _serve(api: ApiConfig, options: GatewayOptions, args: argparse.Namespa
             loop.add_signal_handler(sig, stop.set)
     routes = ", ".join(sorted(api.routes)) or "(none)"
     logger.info("api %s stage %s routes: %s", api.api_id, api.stage, routes)
-    print(ready_line(args.host, port, api.stage), flush=True)
+    if tls is not None:
+        logger.info(
+            "TLS: trust %s (CA only: browsers, NODE_EXTRA_CA_CERTS) or %s "
+            "(CA + the usual roots: AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE)",
+            tls.ca_file,
+            tls.bundle_file,
+        )
+    print(ready_line(args.host, port, api.stage, str(tls.ca_file) if tls else None), flush=True)
     try:
         await stop.wait()
     finally:

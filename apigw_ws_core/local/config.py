@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import attrs
 
+from apigw_ws_core.events import authorizer_request_parameters
+
 from .sigv4 import parse_sigv4_keys
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_MS",
     "DISCONNECT",
     "ApiConfig",
+    "Authorizer",
     "ConfigError",
     "GatewayOptions",
     "Integration",
@@ -51,6 +54,7 @@ __all__ = [
     "config_from_backend",
     "config_from_dict",
     "config_from_lambda",
+    "config_from_lambda_routes",
     "default_request_parameters",
     "load_config_file",
     "resolve_lambda_handler",
@@ -71,6 +75,8 @@ DEFAULT_STAGE = "local"
 DEFAULT_ROUTE_SELECTION_EXPRESSION = "$request.body.action"
 #: AWS's default (and maximum) integration timeout for WebSocket APIs.
 DEFAULT_TIMEOUT_MS = 29_000
+#: Region in ARNs, ``AWS_REGION`` for in-process handlers (when unset) and the like.
+DEFAULT_REGION = "us-east-1"
 
 IntegrationType = Literal["HTTP_PROXY", "AWS_PROXY"]
 
@@ -199,6 +205,55 @@ class Integration:
         _check_request_parameters(self.request_parameters)
 
 
+_IDENTITY_SOURCE = re.compile(
+    r"route\.request\.(header|querystring)\.[^\s,]+|stageVariables\.[A-Za-z0-9_]+"
+    r"|context\.[A-Za-z0-9_.]+"
+)
+
+
+def _str_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
+    """A tuple of strings from one string or an iterable of them."""
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+@attrs.frozen
+class Authorizer:
+    """A Lambda ``REQUEST`` authorizer, run in-process before the ``$connect`` integration.
+
+    :ivar uri: ``module:function`` of the authorizer handler (or any label when
+        :attr:`handler` is given).
+    :ivar identity_sources: ``route.request.header.<name>``,
+        ``route.request.querystring.<name>``, ``stageVariables.<name>`` or
+        ``context.<var>``; when one is missing or empty the client gets 401 and the
+        authorizer is not called (as on AWS).
+    :ivar timeout_ms: how long the handler may run (an overrun answers 500).
+    :ivar handler: the Python callable, instead of importing :attr:`uri`.
+    """
+
+    uri: str = ""
+    identity_sources: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    handler: LambdaHandler | None = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        """Validate like AWS's ``CreateAuthorizer``."""
+        if self.handler is None and ":" not in self.uri:
+            raise ConfigError(f"an authorizer needs a 'module:function' uri, got {self.uri!r}")
+        for source in self.identity_sources:
+            if not _IDENTITY_SOURCE.fullmatch(source):
+                raise ConfigError(
+                    f"unsupported identity source {source!r}: expected "
+                    "route.request.header.<name>, route.request.querystring.<name>, "
+                    "stageVariables.<name> or context.<var>"
+                )
+        if self.timeout_ms <= 0:
+            raise ConfigError(f"authorizer timeout_ms must be positive, got {self.timeout_ms}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file representation (see :func:`config_from_dict`)."""
+        return {"uri": self.uri, "identity_sources": list(self.identity_sources)}
+
+
 @attrs.frozen
 class Route:
     """A route key and the integration it calls.
@@ -209,11 +264,18 @@ class Route:
     :ivar two_way: whether the backend's reply is sent back to the client (on
         AWS: the route has a ``$default`` route response). Meaningless for
         ``$connect`` and ``$disconnect``.
+    :ivar authorizer: a Lambda ``REQUEST`` authorizer (``$connect`` only, as on AWS).
     """
 
     key: str
     integration: Integration
     two_way: bool = False
+    authorizer: Authorizer | None = None
+
+    def __attrs_post_init__(self) -> None:
+        """AWS runs authorizers on ``$connect`` only."""
+        if self.authorizer is not None and self.key != CONNECT:
+            raise ConfigError(f"route {self.key!r}: authorizers run on $connect only")
 
 
 @attrs.frozen
@@ -227,6 +289,8 @@ class ApiConfig:
     :ivar stage: the stage the WebSocket URL and the management API live under.
     :ivar stage_variables: values for ``stageVariables.*`` sources and
         ``${stageVariables.name}`` in integration URIs.
+    :ivar region: the region in ARNs (``methodArn``) and the ``AWS_REGION`` given to
+        in-process handlers when the environment has none.
     """
 
     routes: Mapping[str, Route] = attrs.field(factory=dict, converter=_frozen_routes)
@@ -234,6 +298,7 @@ class ApiConfig:
     route_selection_expression: str = DEFAULT_ROUTE_SELECTION_EXPRESSION
     stage: str = DEFAULT_STAGE
     stage_variables: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_str_map)
+    region: str = DEFAULT_REGION
 
     def __attrs_post_init__(self) -> None:
         """Validate the stage name (it becomes a URL path segment)."""
@@ -251,6 +316,7 @@ class ApiConfig:
             "route_selection_expression": self.route_selection_expression,
             "stage": self.stage,
             "stage_variables": dict(self.stage_variables),
+            "region": self.region,
             "routes": {
                 key: {
                     "type": route.integration.type,
@@ -259,6 +325,11 @@ class ApiConfig:
                     "request_parameters": dict(route.integration.request_parameters),
                     "timeout_ms": route.integration.timeout_ms,
                     "two_way": route.two_way,
+                    **(
+                        {"authorizer": route.authorizer.to_dict()}
+                        if route.authorizer is not None
+                        else {}
+                    ),
                 }
                 for key, route in self.routes.items()
             },
@@ -382,6 +453,8 @@ def config_from_backend(
     stage: str = DEFAULT_STAGE,
     route_selection_expression: str = DEFAULT_ROUTE_SELECTION_EXPRESSION,
     stage_variables: Mapping[str, str] | None = None,
+    authorizer: Authorizer | None = None,
+    authorizer_context_keys: Iterable[str] = (),
 ) -> ApiConfig:
     """Build the API apigw-ws provisions: HTTP_PROXY ``POST {backend}{route}``.
 
@@ -394,11 +467,21 @@ def config_from_backend(
     :param routes: custom route keys.
     :param secret: value of the static ``X-Apigw-Ws-Secret`` header.
     :param two_way: whether message routes send the backend reply to the client.
+    :param authorizer: a Lambda REQUEST authorizer on ``$connect``; its principal and
+        ``authorizer_context_keys`` are then mapped to ``X-Apigw-Ws-Authorizer-*``
+        headers on every route, as provisioning does.
     """
     if not re.match(r"https?://", backend):
         raise ConfigError(f"--backend must be an http(s) URL, got {backend!r}")
     base = backend if backend.endswith("/") else backend + "/"
     params = default_request_parameters(secret)
+    if authorizer is not None:
+        try:
+            params.update(authorizer_request_parameters(authorizer_context_keys))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    elif tuple(authorizer_context_keys):
+        raise ConfigError("authorizer context keys need an authorizer")
 
     def make(key: str, path: str, reply: bool) -> Route:
         """One route posting to ``{base}{path}``."""
@@ -412,7 +495,7 @@ def config_from_backend(
         return Route(key=key, integration=integration, two_way=reply)
 
     built = [
-        make(CONNECT, "connect", False),
+        attrs.evolve(make(CONNECT, "connect", False), authorizer=authorizer),
         make(DISCONNECT, "disconnect", False),
         make(DEFAULT, "default", two_way),
     ]
@@ -429,36 +512,53 @@ def config_from_backend(
     )
 
 
+def _lambda_integration(handler: LambdaHandler | str, timeout_ms: int) -> Integration:
+    """An AWS_PROXY integration calling ``handler`` (a callable or ``module:function``)."""
+    if isinstance(handler, str):
+        return Integration(type="AWS_PROXY", uri=handler, timeout_ms=timeout_ms)
+    name = f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__qualname__', '?')}"
+    return Integration(type="AWS_PROXY", uri=name, handler=handler, timeout_ms=timeout_ms)
+
+
 def config_from_lambda(
     handler: LambdaHandler | str,
     *,
     routes: Iterable[str] = (),
-    two_way: bool = True,
+    two_way: bool = False,
+    two_way_routes: Iterable[str] = (),
     connect: bool = True,
     disconnect: bool = True,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     api_id: str = DEFAULT_API_ID,
     stage: str = DEFAULT_STAGE,
     route_selection_expression: str = DEFAULT_ROUTE_SELECTION_EXPRESSION,
+    authorizer: Authorizer | None = None,
 ) -> ApiConfig:
     """Build an API whose routes all call one in-process Lambda handler (AWS_PROXY).
+
+    As on AWS, a Lambda's return value reaches the client only on two-way routes (routes
+    with a route response): message routes are one-way unless ``two_way`` (all of them)
+    or ``two_way_routes`` (these keys) say otherwise.
 
     :param handler: the callable, or its ``module:function`` import path.
     :param routes: custom route keys besides ``$connect``/``$disconnect``/``$default``.
     :param connect: whether a ``$connect`` route exists.
     :param disconnect: whether a ``$disconnect`` route exists.
+    :param authorizer: a Lambda REQUEST authorizer on ``$connect``.
     """
-    if isinstance(handler, str):
-        integration = Integration(type="AWS_PROXY", uri=handler, timeout_ms=timeout_ms)
-    else:
-        name = f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__qualname__', '?')}"
-        integration = Integration(
-            type="AWS_PROXY", uri=name, handler=handler, timeout_ms=timeout_ms
-        )
+    integration = _lambda_integration(handler, timeout_ms)
     keys = [DEFAULT, *routes]
-    built = [Route(key=key, integration=integration, two_way=two_way) for key in keys]
+    replying = set(two_way_routes)
+    unknown = replying - set(keys)
+    if unknown:
+        raise ConfigError(f"two-way routes {sorted(unknown)} are not routes of this API")
+    built = [
+        Route(key=key, integration=integration, two_way=two_way or key in replying) for key in keys
+    ]
     if connect:
-        built.append(Route(key=CONNECT, integration=integration))
+        built.append(Route(key=CONNECT, integration=integration, authorizer=authorizer))
+    elif authorizer is not None:
+        raise ConfigError("an authorizer needs a $connect route")
     if disconnect:
         built.append(Route(key=DISCONNECT, integration=integration))
     return ApiConfig(
@@ -466,6 +566,72 @@ def config_from_lambda(
         api_id=api_id,
         stage=stage,
         route_selection_expression=route_selection_expression,
+    )
+
+
+def config_from_lambda_routes(
+    handlers: Mapping[str, LambdaHandler | str],
+    *,
+    two_way_routes: Iterable[str] = (),
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    api_id: str = DEFAULT_API_ID,
+    stage: str = DEFAULT_STAGE,
+    route_selection_expression: str = DEFAULT_ROUTE_SELECTION_EXPRESSION,
+    authorizer: Authorizer | None = None,
+) -> ApiConfig:
+    """Build an API with one Lambda function per route, the way Chalice and SAM deploy.
+
+    ``handlers`` maps route keys (``$connect``, ``$disconnect``, ``$default``, custom keys)
+    to a callable or ``module:function``; only these routes exist. Message routes are
+    one-way unless listed in ``two_way_routes``.
+    """
+    if not handlers:
+        raise ConfigError("no routes: give at least one ROUTE=module:function")
+    replying = set(two_way_routes)
+    unknown = replying - set(handlers)
+    if unknown:
+        raise ConfigError(f"two-way routes {sorted(unknown)} are not routes of this API")
+    if authorizer is not None and CONNECT not in handlers:
+        raise ConfigError("an authorizer needs a $connect route")
+    built = [
+        Route(
+            key=key,
+            integration=_lambda_integration(handler, timeout_ms),
+            two_way=key in replying and key not in (CONNECT, DISCONNECT),
+            authorizer=authorizer if key == CONNECT else None,
+        )
+        for key, handler in handlers.items()
+    ]
+    return ApiConfig(
+        routes=built,
+        api_id=api_id,
+        stage=stage,
+        route_selection_expression=route_selection_expression,
+    )
+
+
+def parse_lambda_route(value: str) -> tuple[str, str]:
+    """Split ``ROUTE=module:function`` (the ``--lambda-route`` syntax)."""
+    key, sep, target = value.partition("=")
+    if not sep or not key or ":" not in target:
+        raise ConfigError(f"expected ROUTE=module:function, got {value!r}")
+    return key, target
+
+
+def _authorizer_from_dict(data: Any, where: str) -> Authorizer:
+    """Build an authorizer from its file representation."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(data) - {"uri", "identity_sources", "timeout_ms"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    sources = data.get("identity_sources") or []
+    if isinstance(sources, str) or not isinstance(sources, list):
+        raise ConfigError(f"{where}.identity_sources must be a list")
+    return Authorizer(
+        uri=str(data.get("uri", "")),
+        identity_sources=[str(v) for v in sources],
+        timeout_ms=int(data.get("timeout_ms", DEFAULT_TIMEOUT_MS)),
     )
 
 
@@ -481,6 +647,7 @@ def _route_from_dict(key: str, data: Mapping[str, Any], defaults: Mapping[str, A
         "timeout_ms",
         "two_way",
         "route_key",
+        "authorizer",
     }
     if unknown:
         raise ConfigError(f"route {key!r}: unknown keys {sorted(unknown)}")
@@ -494,7 +661,10 @@ def _route_from_dict(key: str, data: Mapping[str, Any], defaults: Mapping[str, A
     )
     default_two_way = key not in (CONNECT, DISCONNECT)
     two_way = bool(merged.get("two_way", default_two_way))
-    return Route(key=key, integration=integration, two_way=two_way)
+    authorizer = None
+    if data.get("authorizer") is not None:
+        authorizer = _authorizer_from_dict(data["authorizer"], f"route {key!r} authorizer")
+    return Route(key=key, integration=integration, two_way=two_way, authorizer=authorizer)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
@@ -506,8 +676,14 @@ def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
     ``secret`` and ``custom_routes`` which expand like ``--backend`` and are
     then overridden by explicit ``routes``. Each route has ``type``
     (``HTTP_PROXY``/``AWS_PROXY``), ``uri``, ``method``,
-    ``request_parameters``, ``timeout_ms`` and ``two_way`` (default: true for
-    message routes). A ``route_defaults`` table supplies values every route
+    ``request_parameters``, ``timeout_ms``, ``two_way`` (default: true for
+    message routes) and ``authorizer`` (``$connect`` only). ``lambda_routes`` maps route
+    keys to ``module:function`` (one Lambda per route, like ``--lambda-route``;
+    message routes one-way unless listed in ``two_way_routes``). ``authorizer``
+    (``uri``, ``identity_sources``, ``timeout_ms``) puts a Lambda REQUEST authorizer on
+    ``$connect``; with ``backend``, ``authorizer_context_keys`` maps its context to
+    headers. ``region`` sets the region in ARNs and for in-process handlers. A
+    ``route_defaults`` table supplies values every route
     lacks. ``sigv4_keys`` (strict SigV4 keys, see :func:`sigv4_keys_from_file`)
     is a gateway option, not part of the API, and is ignored here.
     """
@@ -522,6 +698,11 @@ def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
         "custom_routes",
         "route_defaults",
         "sigv4_keys",
+        "region",
+        "authorizer",
+        "authorizer_context_keys",
+        "lambda_routes",
+        "two_way_routes",
     }
     unknown = set(data) - known
     if unknown:
@@ -531,15 +712,36 @@ def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
     expression = str(data.get("route_selection_expression", DEFAULT_ROUTE_SELECTION_EXPRESSION))
     stage_variables = data.get("stage_variables") or {}
     routes: dict[str, Route] = {}
+    authorizer = None
+    if data.get("authorizer") is not None:
+        authorizer = _authorizer_from_dict(data["authorizer"], "authorizer")
+    context_keys = [str(k) for k in data.get("authorizer_context_keys") or []]
+    two_way_routes = [str(k) for k in data.get("two_way_routes") or []]
     if "backend" in data:
         base = config_from_backend(
             str(data["backend"]),
             routes=[str(r) for r in data.get("custom_routes", [])],
             secret=None if data.get("secret") is None else str(data["secret"]),
+            authorizer=authorizer,
+            authorizer_context_keys=context_keys,
         )
         routes.update(base.routes)
-    elif "secret" in data or "custom_routes" in data:
-        raise ConfigError("'secret' and 'custom_routes' only make sense with 'backend'")
+    elif "secret" in data or "custom_routes" in data or context_keys:
+        raise ConfigError(
+            "'secret', 'custom_routes' and 'authorizer_context_keys' only make sense with 'backend'"
+        )
+    if data.get("lambda_routes") is not None:
+        table = data["lambda_routes"]
+        if not isinstance(table, Mapping):
+            raise ConfigError("'lambda_routes' must map route keys to 'module:function'")
+        lambda_api = config_from_lambda_routes(
+            {str(k): str(v) for k, v in table.items()},
+            two_way_routes=two_way_routes,
+            authorizer=authorizer,
+        )
+        routes.update(lambda_api.routes)
+    elif two_way_routes:
+        raise ConfigError("'two_way_routes' only makes sense with 'lambda_routes'")
     defaults = data.get("route_defaults") or {}
     raw_routes = data.get("routes") or {}
     items: list[tuple[str, Mapping[str, Any]]]
@@ -557,12 +759,19 @@ def config_from_dict(data: Mapping[str, Any]) -> ApiConfig:
         if not isinstance(spec, Mapping):
             raise ConfigError(f"route {key!r} must be a table")
         routes[key] = _route_from_dict(key, spec, defaults)
+    connect_route = routes.get(CONNECT)
+    if authorizer is not None:
+        if connect_route is None:
+            raise ConfigError("'authorizer' needs a $connect route")
+        if connect_route.authorizer is None:
+            routes[CONNECT] = attrs.evolve(connect_route, authorizer=authorizer)
     return ApiConfig(
         routes=routes,
         api_id=api_id,
         stage=stage,
         route_selection_expression=expression,
         stage_variables=stage_variables,
+        region=str(data.get("region", DEFAULT_REGION)),
     )
 
 
@@ -647,6 +856,7 @@ def config_from_apigw(
     stage: str | None = None,
     *,
     lambda_handler: LambdaHandler | None = None,
+    authorizer_handler: LambdaHandler | None = None,
 ) -> ApiConfig:
     """Read routes, integrations, mappings and stage variables from ``apigatewayv2``.
 
@@ -661,6 +871,9 @@ def config_from_apigw(
         of the API, or ``local`` when it has none.
     :param lambda_handler: the Python callable every ``AWS_PROXY`` integration
         calls (their URIs are Lambda ARNs, which cannot be called locally).
+    :param authorizer_handler: the Python callable a route's Lambda ``REQUEST``
+        authorizer (``AuthorizationType=CUSTOM``) calls; its identity sources are read
+        from the API.
     """
     api = client.get_api(ApiId=api_id)
     if api.get("ProtocolType", "WEBSOCKET") != "WEBSOCKET":
@@ -706,7 +919,22 @@ def config_from_apigw(
                 responses = None
             if responses is not None:
                 two_way = bool(responses.get("Items"))
-        routes.append(Route(key=key, integration=integration, two_way=two_way))
+        authorizer = None
+        if item.get("AuthorizationType") == "CUSTOM" and item.get("AuthorizerId"):
+            found = client.get_authorizer(ApiId=api_id, AuthorizerId=item["AuthorizerId"])
+            if authorizer_handler is None:
+                raise ConfigError(
+                    f"route {key!r} has the Lambda authorizer {found.get('Name')!r}; pass "
+                    "authorizer_handler (--authorizer module:function) to run it locally"
+                )
+            authorizer = Authorizer(
+                uri=str(found.get("AuthorizerUri") or "authorizer"),
+                identity_sources=found.get("IdentitySource") or (),
+                handler=authorizer_handler,
+            )
+        routes.append(
+            Route(key=key, integration=integration, two_way=two_way, authorizer=authorizer)
+        )
     stages = _paginate(client.get_stages, "Items", ApiId=api_id)
     chosen: dict[str, Any] | None = None
     if stage is None:
@@ -723,4 +951,5 @@ def config_from_apigw(
         or DEFAULT_ROUTE_SELECTION_EXPRESSION,
         stage=stage_name,
         stage_variables=(chosen or {}).get("StageVariables") or {},
+        region=getattr(getattr(client, "meta", None), "region_name", None) or DEFAULT_REGION,
     )

@@ -63,6 +63,7 @@ class Connection:
     """
 
     __slots__ = (
+        "authorizer",
         "close_code",
         "close_reason",
         "closer",
@@ -119,6 +120,8 @@ class Connection:
         self.forwarded_port = forwarded_port
         self.forwarded_proto = forwarded_proto
         self.subprotocol: str | None = None
+        #: What the ``$connect`` authorizer returned: ``principalId`` plus its context.
+        self.authorizer: dict[str, Any] | None = None
         self.ws: web.WebSocketResponse | None = None
         self.transport: asyncio.Transport | None = None
         #: Close code/reason when the gateway (not the client) closes the connection.
@@ -226,39 +229,52 @@ class Invocation:
             "stage": stage,
             "messageDirection": "IN",
             "identity.sourceIp": conn.source_ip,
-            "identity.userAgent": conn.user_agent,
         }
+        if conn.user_agent:
+            context["identity.userAgent"] = conn.user_agent
         if self.message_id is not None:
             context["messageId"] = self.message_id
         if self.event_type == "DISCONNECT":
             context["disconnectStatusCode"] = self.disconnect_status_code
             context["disconnectReason"] = self.disconnect_reason or ""
+        for key, value in (conn.authorizer or {}).items():
+            context[f"authorizer.{key}"] = value
         return context
 
     def request_context(self, api_id: str, stage: str) -> dict[str, Any]:
         """Return the Lambda ``requestContext`` for this call (facts §1.3 shapes)."""
         conn = self.connection
-        ctx: dict[str, Any] = {
-            "routeKey": self.route_key,
-            "eventType": self.event_type,
-            "extendedRequestId": self.request_id,
-            "requestTime": clf_time(self.request_time_ms),
-            "messageDirection": "IN",
-            "stage": stage,
-            "connectedAt": conn.connected_at_ms,
-            "requestTimeEpoch": self.request_time_ms,
-            "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
-            "requestId": self.request_id,
-            "domainName": conn.domain_name,
-            "connectionId": conn.id,
-            "apiId": api_id,
-        }
-        if self.event_type == "CONNECT":
-            ctx["messageId"] = None
-            ctx["disconnectStatusCode"] = None
-        elif self.event_type == "MESSAGE":
+        identity = {"sourceIp": conn.source_ip}
+        if conn.user_agent:
+            # AWS leaves userAgent out when the client sent no User-Agent.
+            identity["userAgent"] = conn.user_agent
+        ctx: dict[str, Any] = {"routeKey": self.route_key}
+        if self.event_type == "MESSAGE":
             ctx["messageId"] = self.message_id
-        else:
+        elif self.event_type == "DISCONNECT":
             ctx["disconnectStatusCode"] = self.disconnect_status_code
+        if conn.authorizer is not None:
+            ctx["authorizer"] = dict(conn.authorizer)
+        ctx.update(
+            {
+                "eventType": self.event_type,
+                "extendedRequestId": self.request_id,
+                "requestTime": clf_time(self.request_time_ms),
+                "messageDirection": "IN",
+            }
+        )
+        if self.event_type == "DISCONNECT":
             ctx["disconnectReason"] = self.disconnect_reason or ""
+        ctx.update(
+            {
+                "stage": stage,
+                "connectedAt": conn.connected_at_ms,
+                "requestTimeEpoch": self.request_time_ms,
+                "identity": identity,
+                "requestId": self.request_id,
+                "domainName": conn.domain_name,
+                "connectionId": conn.id,
+                "apiId": api_id,
+            }
+        )
         return ctx

@@ -22,7 +22,7 @@ __all__ = [
     "new_trace_id",
 ]
 
-_ID_PATTERN = re.compile(r"[A-Za-z0-9+/]{15}=")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9+/_-]{15}=")
 
 
 def _random_id() -> str:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -23,7 +24,21 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .config import ApiConfig, ConfigError, GatewayOptions, Integration, LambdaHandler, Route
+from .authorizers import (
+    AuthorizerDecision,
+    build_authorizer_event,
+    evaluate_authorizer_result,
+    missing_identity,
+)
+from .config import (
+    ApiConfig,
+    Authorizer,
+    ConfigError,
+    GatewayOptions,
+    Integration,
+    LambdaHandler,
+    Route,
+)
 from .config import resolve_lambda_handler as _resolve_lambda_handler
 from .connection import Invocation
 from .ids import new_trace_id
@@ -37,6 +52,8 @@ __all__ = [
     "LambdaContext",
     "build_http_call",
     "build_lambda_event",
+    "function_name",
+    "lambda_environment",
 ]
 
 logger = logging.getLogger("apigw_ws_core.local")
@@ -275,19 +292,50 @@ def build_lambda_event(inv: Invocation, api: ApiConfig) -> dict[str, Any]:
     return event
 
 
+def function_name(uri: str) -> str:
+    """A Lambda-style function name for a ``module:function`` handler (``module-function``)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", uri).strip("-")
+    return (name or "apigw-ws-local")[:64]
+
+
+def lambda_environment(api: ApiConfig, name: str, ca_bundle: str | None = None) -> dict[str, str]:
+    """What Lambda always sets and in-process handlers get when the process lacks it.
+
+    ``AWS_REGION`` and ``AWS_DEFAULT_REGION`` (boto3 raises ``NoRegionError`` without a
+    region; Chalice builds its Management API endpoint from ``AWS_REGION``) and
+    ``AWS_LAMBDA_FUNCTION_NAME``; with TLS, ``AWS_CA_BUNDLE`` (botocore's bundle plus the
+    local CA) so ``https://{domainName}/{stage}`` clients trust the gateway. Only unset
+    variables are set; the process shares them.
+    """
+    wanted = {
+        "AWS_REGION": os.environ.get("AWS_DEFAULT_REGION") or api.region,
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_REGION") or api.region,
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+    }
+    if ca_bundle:
+        wanted["AWS_CA_BUNDLE"] = ca_bundle
+    added = {k: v for k, v in wanted.items() if not os.environ.get(k)}
+    os.environ.update(added)
+    return added
+
+
 class LambdaContext:
     """A minimal stand-in for the Lambda ``context`` object handlers receive."""
 
-    function_name = "apigw-ws-local"
     function_version = "$LATEST"
     memory_limit_in_mb = 128
-    log_group_name = "/aws/lambda/apigw-ws-local"
     log_stream_name = "local"
 
-    def __init__(self, timeout_ms: int, loop_time: float) -> None:
+    def __init__(
+        self, timeout_ms: int, loop_time: float, name: str = "apigw-ws-local", region: str = ""
+    ) -> None:
         """Remember the deadline so :meth:`get_remaining_time_in_millis` works."""
         self.aws_request_id = str(uuid.uuid4())
-        self.invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:apigw-ws-local"
+        self.function_name = name
+        self.log_group_name = f"/aws/lambda/{name}"
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:{region or 'us-east-1'}:000000000000:function:{name}"
+        )
         self._deadline = loop_time + timeout_ms / 1000
         self._timeout_ms = timeout_ms
 
@@ -341,6 +389,8 @@ class IntegrationRunner:
         self._session: aiohttp.ClientSession | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._handlers: dict[str, LambdaHandler] = {}
+        #: With TLS: the CA bundle in-process handlers get as ``AWS_CA_BUNDLE`` when unset.
+        self.ca_bundle: str | None = None
         self.calls = 0
         self.failures = 0
 
@@ -402,33 +452,58 @@ class IntegrationRunner:
             logger.warning("%s %s failed: %r", call.method, call.url, exc)
             return IntegrationResult(0, error="error")
 
+    def _resolve(self, uri: str, handler: LambdaHandler | None) -> LambdaHandler:
+        """Return (importing once) the Python callable behind ``uri``."""
+        if handler is not None:
+            return handler
+        found = self._handlers.get(uri)
+        if found is None:
+            found = _resolve_lambda_handler(uri)
+            self._handlers[uri] = found
+        return found
+
     def _handler_for(self, integration: Integration) -> LambdaHandler:
         """Return (importing once) the Python callable of an AWS_PROXY integration."""
-        if integration.handler is not None:
-            return integration.handler
-        handler = self._handlers.get(integration.uri)
-        if handler is None:
-            handler = _resolve_lambda_handler(integration.uri)
-            self._handlers[integration.uri] = handler
-        return handler
+        return self._resolve(integration.uri, integration.handler)
 
-    async def _invoke_lambda(self, integration: Integration, inv: Invocation) -> IntegrationResult:
-        """Run the Lambda handler in the thread pool with the integration timeout."""
+    def _run_handler(
+        self, handler: LambdaHandler, event: dict[str, Any], context: LambdaContext, inv: Invocation
+    ) -> Any:
+        """Run a handler in a worker thread, the way the Lambda runtime would."""
+        lambda_environment(self.api, context.function_name, self.ca_bundle)
+        _configure_chalice(handler, inv.connection.domain_name, self.api.stage)
+        return handler(event, context)
+
+    async def _call(
+        self,
+        uri: str,
+        handler: LambdaHandler,
+        event: dict[str, Any],
+        timeout_ms: int,
+        inv: Invocation,
+    ) -> Any:
+        """Call ``handler`` in the thread pool; raises ``TimeoutError`` or what it raised."""
         loop = asyncio.get_running_loop()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.options.lambda_workers, thread_name_prefix="apigw-ws-lambda"
             )
+        context = LambdaContext(timeout_ms, time.monotonic(), function_name(uri), self.api.region)
+        future = loop.run_in_executor(
+            self._executor, self._run_handler, handler, event, context, inv
+        )
+        return await asyncio.wait_for(future, timeout_ms / 1000)
+
+    async def _invoke_lambda(self, integration: Integration, inv: Invocation) -> IntegrationResult:
+        """Run the Lambda handler in the thread pool with the integration timeout."""
         try:
             handler = self._handler_for(integration)
         except ConfigError as exc:
             logger.error("AWS_PROXY %s: %s", inv.route_key, exc)
             return IntegrationResult(0, error="error")
         event = build_lambda_event(inv, self.api)
-        context = LambdaContext(integration.timeout_ms, time.monotonic())
-        future = loop.run_in_executor(self._executor, handler, event, context)
         try:
-            value = await asyncio.wait_for(future, integration.timeout_ms / 1000)
+            value = await self._call(integration.uri, handler, event, integration.timeout_ms, inv)
         except TimeoutError:
             logger.warning("AWS_PROXY %s timed out", inv.route_key)
             return IntegrationResult(0, error="timeout")
@@ -440,3 +515,41 @@ class IntegrationRunner:
         except (TypeError, ValueError) as exc:
             logger.error("AWS_PROXY %s returned an unusable value: %r", inv.route_key, exc)
             return IntegrationResult(0, error="error")
+
+    async def authorize(self, authorizer: Authorizer, inv: Invocation) -> AuthorizerDecision:
+        """Run a Lambda REQUEST authorizer for a ``$connect``; never raises."""
+        missing = missing_identity(authorizer, inv, self.api)
+        if missing is not None:
+            return AuthorizerDecision(401, reason=f"identity source {missing} is missing")
+        try:
+            handler = self._resolve(authorizer.uri, authorizer.handler)
+        except ConfigError as exc:
+            return AuthorizerDecision(500, reason=str(exc))
+        event = build_authorizer_event(inv, self.api)
+        try:
+            value = await self._call(authorizer.uri, handler, event, authorizer.timeout_ms, inv)
+        except TimeoutError:
+            return AuthorizerDecision(500, reason="the authorizer timed out")
+        except Exception as exc:
+            if str(exc) == "Unauthorized":
+                # The documented way for a Lambda authorizer to answer 401.
+                return AuthorizerDecision(401, reason="the authorizer raised Unauthorized")
+            logger.exception("authorizer %s raised", authorizer.uri)
+            return AuthorizerDecision(500, reason=f"the authorizer raised {exc!r}")
+        return evaluate_authorizer_result(value, event["methodArn"])
+
+
+def _configure_chalice(handler: Any, domain_name: str, stage: str) -> None:
+    """Point a Chalice WebSocket handler's Management API client at this gateway.
+
+    Chalice builds its endpoint from the API id and ``AWS_REGION``
+    (``https://{apiId}.execute-api.{region}.amazonaws.com/{stage}``), which cannot reach a
+    local gateway; but the first ``websocket_api.configure(domain_name, stage)`` call wins,
+    so calling it with the domain the client connected to makes Chalice use
+    ``https://{domainName}/{stage}``, like every other sample. Anything that is not a
+    Chalice WebSocket handler is left alone.
+    """
+    api = getattr(handler, "websocket_api", None)
+    configure = getattr(api, "configure", None)
+    if callable(configure) and callable(getattr(api, "configure_from_api_id", None)):
+        configure(domain_name, stage)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -51,6 +52,9 @@ _SIGV4 = re.compile(
 _GOING_AWAY = "Going away"
 _CLOSED_NORMALLY = "Connection Closed Normally"
 _RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+#: What AWS reports for a client close frame without a status code.
+_NO_STATUS = (1005, "Client-side close frame status not set")
+_AUTHORIZER_MESSAGES = {401: "Unauthorized", 403: "Forbidden", 500: "Internal server error"}
 
 
 def _rss_bytes() -> int | None:
@@ -90,8 +94,18 @@ class Gateway:
     All methods must be called on the event loop the application runs on.
     """
 
-    def __init__(self, api: ApiConfig, options: GatewayOptions | None = None) -> None:
-        """Prepare the gateway; :meth:`make_app` builds the aiohttp application."""
+    def __init__(
+        self,
+        api: ApiConfig,
+        options: GatewayOptions | None = None,
+        *,
+        ca_bundle: str | None = None,
+    ) -> None:
+        """Prepare the gateway; :meth:`make_app` builds the aiohttp application.
+
+        :param ca_bundle: with TLS, the CA bundle in-process Lambda handlers get as
+            ``AWS_CA_BUNDLE`` when the environment has none.
+        """
         self.api = api
         self.options = options or GatewayOptions()
         #: Connections being set up or open, by id.
@@ -131,6 +145,7 @@ class Gateway:
         self._disconnects_seen = 0
         self._release_hangs: asyncio.Event | None = None
         self.runner = IntegrationRunner(api, self.options)
+        self.runner.ca_bundle = ca_bundle
         self._bucket = (
             TokenBucket(self.options.throttle_rps, self.options.throttle_burst)
             if self.options.throttle_rps
@@ -357,7 +372,23 @@ class Gateway:
             route = self.api.routes.get(CONNECT)
             subprotocol: str | None = None
             if route is not None:
-                result = await self.runner.invoke(route, Invocation("CONNECT", CONNECT, conn))
+                inv = Invocation("CONNECT", CONNECT, conn)
+                if route.authorizer is not None:
+                    decision = await self.runner.authorize(route.authorizer, inv)
+                    if decision.status is not None:
+                        logger.info(
+                            "authorizer rejected %s with %d: %s",
+                            conn.id,
+                            decision.status,
+                            decision.reason,
+                        )
+                        self.counters["connects_rejected"] += 1
+                        return web.json_response(
+                            {"message": _AUTHORIZER_MESSAGES[decision.status]},
+                            status=decision.status,
+                        )
+                    conn.authorizer = decision.context
+                result = await self.runner.invoke(route, inv)
                 rejection = self._connect_rejection(result)
                 if rejection is None and self._shutting_down:
                     # The backend accepted, but we are going away: it is owed a $disconnect.
@@ -448,7 +479,10 @@ class Gateway:
                     await self._close_ws(conn, ws, 1003, conn.close_reason)
                 return None, ""
             elif kind is WSMsgType.CLOSE:
-                return int(msg.data), str(msg.extra or "")
+                code = int(msg.data)
+                if code == 0:  # an empty close frame (a browser's plain ws.close())
+                    return _NO_STATUS
+                return code, str(msg.extra or "")
             elif kind is WSMsgType.ERROR:
                 exc = msg.data
                 if isinstance(exc, WebSocketError):
@@ -780,8 +814,12 @@ async def start_gateway(
     *,
     access_log: bool = False,
     backlog: int = 4096,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve ``gateway`` on ``host:port`` (0: pick a free port).
+
+    :param ssl_context: serve TLS (``wss://``, ``https://``) with it
+        (see :func:`apigw_ws_core.local.tls.make_tls`).
 
     :returns: the runner (call ``await runner.cleanup()`` to stop) and the bound port.
     """
@@ -792,7 +830,7 @@ async def start_gateway(
         handle_signals=False,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=backlog)
+    site = web.TCPSite(runner, host, port, backlog=backlog, ssl_context=ssl_context)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     return runner, int(bound)

@@ -26,6 +26,7 @@ import json
 import os
 import queue
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ from aiohttp import web
 
 from .config import ApiConfig, GatewayOptions
 from .server import Gateway, start_gateway
+from .tls import TlsSetup
 
 __all__ = [
     "READY_LINE",
@@ -84,6 +86,7 @@ def management_client(
     aws_access_key_id: str = "testing",
     aws_secret_access_key: str = "testing",  # noqa: S107 - dummy credentials
     aws_session_token: str | None = None,
+    verify: str | bool | None = None,
     **config: Any,
 ) -> Any:
     """Return a boto3 ``apigatewaymanagementapi`` client for a local gateway.
@@ -106,18 +109,26 @@ def management_client(
         aws_access_key_id=aws_access_key_id,
         aws_secret_access_key=aws_secret_access_key,
         aws_session_token=aws_session_token,
+        verify=verify,
         config=Config(retries={"total_max_attempts": max_attempts, "mode": "standard"}, **config),
     )
 
 
-def _http_json(method: str, url: str, payload: Any = None, timeout: float = 10.0) -> Any:
-    """Make a small JSON request to a ``/_local/`` endpoint."""
+def _http_json(
+    method: str,
+    url: str,
+    payload: Any = None,
+    timeout: float = 10.0,
+    cafile: str | None = None,
+) -> Any:
+    """Make a small JSON request to a ``/_local/`` endpoint (``cafile``: trust for TLS)."""
     data = None if payload is None else json.dumps(payload).encode("utf-8")
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -135,7 +146,9 @@ class _Inspector:
 
     def _local(self, method: str, path: str, payload: Any = None) -> Any:
         """Call ``/_local/{path}``; ``None`` on 404."""
-        return _http_json(method, f"{self.base_url}/_local/{path}", payload)
+        tls: TlsSetup | None = getattr(self, "tls", None)
+        cafile = str(tls.ca_file) if tls is not None else None
+        return _http_json(method, f"{self.base_url}/_local/{path}", payload, cafile=cafile)
 
     def connections(self, *, closed: bool = False) -> list[dict[str, Any]]:
         """Open connections (or, with ``closed=True``, recently closed ones)."""
@@ -183,6 +196,9 @@ class _Inspector:
 
     def management_client(self, **kwargs: Any) -> Any:
         """A boto3 management API client for this gateway (see :func:`management_client`)."""
+        tls: TlsSetup | None = getattr(self, "tls", None)
+        if tls is not None:
+            kwargs.setdefault("verify", str(tls.ca_file))
         return management_client(self.management_endpoint, **kwargs)
 
     @property
@@ -210,8 +226,13 @@ class LocalGateway(_Inspector):
         host: str = "127.0.0.1",
         port: int = 0,
         access_log: bool = False,
+        tls: TlsSetup | None = None,
     ) -> None:
-        """Configure; nothing runs until :meth:`start`."""
+        """Configure; nothing runs until :meth:`start`.
+
+        :param tls: serve ``wss://``/``https://`` (:func:`~apigw_ws_core.local.tls.make_tls`).
+        """
+        self.tls = tls
         self.api = api if api is not None else ApiConfig()
         self.options = options if options is not None else GatewayOptions()
         self.host = host
@@ -231,18 +252,20 @@ class LocalGateway(_Inspector):
 
     @property
     def base_url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` (``https://`` with TLS)."""
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        """The WebSocket URL: ``ws://host:port/<stage>``."""
-        return f"ws://{self.host}:{self.port}/{self.api.stage}"
+        """The WebSocket URL: ``ws://host:port/<stage>`` (``wss://`` with TLS)."""
+        scheme = "wss" if self.tls is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}/{self.api.stage}"
 
     @property
     def management_endpoint(self) -> str:
-        """The boto3 ``endpoint_url``: ``http://host:port/<stage>``."""
-        return f"http://{self.host}:{self.port}/{self.api.stage}"
+        """The boto3 ``endpoint_url``: ``http://host:port/<stage>`` (``https://`` with TLS)."""
+        return f"{self.base_url}/{self.api.stage}"
 
     def start(self) -> LocalGateway:
         """Start serving; return once the port is bound."""
@@ -257,9 +280,20 @@ class LocalGateway(_Inspector):
             asyncio.set_event_loop(loop)
             self._loop = loop
             try:
-                self._gateway = Gateway(self.api, self.options)
+                tls = self.tls
+                self._gateway = Gateway(
+                    self.api,
+                    self.options,
+                    ca_bundle=str(tls.bundle_file) if tls is not None else None,
+                )
                 self._runner, self.port = loop.run_until_complete(
-                    start_gateway(self._gateway, self.host, self.port, access_log=self._access_log)
+                    start_gateway(
+                        self._gateway,
+                        self.host,
+                        self.port,
+                        access_log=self._access_log,
+                        ssl_context=tls.context if tls is not None else None,
+                    )
                 )
             except BaseException as exc:
                 failure.append(exc)
@@ -365,9 +399,9 @@ class GatewayProcess(_Inspector):
 
     @property
     def base_url(self) -> str:
-        """``http://host:port``."""
-        scheme_less = self._management.split("://", 1)[-1]
-        return "http://" + scheme_less.split("/", 1)[0]
+        """``http://host:port`` (``https://`` with ``--tls``)."""
+        scheme, _, rest = self._management.partition("://")
+        return f"{scheme}://" + rest.split("/", 1)[0]
 
     @property
     def pid(self) -> int:

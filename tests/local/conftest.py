@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from apigw_ws_core.local import ApiConfig, GatewayOptions, config_from_backend
 from apigw_ws_core.local.testing import LocalGateway, RecordingBackend, management_client
+from apigw_ws_core.local.tls import TlsSetup, make_tls
 
 SECRET = "s3cret-value"
 
@@ -100,14 +101,39 @@ def api(backend: RecordingBackend) -> ApiConfig:
 GatewayFactory = Callable[..., LocalGateway]
 
 
+#: What the gateway sets for in-process handlers when unset (restored after each test).
+_HANDLER_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_LAMBDA_FUNCTION_NAME", "AWS_CA_BUNDLE")
+
+
+@pytest.fixture(autouse=True)
+def _restore_handler_environment() -> Iterator[None]:
+    """Undo the environment the gateway gives in-process Lambda handlers."""
+    saved = {name: os.environ.get(name) for name in _HANDLER_ENV}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsSetup:
+    """A local CA (trustme) and a server certificate for localhost/127.0.0.1/::1."""
+    return make_tls(tmp_path_factory.mktemp("local-tls"))
+
+
 @pytest.fixture
 def gateway_factory() -> Iterator[GatewayFactory]:
-    """Start gateways on demand: ``factory(api, **option_overrides)``; all stopped at teardown."""
+    """Start gateways on demand: ``factory(api, tls=None, **option_overrides)``; all stopped
+    at teardown."""
     started: list[LocalGateway] = []
 
-    def start(api: ApiConfig | None = None, **overrides: Any) -> LocalGateway:
+    def start(
+        api: ApiConfig | None = None, tls: TlsSetup | None = None, **overrides: Any
+    ) -> LocalGateway:
         options = attrs.evolve(TEST_OPTIONS, **overrides)
-        gateway = LocalGateway(api, options).start()
+        gateway = LocalGateway(api, options, tls=tls).start()
         started.append(gateway)
         return gateway
 

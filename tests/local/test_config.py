@@ -197,7 +197,11 @@ def test_lambda_config() -> None:
     api = config_from_lambda(handler, routes=["chat"])
     assert set(api.routes) == {"$connect", "$disconnect", "$default", "chat"}
     assert api.routes["chat"].integration.handler is handler
-    assert api.routes["chat"].two_way
+    # As on AWS, a Lambda's return value reaches the client only on declared two-way routes.
+    assert not api.routes["chat"].two_way
+    assert config_from_lambda(handler, routes=["chat"], two_way_routes=["chat"]).routes[
+        "chat"
+    ].two_way
     api2 = config_from_lambda("json:dumps", connect=False, disconnect=False)
     assert set(api2.routes) == {"$default"}
 
@@ -302,8 +306,10 @@ def test_connection_ids_have_the_aws_shape() -> None:
         special = new_connection_id(special_chars=True)
         assert "+" in special and "/" in special and is_valid_connection_id(special)
     assert is_valid_connection_id(new_request_id())
-    for bad in ("", "short=", "abcdefghijklmnop", "abcdefghijklmn==", "abc-efghijklmno=", "a" * 17):
+    for bad in ("", "short=", "abcdefghijklmnop", "abcdefghijklmn==", "abc.efghijklmno=", "a" * 17):
         assert not is_valid_connection_id(bad)
+    # Real AWS ids contain '_' and '-' too ("BFaT_fALIAMCKug=", Powertools' captured event).
+    assert is_valid_connection_id("BFaT_fALIAMCKug=") and is_valid_connection_id("abc-efghijklmno=")
 
 
 def test_token_bucket() -> None:
