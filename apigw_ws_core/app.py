@@ -60,6 +60,7 @@ from apigw_ws_core.history import (
     recovery_frames,
 )
 from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimiter
+from apigw_ws_core.observability import observe_event, observe_handler
 from apigw_ws_core.reply import Reply, encode_payload
 from apigw_ws_core.storage import HistoryPage, Session, Storage
 from apigw_ws_core.tokens import check_bindings, issue_token, take_token
@@ -196,11 +197,6 @@ def _ip_bucket(ip: str) -> str:
     return str(addr)
 
 
-def _safe(value: str, limit: int = 64) -> str:
-    """A value fit for a log line: truncated, control characters escaped."""
-    return value[:limit].encode("unicode_escape").decode("ascii")
-
-
 class WebSocketApp:
     """An API Gateway WebSocket backend: configuration, handlers, hooks, storage, transport.
 
@@ -302,26 +298,26 @@ class WebSocketApp:
     # --- the pipeline --------------------------------------------------------------
 
     def handle(self, event: Event) -> Reply:
-        """Run one event through verify → limit → connect/message/disconnect."""
-        try:
-            self.verify(event)
-            if isinstance(event, ConnectEvent):
-                return self._connect(event)
-            if isinstance(event, MessageEvent):
-                return self._message(event)
-            return self._disconnect(event)
-        except RequestError as error:
-            level = logging.ERROR if error.status >= 500 else logging.WARNING
-            log.log(
-                level,
-                "rejected %s connection=%s ip=%s: %s (%s)",
-                event.event_type,
-                _safe(event.connection_id),
-                _safe(event.source_ip),
-                error.code,
-                error.message,
-            )
-            return Reply.from_error(error)
+        """Run one event through verify → limit → connect/message/disconnect.
+
+        Each event ends with one structured log record (and, when OpenTelemetry is
+        instrumented, a span and metrics): :mod:`apigw_ws_core.observability`.
+        """
+        with observe_event(event) as observed:
+            try:
+                self.verify(event)
+                if isinstance(event, ConnectEvent):
+                    reply = self._connect(event)
+                elif isinstance(event, MessageEvent):
+                    reply = self._message(event)
+                else:
+                    reply = self._disconnect(event)
+            except RequestError as error:
+                observed.error_code = error.code
+                observed.error_message = error.message
+                reply = Reply.from_error(error)
+            observed.status = reply.status
+            return reply
 
     def reject(self, error: RequestError, headers: Mapping[str, str] | None = None) -> Reply:
         """The reply for an error raised before an event could be built (adapters).
@@ -453,7 +449,8 @@ class WebSocketApp:
         for hook in self.message_hooks:
             hook(ctx)
         try:
-            result = spec.func(ctx, body)
+            with observe_handler(spec.name):
+                result = spec.func(ctx, body)
         except RequestError:
             raise
         except Exception as exc:

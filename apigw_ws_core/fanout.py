@@ -51,6 +51,7 @@ from apigw_ws_core.errors import (
     TransportError,
 )
 from apigw_ws_core.events import MAX_BODY_BYTES
+from apigw_ws_core.observability import observe_send
 from apigw_ws_core.storage import Storage
 from apigw_ws_core.transport import AsyncTransport, Payload, Transport
 
@@ -407,67 +408,55 @@ def fanout(
         raise ValueError("max_rate must be positive")
     if call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
-    started = time.monotonic()
-    state = _State(
-        started + deadline,
-        policy or RetryPolicy(max_attempts=max_attempts, base_delay=base_delay),
-        _Pacer(max_rate) if max_rate else None,
-        progress,
-        call_timeout,
-    )
-    skipped: list[str] = []
-    for _ in range(8):  # forwarding wrappers: send through what they forward to
-        inner = transport.unwrap()
-        if inner is transport:
-            break
-        transport = inner
-    if isinstance(transport, AsyncTransport):
-        _run_async(transport, Payload.of(data), _iter_ids(batches), state, concurrency, skipped)
-    elif concurrency == 1:
-        _run_inline(transport, data, _iter_ids(batches), state, skipped)
-    else:
-        _run_threads(transport, data, _iter_ids(batches), state, concurrency, skipped)
-    if skipped:
-        state.advance(len(skipped))
-    marked = 0
-    if state.gone and storage is not None:
-        try:
-            marked = storage.mark_disconnected(state.gone, datetime.now(UTC))
-        except Exception:
-            log.exception("could not mark %d gone connection(s) disconnected", len(state.gone))
-    report = SendReport(
-        delivered=state.delivered,
-        gone=tuple(state.gone),
-        failed=tuple(state.failed + skipped),
-        retried=state.retried,
-        attempted=state.attempted,
-        elapsed=time.monotonic() - started,
-        marked_disconnected=marked,
-        throttled=state.throttled,
-        recipients=state.recipients,
-        first_error=state.first_error,
-        ambiguous=tuple(state.ambiguous),
-    )
-    if report.failed:
-        log.warning(
-            "send: %d delivered, %d gone, %d failed (%d not attempted), "
-            "%d maybe delivered twice; first error: %s",
-            report.delivered,
-            len(report.gone),
-            len(report.failed),
-            len(skipped),
-            len(report.ambiguous),
-            report.first_error or "deadline reached",
+    with observe_send() as observed:
+        started = time.monotonic()
+        state = _State(
+            started + deadline,
+            policy or RetryPolicy(max_attempts=max_attempts, base_delay=base_delay),
+            _Pacer(max_rate) if max_rate else None,
+            progress,
+            call_timeout,
         )
-    elif report.ambiguous:
-        log.warning(
-            "send: %d delivered, %d of them maybe twice (retried after a 5xx or a timeout)",
-            report.delivered,
-            len(report.ambiguous),
+        skipped: list[str] = []
+        for _ in range(8):  # forwarding wrappers: send through what they forward to
+            inner = transport.unwrap()
+            if inner is transport:
+                break
+            transport = inner
+        if isinstance(transport, AsyncTransport):
+            payload = Payload.of(data)
+            _run_async(transport, payload, _iter_ids(batches), state, concurrency, skipped)
+        elif concurrency == 1:
+            _run_inline(transport, data, _iter_ids(batches), state, skipped)
+        else:
+            _run_threads(transport, data, _iter_ids(batches), state, concurrency, skipped)
+        if skipped:
+            state.advance(len(skipped))
+        marked = 0
+        if state.gone and storage is not None:
+            try:
+                marked = storage.mark_disconnected(state.gone, datetime.now(UTC))
+            except Exception:
+                log.exception(
+                    "could not mark %d gone connection(s) disconnected", len(state.gone)
+                )
+        report = SendReport(
+            delivered=state.delivered,
+            gone=tuple(state.gone),
+            failed=tuple(state.failed + skipped),
+            retried=state.retried,
+            attempted=state.attempted,
+            elapsed=time.monotonic() - started,
+            marked_disconnected=marked,
+            throttled=state.throttled,
+            recipients=state.recipients,
+            first_error=state.first_error,
+            ambiguous=tuple(state.ambiguous),
         )
-    if isinstance(state.fatal, ConfigurationError):
-        raise state.fatal
-    return report
+        observed.report = report
+        if isinstance(state.fatal, ConfigurationError):
+            raise state.fatal
+        return report
 
 
 # --- the async engine (AsyncTransport) ----------------------------------------------
