@@ -27,6 +27,7 @@ from apigw_ws_core.attributes import check_filter, read_attributes
 from apigw_ws_core.channels import ChannelPolicy, default_policy, validate_channel
 from apigw_ws_core.config import Config
 from apigw_ws_core.context import HandlerContext
+from apigw_ws_core.discovery import find_local_gateway
 from apigw_ws_core.errors import (
     BadRequest,
     ChannelForbidden,
@@ -614,8 +615,13 @@ class WebSocketApp:
                 endpoint = record.management_endpoint or None
                 region = region or record.region or None
         if not endpoint:
+            local = find_local_gateway(self.config.secret)
+            if local is not None:
+                endpoint = local.management_endpoint
+        if not endpoint:
             raise ConfigurationError(
-                "no Management API endpoint: set management_endpoint or provision a gateway"
+                "no Management API endpoint: start the local gateway (apigw-ws local), "
+                "set management_endpoint (APIGW_WS_MANAGEMENT_ENDPOINT) or provision a gateway"
             )
         return ManagementApiTransport(
             endpoint, region=region, max_connections=max(8, self.config.send_concurrency)
@@ -663,6 +669,7 @@ class WebSocketApp:
         everyone: bool = False,
         exclude: str | Iterable[str] | None = None,
         attributes: Mapping[str, str] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to one connection, a channel, a
         user's connections, or every connected session. Blocks until done; see
@@ -675,7 +682,10 @@ class WebSocketApp:
 
         To a history channel (``Config.history``) the message is appended to the channel's
         history first (one storage write, whatever the number of recipients) and travels
-        in the envelope ``{"channel", "offset", "epoch", "data"}``."""
+        in the envelope ``{"channel", "offset", "epoch", "data"}``.
+
+        ``progress`` is called with the number of recipients just finished (progress bars;
+        see :func:`~apigw_ws_core.fanout.fanout`)."""
         payload = check_size(encode_payload(data))
         batches = self.recipients(
             connection_id=connection_id,
@@ -698,6 +708,7 @@ class WebSocketApp:
             payload,
             batches,
             storage=self.storage,
+            progress=progress,
             **self.config.send_options(concurrency=1 if connection_id else None),
         )
 

@@ -4,6 +4,7 @@ Subcommands are thin: each lives with the code it drives and is imported only wh
 so ``apigw-ws --help`` works without the optional extras installed.
 
 * ``apigw-ws local``      the local API Gateway (needs ``apigw-ws[local]``);
+* ``apigw-ws send``       send a message through your app (``--app MODULE[:NAME]``);
 * ``apigw-ws provision``  plan / apply / destroy the AWS WebSocket API;
 * ``apigw-ws iam-policy`` print least-privilege IAM policies.
 """
@@ -24,6 +25,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
         "run the local API Gateway WebSocket stand-in",
+    ),
+    "send": (
+        "apigw_ws_core.send_cli",
+        "add_arguments",
+        "run",
+        "send a message through a WebSocketApp (--app MODULE[:NAME])",
     ),
     "provision": (
         "apigw_ws_core.provision_cli",

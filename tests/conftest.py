@@ -19,6 +19,14 @@ import pytest
 
 REQUIRE = os.environ.get("APIGW_WS_REQUIRE_SERVICES") == "1"
 
+# Local gateways started by tests (and their subprocesses) record themselves for discovery
+# (apigw_ws_core.discovery) in a directory of this test run only: a developer's running demo
+# is never found by a test, and tests never find each other's gateways across runs.
+if not os.environ.get("APIGW_WS_RUNTIME_DIR"):
+    import tempfile
+
+    os.environ["APIGW_WS_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="apigw-ws-test-runtime-")
+
 
 def service_url(env: str) -> str | None:
     """The URL in ``env`` if set and its server accepts TCP connections, else ``None``.

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from ..discovery import register_local_gateway, unregister_local_gateway
 from .config import (
     DEFAULT_STAGE,
     DEFAULT_TIMEOUT_MS,
@@ -501,10 +502,21 @@ async def _serve(api: ApiConfig, options: GatewayOptions, args: argparse.Namespa
             tls.ca_file,
             tls.bundle_file,
         )
+    # Let senders in other terminals find this gateway (apigw_ws_core.discovery).
+    discovery = register_local_gateway(
+        host=args.host,
+        port=port,
+        stage=api.stage,
+        secret=getattr(args, "secret", None),
+        backend=getattr(args, "backend", None)
+        or (f"lambda:{args.lambda_handler}" if getattr(args, "lambda_handler", None) else None),
+        tls=tls is not None,
+    )
     print(ready_line(args.host, port, api.stage, str(tls.ca_file) if tls else None), flush=True)
     try:
         await stop.wait()
     finally:
+        unregister_local_gateway(discovery)
         logger.info("shutting down: closing %d connections", len(gateway.connections))
         await runner.cleanup()
     return 0

@@ -227,7 +227,9 @@ def test_missing_credentials_raise(server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "x"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "x"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    t = ManagementApiTransport(server.url, session=botocore.session.Session())
+    # (A loopback endpoint would sign with dummy keys: see tests/core/test_discovery.py.)
+    remote = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod"
+    t = ManagementApiTransport(remote, session=botocore.session.Session())
     with pytest.raises(ConfigurationError):
         fanout(t, b"x", [ids(3)])
     t.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import subprocess
@@ -25,9 +24,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from apigw_ws_core.errors import PayloadTooLarge
-from apigw_ws_core.fanout import check_size, fanout
+from apigw_ws_core.fanout import check_size
 from apigw_ws_core.reply import encode_payload
+from apigw_ws_core.send_cli import CliError, cli_error_message, parse_message, summary
 from apigw_ws_flask.extension import EXTENSION_KEY, ApigwWsState
 
 __all__ = ["cli_group"]
@@ -36,7 +35,12 @@ cli_group = AppGroup("apigw-ws", help="API Gateway WebSockets: cleanup, send, lo
 
 
 def _state() -> ApigwWsState:
-    state: ApigwWsState = current_app.extensions[EXTENSION_KEY]
+    state: ApigwWsState | None = current_app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        raise click.ClickException(
+            f"the app {current_app.name!r} has no ApigwWebSocket: create it with "
+            "ApigwWebSocket(app, storage=...) or call init_app(app)"
+        )
     return state
 
 
@@ -87,49 +91,41 @@ def send_command(
     everyone: bool,
     text: bool,
 ) -> None:
-    """Send MESSAGE (JSON unless --text) with a progress bar and a summary."""
-    core = _state().core
-    data: Any = message
-    if not text:
-        try:
-            data = json.loads(message)
-        except ValueError as exc:
-            raise click.BadParameter(f"not JSON ({exc}); use --text for plain text") from exc
+    """Send MESSAGE (JSON unless --text) with a progress bar and a summary.
+
+    With no management endpoint configured, the running local gateway is found by itself
+    (``flask apigw-ws local`` in another terminal); errors are one line, never a traceback.
+    """
     try:
-        payload = check_size(encode_payload(data))
-        batches = list(
-            core.recipients(
-                connection_id=connection_id, channel=channel, user_id=user_id, everyone=everyone
-            )
-        )
-    except PayloadTooLarge as exc:
-        raise click.ClickException(str(exc)) from exc
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    total = sum(len(batch) for batch in batches)
-    cfg = core.config
-    lock = threading.Lock()
-    with click.progressbar(length=total, label="Sending", file=sys.stderr) as bar:
+        core = _state().core
+        data: Any = parse_message(message, text)
+        target: dict[str, Any] = {
+            "connection_id": connection_id,
+            "channel": channel,
+            "user_id": user_id,
+            "everyone": everyone,
+        }
+        check_size(encode_payload(data))
+        batches = list(core.recipients(**target))
+        core.transport  # noqa: B018 - find the endpoint (or fail) before drawing progress
+        total = sum(len(batch) for batch in batches)
+        lock = threading.Lock()
+        with click.progressbar(length=total, label="Sending", file=sys.stderr) as bar:
 
-        def advance(done: int) -> None:
-            with lock:
-                bar.update(done)
+            def advance(done: int) -> None:
+                with lock:
+                    bar.update(done)
 
-        report = fanout(
-            core.transport,
-            payload,
-            batches,
-            storage=core.storage,
-            progress=advance,
-            **cfg.send_options(concurrency=1 if connection_id else None),
-        )
-    click.echo(
-        f"Delivered {report.delivered} of {total}; gone {len(report.gone)} "
-        f"(marked disconnected {report.marked_disconnected}); failed {len(report.failed)}; "
-        f"retried {report.retried}; maybe twice {len(report.ambiguous)}; {report.elapsed:.2f}s"
-    )
+            report = core.send(data, progress=advance, **target)
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        if isinstance(exc, CliError | ValueError) and getattr(exc, "code", 2) == 2:
+            raise click.UsageError(cli_error_message(exc)) from exc
+        raise click.ClickException(cli_error_message(exc)) from exc
+    click.echo(summary(report, total))
     if not report.ok:
-        raise SystemExit(1)
+        raise click.ClickException(f"{len(report.failed)} delivery(ies) failed")
 
 
 def _local_commands(

@@ -7,6 +7,10 @@
     echo '{"type": "reload"}' | manage.py apigw_ws_send - --all
     manage.py apigw_ws_send '{"x": 1}' --connection 'L0SM9cOFvHcCIhw='
 
+With no management endpoint configured (no ``MANAGEMENT_ENDPOINT`` setting, no provisioned
+gateway), the running local gateway (``manage.py apigw_ws_local``) is found by itself, and a
+loopback endpoint needs no AWS credentials.
+
 Shows a progress bar on stderr and ends with the core's
 :class:`~apigw_ws_core.fanout.SendReport` summary; exits with an error when some
 deliveries failed (gone connections are not failures: they are marked disconnected).
@@ -28,6 +32,7 @@ from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.errors import ApigwWsError, PayloadTooLarge
 from apigw_ws_core.fanout import SendReport, check_size, fanout
 from apigw_ws_core.reply import encode_payload
+from apigw_ws_core.send_cli import cli_error_message
 from apigw_ws_django.runtime import get_app
 
 
@@ -98,7 +103,16 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Resolve the target, send through the core fan-out, print the summary."""
+        """Resolve the target, send through the core fan-out, print the summary. Any
+        failure is one line (a :class:`CommandError`), never a traceback."""
+        try:
+            self._send(options)
+        except CommandError:
+            raise
+        except Exception as exc:
+            raise CommandError(cli_error_message(exc)) from exc
+
+    def _send(self, options: dict[str, Any]) -> None:
         app = get_app()
         payload = self._payload(options["message"], options["text"])
         target = self._target(options)
