@@ -1,4 +1,4 @@
-"""What we deploy is what we test.
+"""What we deploy is what we test (including a Lambda authorizer on ``$connect``).
 
 Provision an API under moto whose target is a real WSGI backend on loopback, start the local
 gateway from that very API (``config_from_apigw``: routes, integrations, request parameter
@@ -9,13 +9,17 @@ provisioning mapped it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import attrs
+import jwt
 import pytest
 
 pytest.importorskip("aiohttp")
@@ -24,7 +28,7 @@ websockets_client = pytest.importorskip("websockets.sync.client")
 from apigw_ws_core import Config, MemoryStorage, WebSocketApp  # noqa: E402
 from apigw_ws_core.local.config import config_from_apigw  # noqa: E402
 from apigw_ws_core.local.testing import LocalGateway, wait_until  # noqa: E402
-from apigw_ws_core.provision import RouteSpec, apply  # noqa: E402
+from apigw_ws_core.provision import AuthorizerSpec, RouteSpec, apply  # noqa: E402
 from apigw_ws_core.wsgi import make_wsgi_app  # noqa: E402
 from tests.provision.conftest import REGION, SECRET, AwsEnv, make_spec  # noqa: E402
 
@@ -145,3 +149,53 @@ def test_provisioned_api_runs_locally_end_to_end(aws: AwsEnv, backend: Backend) 
         "/ws/chat_message",
         "/ws/disconnect",
     }
+
+
+def test_provisioned_authorizer_runs_locally_and_names_the_user(
+    aws: AwsEnv, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "jwt_authorizer.py"
+    loaded = importlib.util.spec_from_file_location("docs_jwt_authorizer_fidelity", example)
+    assert loaded is not None and loaded.loader is not None
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    key = "fidelity-jwt-key-0123456789-0123456789"
+    monkeypatch.setenv("JWT_SECRET", key)
+
+    spec = make_spec(
+        target_base_url=backend.url,
+        routes=[RouteSpec(key="chat_message")],
+        authorizer=AuthorizerSpec(
+            function_arn="arn:aws:lambda:us-east-1:123456789012:function:ws-auth",
+            identity_sources=("route.request.querystring.token",),
+            context_keys=("userId",),
+        ),
+    )
+    record = apply(spec, storage=aws.store, aws=aws.clients).record
+    config = config_from_apigw(
+        aws.client("apigatewayv2"), record.api_id, authorizer_handler=module.handler
+    )
+    authorizer = config.routes["$connect"].authorizer
+    assert authorizer is not None
+    assert authorizer.identity_sources == ("route.request.querystring.token",)
+    backend.app.config = attrs.evolve(
+        backend.app.config, require_token=True, user_from_authorizer="userId"
+    )
+    token = jwt.encode(
+        {"sub": "alice", "aud": "apigw-ws", "scope": "ws", "exp": int(time.time()) + 60},
+        key,
+        algorithm="HS256",
+    )
+    with LocalGateway(config) as gw:
+        with pytest.raises(Exception) as info:
+            websockets_client.connect(gw.ws_url, open_timeout=30)
+        assert getattr(info.value, "response").status_code == 401
+        forged = {"X-Apigw-Ws-Authorizer-userId": "mallory"}
+        with websockets_client.connect(
+            f"{gw.ws_url}?token={token}", additional_headers=forged, open_timeout=30
+        ):
+            (cid,) = wait_until(gw.connection_ids, timeout=10)
+            connect = backend.first("/ws/connect")
+            assert connect["x-apigw-ws-authorizer-principal-id"] == "alice"
+            assert connect["x-apigw-ws-authorizer-userid"] == "alice"
+            assert backend.app.storage.get_session(cid).user_id == "alice"
