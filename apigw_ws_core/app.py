@@ -60,6 +60,7 @@ from apigw_ws_core.history import (
     parse_recover_request,
     recovery_frames,
 )
+from apigw_ws_core.jobs import JobStatus, job_status
 from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimiter
 from apigw_ws_core.observability import observe_event, observe_handler
 from apigw_ws_core.reply import Reply, encode_payload
@@ -695,14 +696,7 @@ class WebSocketApp:
             exclude=exclude,
             attributes=attributes,
         )
-        rule = None if channel is None else self.config.history_rule(channel)
-        if rule is not None and channel is not None:
-            body = history_data(payload)
-            check_size(body + b"x" * ENVELOPE_OVERHEAD)
-            offset, epoch = self.storage.append_history(
-                channel, body, self.clock(), size=rule.size, ttl_seconds=rule.ttl
-            )
-            payload = envelope(channel, offset, epoch, body)
+        payload = self.prepare_payload(payload, channel)
         return fanout(
             self.transport,
             payload,
@@ -711,6 +705,21 @@ class WebSocketApp:
             progress=progress,
             **self.config.send_options(concurrency=1 if connection_id else None),
         )
+
+    def prepare_payload(self, payload: bytes, channel: str | None) -> bytes:
+        """The bytes a send of ``payload`` to ``channel`` posts: for a history channel
+        (``Config.history``), the message is appended to the channel's history (one
+        storage write) and wrapped in the envelope ``{"channel", "offset", "epoch",
+        "data"}``; otherwise ``payload`` itself. Durable jobs call it once, when enqueued."""
+        rule = None if channel is None else self.config.history_rule(channel)
+        if rule is None or channel is None:
+            return payload
+        body = history_data(payload)
+        check_size(body + b"x" * ENVELOPE_OVERHEAD)
+        offset, epoch = self.storage.append_history(
+            channel, body, self.clock(), size=rule.size, ttl_seconds=rule.ttl
+        )
+        return envelope(channel, offset, epoch, body)
 
     def send_in_background(
         self,
@@ -760,6 +769,11 @@ class WebSocketApp:
         if isinstance(job, dict):
             job = SendJob.from_dict(job)
         return self.send(job.payload, **job.target)
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The status of a durable send job (see :mod:`apigw_ws_core.jobs`): running, done
+        or failed, with its counts and first error; ``None`` if unknown or cleaned up."""
+        return job_status(self.storage, job_id)
 
     def disconnect(self, connection_id: str) -> bool:
         """Close a connection through the Management API and mark it gone.

@@ -187,6 +187,20 @@ class Config:
         options.update({k: v for k, v in overrides.items() if v is not None})
         return options
 
+    #: Durable send jobs (:mod:`apigw_ws_core.jobs`): recipients per checkpoint (a killed
+    #: worker re-sends at most this many), recipients per shard (a bigger channel or
+    #: everyone-send is split into shards run by separate tasks), and how long a job's
+    #: status is kept after its last update (``cleanup`` deletes it then).
+    job_batch_size: int = attrs.field(default=500, validator=attrs.validators.ge(1))
+    job_shard_size: int = attrs.field(default=50_000, validator=attrs.validators.ge(1))
+    job_keep_seconds: int = attrs.field(default=86_400, validator=attrs.validators.ge(0))
+    #: Management API calls per second at most for all durable jobs together, shared by
+    #: every worker through Redis when ``job_rate_redis_url`` is set (else per process).
+    #: API Gateway's account quota is 10,000 requests/s for every API and ``@connections``
+    #: call together; the default leaves half of it to everything else. ``None``: no cap.
+    job_rate_limit: float | None = 5000.0
+    job_rate_redis_url: str | None = None
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:
         """Build from a settings mapping (lower- or upper-case keys), rejecting unknown keys."""

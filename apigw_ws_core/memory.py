@@ -13,10 +13,14 @@ from datetime import datetime, timedelta
 import attrs
 
 from apigw_ws_core.storage import (
+    JOB_FINISHED,
+    JOB_RUNNING,
     CleanupReport,
     GatewayRecord,
     HistoryMessage,
     HistoryPage,
+    JobCounts,
+    JobPart,
     Presence,
     Session,
     Storage,
@@ -40,6 +44,7 @@ class MemoryStorage(Storage):
         #: channel -> (epoch, last offset); channel -> offset -> (message, expires_at)
         self.history_state: dict[str, tuple[str, int]] = {}
         self.history: dict[str, dict[int, tuple[HistoryMessage, datetime | None]]] = {}
+        self.jobs: dict[str, dict[int, JobPart]] = {}
 
     def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
         """See :meth:`Storage.create_session`."""
@@ -188,6 +193,129 @@ class MemoryStorage(Storage):
         with self._lock:
             self.history_state.pop(channel, None)
             self.history.pop(channel, None)
+
+    def _target_ids(
+        self, channel: str | None, user_id: str | None, attributes: Mapping[str, str] | None
+    ) -> list[str]:
+        wanted = dict(attributes or {}).items()
+        with self._lock:
+            return sorted(
+                cid
+                for cid, s in self.sessions.items()
+                if s.connected
+                and (user_id is None or s.user_id == user_id)
+                and (channel is None or channel in self.subscriptions.get(cid, {}))
+                and wanted <= s.attributes.items()
+            )
+
+    def count_recipients(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> int:
+        """See :meth:`Storage.count_recipients`."""
+        return len(self._target_ids(channel, user_id, attributes))
+
+    def recipient_page(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        after: str | None = None,
+        upto: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[str], str | None]:
+        """See :meth:`Storage.recipient_page` (the cursor is the connection id)."""
+        ids = [
+            cid
+            for cid in self._target_ids(channel, user_id, attributes)
+            if (after is None or cid > after) and (upto is None or cid <= upto)
+        ][:limit]
+        return ids, (ids[-1] if ids else None)
+
+    def recipient_splits(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        every: int = 50_000,
+    ) -> list[str]:
+        """See :meth:`Storage.recipient_splits`."""
+        ids = self._target_ids(channel, user_id, attributes)
+        return [ids[i] for i in range(every - 1, len(ids) - 1, every)]
+
+    def create_job_parts(self, parts: Sequence[JobPart]) -> int:
+        """See :meth:`Storage.create_job_parts`."""
+        added = 0
+        with self._lock:
+            for part in parts:
+                job = self.jobs.setdefault(part.job_id, {})
+                if part.index not in job:
+                    job[part.index] = part
+                    added += 1
+        return added
+
+    def get_job_parts(self, job_id: str) -> list[JobPart]:
+        """See :meth:`Storage.get_job_parts`."""
+        with self._lock:
+            return [p for _, p in sorted(self.jobs.get(job_id, {}).items())]
+
+    def start_job_part(self, job_id: str, index: int, now: datetime) -> JobPart | None:
+        """See :meth:`Storage.start_job_part`."""
+        with self._lock:
+            part = self.jobs.get(job_id, {}).get(index)
+            if part is None or part.status in JOB_FINISHED:
+                return part
+            part = attrs.evolve(part, status=JOB_RUNNING, runs=part.runs + 1, updated_at=now)
+            self.jobs[job_id][index] = part
+            return part
+
+    def checkpoint_job_part(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        expected_cursor: str | None,
+        cursor: str | None,
+        add: JobCounts,
+        now: datetime,
+        status: str | None = None,
+        first_error: str | None = None,
+        expected: int | None = None,
+    ) -> bool:
+        """See :meth:`Storage.checkpoint_job_part`."""
+        with self._lock:
+            part = self.jobs.get(job_id, {}).get(index)
+            if part is None or part.status != JOB_RUNNING or part.cursor != expected_cursor:
+                return False
+            self.jobs[job_id][index] = attrs.evolve(
+                part,
+                cursor=cursor,
+                counts=part.counts + add,
+                first_error=part.first_error or first_error,
+                expected=part.expected if expected is None else expected,
+                updated_at=now,
+                status=status or part.status,
+                finished_at=now if status in JOB_FINISHED else part.finished_at,
+            )
+            return True
+
+    def delete_jobs(self, before: datetime, *, dry_run: bool = False) -> int:
+        """See :meth:`Storage.delete_jobs`."""
+        with self._lock:
+            old = [
+                job_id
+                for job_id, parts in self.jobs.items()
+                if all(p.updated_at < before for p in parts.values())
+            ]
+            if not dry_run:
+                for job_id in old:
+                    del self.jobs[job_id]
+        return len(old)
 
     def presence(self, channel_name: str) -> Presence:
         """See :meth:`Storage.presence`."""

@@ -22,6 +22,8 @@ __all__ = [
     "GatewayRecord",
     "HistoryMessage",
     "HistoryPage",
+    "JobCounts",
+    "JobPart",
     "Presence",
     "Session",
     "Storage",
@@ -148,6 +150,76 @@ class CleanupReport:
     history_messages: int = 0
 
 
+#: Statuses of a :class:`JobPart`: waiting for a worker, being sent, finished.
+JOB_PENDING = "pending"
+JOB_RUNNING = "running"
+JOB_DONE = "done"
+JOB_FAILED = "failed"
+JOB_FINISHED = frozenset({JOB_DONE, JOB_FAILED})
+
+
+@attrs.frozen(kw_only=True)
+class JobCounts:
+    """Counters of a durable send job (or of one of its parts); they add up.
+
+    ``ambiguous`` counts recipients sent again after a worker died mid-batch: they may have
+    received the message twice.
+    """
+
+    recipients: int = 0
+    delivered: int = 0
+    gone: int = 0
+    failed: int = 0
+    retried: int = 0
+    throttled: int = 0
+    ambiguous: int = 0
+
+    def __add__(self, other: JobCounts) -> JobCounts:
+        return JobCounts(**{k: getattr(self, k) + getattr(other, k) for k in _COUNT_FIELDS})
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return {k: getattr(self, k) for k in _COUNT_FIELDS}
+
+
+_COUNT_FIELDS = ("recipients", "delivered", "gone", "failed", "retried", "throttled", "ambiguous")
+
+
+@attrs.frozen(kw_only=True)
+class JobPart:
+    """One part of a durable send job (see :mod:`apigw_ws_core.jobs`): a keyset range of
+    the job's recipients and how far sending it got.
+
+    Part ``0`` is created when the job is enqueued; it sends the whole target, or, for a
+    big one, plans the job: it splits the recipients into parts ``1..n`` (shards, each run
+    by its own task) and finishes without sending itself.
+
+    :ivar target: the send target (``channel``, ``user_id``, ``connection_id``,
+        ``everyone``), JSON-serialisable.
+    :ivar lower: the part's recipients come after this cursor (``None``: from the start).
+    :ivar upper: ...up to and including this cursor (``None``: to the end).
+    :ivar cursor: the last recipient whose batch was sent and checkpointed (``None``: none).
+        Cursors are opaque strings made by the storage backend; they order recipients.
+    :ivar expected: recipients the part was planned with (``0``: not known), for progress.
+    :ivar runs: how many times a worker started the part (more than one: it was resumed).
+    """
+
+    job_id: str
+    index: int = 0
+    target: dict[str, Any] = attrs.field(factory=dict)
+    lower: str | None = None
+    upper: str | None = None
+    cursor: str | None = None
+    status: str = JOB_PENDING
+    expected: int = 0
+    counts: JobCounts = JobCounts()
+    runs: int = 0
+    first_error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+
+
 class Storage(abc.ABC):
     """Where sessions, subscriptions, tokens, counters and gateway records live.
 
@@ -219,6 +291,90 @@ class Storage(abc.ABC):
         """The **connected** sessions of ``user_id`` (in ``channel`` if given), oldest
         first (by ``connected_at``, then connection id), at most ``limit``, in one query.
         Presence events use it to tell a user's first connection from a second one."""
+
+    @abc.abstractmethod
+    def count_recipients(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> int:
+        """How many ids :meth:`iter_connection_ids` would yield for this target now."""
+
+    @abc.abstractmethod
+    def recipient_page(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        after: str | None = None,
+        upto: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[str], str | None]:
+        """One keyset page of the target of :meth:`iter_connection_ids`: at most ``limit``
+        connected ids whose cursor is greater than ``after`` (if given) and at most
+        ``upto`` (if given), in cursor order, with the cursor of the last one (``None`` if
+        the page is empty). One indexed query; pages never overlap or skip a recipient
+        that stays connected. Cursors are opaque strings that only this backend compares.
+        """
+
+    @abc.abstractmethod
+    def recipient_splits(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        every: int = 50_000,
+    ) -> list[str]:
+        """Cursors that cut the target into ranges of ``every`` recipients: the cursor of
+        the ``every``-th, ``2*every``-th ... recipient, ascending (``[]`` if there are at
+        most ``every``). Must not load the target at once (one keyset query per cut)."""
+
+    # --- durable send jobs -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_job_parts(self, parts: Sequence[JobPart]) -> int:
+        """Insert the parts whose ``(job_id, index)`` does not exist yet, atomically; return
+        how many were inserted (existing parts are left as they are)."""
+
+    @abc.abstractmethod
+    def get_job_parts(self, job_id: str) -> list[JobPart]:
+        """Every part of a job, by index (``[]`` for an unknown job)."""
+
+    @abc.abstractmethod
+    def start_job_part(self, job_id: str, index: int, now: datetime) -> JobPart | None:
+        """A worker takes a part: unless it is finished, set it ``running``, add one to
+        ``runs`` and set ``updated_at``, atomically, and return it as stored after that
+        (a finished part is returned unchanged; ``None`` if unknown)."""
+
+    @abc.abstractmethod
+    def checkpoint_job_part(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        expected_cursor: str | None,
+        cursor: str | None,
+        add: JobCounts,
+        now: datetime,
+        status: str | None = None,
+        first_error: str | None = None,
+        expected: int | None = None,
+    ) -> bool:
+        """Record progress of a running part in one atomic compare-and-set: only if the
+        part is ``running`` and its cursor is still ``expected_cursor``, set ``cursor``, add
+        ``add`` to its counts, keep ``first_error`` if none is stored yet, set ``expected``
+        if given, ``updated_at`` to ``now``, and ``status`` if given (``done``/``failed``
+        also set ``finished_at``). Returns whether it was applied: ``False`` means another
+        worker has moved the part on and this one must stop."""
+
+    @abc.abstractmethod
+    def delete_jobs(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete every job none of whose parts was updated at or after ``before`` (finished
+        long enough ago, or abandoned); return how many jobs (with ``dry_run``: would)."""
 
     @abc.abstractmethod
     def presence(self, channel_name: str) -> Presence:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import secrets
 import threading
 import time
@@ -40,7 +41,7 @@ from apigw_ws_core.events import (
     HEADER_SOURCE_IP,
     HEADER_STAGE,
 )
-from apigw_ws_core.storage import GatewayRecord, Session, Storage, Token
+from apigw_ws_core.storage import GatewayRecord, JobCounts, JobPart, Session, Storage, Token
 from apigw_ws_core.transport import RecordingTransport, SentMessage
 
 __all__ = [
@@ -577,6 +578,164 @@ class StorageContract:
         assert len({e for _, e in results}) == 1
         page = storage.read_history("race", now)
         assert [m.offset for m in page.messages] == list(range(1, 11))
+
+    # --- keyset pages and durable send jobs -----------------------------------------
+
+    def test_recipient_pages_and_splits(self, storage: Storage) -> None:
+        ids = [f"conn-page-{i:05d}=" for i in range(23)]
+        for cid in ids:
+            storage.create_session(_session(cid, channel="big", user="1" if cid < ids[5] else None))
+        storage.create_session(_session("other-chan-0000=", channel="small"))
+        storage.mark_disconnected([ids[7]], _now())
+        live = [cid for cid in ids if cid != ids[7]]
+        assert storage.count_recipients(channel="big") == 22
+        assert storage.count_recipients() == 23
+        assert storage.count_recipients(user_id="1") == 5
+        assert storage.count_recipients(channel="big", user_id="1") == 5
+        got: list[str] = []
+        cursor: str | None = None
+        while True:
+            page, last = storage.recipient_page(channel="big", after=cursor, limit=4)
+            if not page:
+                assert last is None
+                break
+            assert len(page) <= 4 and last is not None
+            got += page
+            cursor = last
+        assert sorted(got) == live and len(got) == len(set(got))
+        assert storage.recipient_page(channel="nobody") == ([], None)
+        assert storage.recipient_page(channel="big", user_id="1", limit=100)[0] != []
+        splits = storage.recipient_splits(channel="big", every=5)
+        assert len(splits) == 4  # 22 recipients: 5 + 5 + 5 + 5 + 2
+        bounds = [None, *splits, None]
+        shards = []
+        for lower, upper in itertools.pairwise(bounds):
+            page, _ = storage.recipient_page(channel="big", after=lower, upto=upper, limit=100)
+            shards.append(page)
+        assert [len(p) for p in shards] == [5, 5, 5, 5, 2]
+        assert sorted(cid for p in shards for cid in p) == live
+        assert storage.recipient_splits(channel="big", every=22) == []
+        assert len(storage.recipient_splits(every=10)) == 2
+
+    def test_recipient_methods_filter_by_attributes(self, storage: Storage) -> None:
+        for i in range(6):
+            device = {"device": "mobile" if i % 2 else "desktop"}
+            storage.create_session(
+                _session(f"conn-attr-{i:05d}=", channel="att", attributes=device)
+            )
+        mobile = {"device": "mobile"}
+        assert storage.count_recipients(channel="att", attributes=mobile) == 3
+        assert storage.count_recipients(attributes=mobile) == 3
+        page, _ = storage.recipient_page(channel="att", attributes=mobile, limit=10)
+        assert sorted(page) == ["conn-attr-00001=", "conn-attr-00003=", "conn-attr-00005="]
+        page, _ = storage.recipient_page(attributes={"device": "tv"}, limit=10)
+        assert page == []
+        assert len(storage.recipient_splits(channel="att", attributes=mobile, every=1)) == 2
+
+    def _part(self, job: str, index: int = 0, **kw: Any) -> JobPart:
+        now = kw.pop("now", _now())
+        return JobPart(
+            job_id=job,
+            index=index,
+            target={"channel": "room"},
+            created_at=now,
+            updated_at=now,
+            **kw,
+        )
+
+    def test_job_parts_create_get_start(self, storage: Storage) -> None:
+        assert storage.get_job_parts("job-unknown") == []
+        assert storage.start_job_part("job-unknown", 0, _now()) is None
+        assert storage.create_job_parts([self._part("job-a")]) == 1
+        assert (
+            storage.create_job_parts([self._part("job-a"), self._part("job-a", 2, upper="9")]) == 1
+        )
+        parts = storage.get_job_parts("job-a")
+        assert [p.index for p in parts] == [0, 2]
+        assert parts[0].target == {"channel": "room"} and parts[0].status == "pending"
+        assert parts[1].upper == "9" and parts[1].lower is None and parts[1].cursor is None
+        started = storage.start_job_part("job-a", 0, _now())
+        assert started is not None and started.status == "running" and started.runs == 1
+        again = storage.start_job_part("job-a", 0, _now())
+        assert again is not None and again.runs == 2
+        assert storage.get_job_parts("job-a")[0].runs == 2
+
+    def test_job_checkpoint_compare_and_set(self, storage: Storage) -> None:
+        storage.create_job_parts([self._part("job-b")])
+        one = JobCounts(recipients=3, delivered=2, gone=1)
+        now = _now()
+        # not running yet: refused
+        assert not storage.checkpoint_job_part(
+            "job-b", 0, expected_cursor=None, cursor="1", add=one, now=now
+        )
+        storage.start_job_part("job-b", 0, now)
+        assert storage.checkpoint_job_part(
+            "job-b", 0, expected_cursor=None, cursor="1", add=one, now=now, expected=9
+        )
+        # a second worker still at the old cursor loses
+        assert not storage.checkpoint_job_part(
+            "job-b", 0, expected_cursor=None, cursor="2", add=one, now=now
+        )
+        assert storage.checkpoint_job_part(
+            "job-b", 0, expected_cursor="1", cursor="2", add=one, now=now, first_error="E1"
+        )
+        assert storage.checkpoint_job_part(
+            "job-b",
+            0,
+            expected_cursor="2",
+            cursor="2",
+            add=JobCounts(ambiguous=1),
+            now=now,
+            first_error="E2",
+            status="done",
+        )
+        (part,) = storage.get_job_parts("job-b")
+        assert part.status == "done" and part.finished_at is not None
+        assert part.cursor == "2" and part.expected == 9 and part.first_error == "E1"
+        assert part.counts == JobCounts(recipients=6, delivered=4, gone=2, ambiguous=1)
+        # finished: no more checkpoints, and starting it changes nothing
+        assert not storage.checkpoint_job_part(
+            "job-b", 0, expected_cursor="2", cursor="3", add=one, now=now
+        )
+        same = storage.start_job_part("job-b", 0, now)
+        assert same is not None and same.runs == 1 and same.status == "done"
+
+    def test_delete_jobs(self, storage: Storage) -> None:
+        now = _now()
+        old = now - timedelta(days=2)
+        storage.create_job_parts(
+            [self._part("job-old", 0, now=old), self._part("job-old", 1, now=old)]
+        )
+        storage.create_job_parts([self._part("job-mixed", 0, now=old), self._part("job-mixed", 1)])
+        storage.create_job_parts([self._part("job-new", 0)])
+        cutoff = now - timedelta(days=1)
+        assert storage.delete_jobs(cutoff, dry_run=True) == 1
+        assert len(storage.get_job_parts("job-old")) == 2
+        assert storage.delete_jobs(cutoff) == 1
+        assert storage.get_job_parts("job-old") == []
+        assert len(storage.get_job_parts("job-mixed")) == 2
+        assert len(storage.get_job_parts("job-new")) == 1
+
+    def test_job_checkpoint_race_one_winner(
+        self, storage: Storage, storage_factory: Callable[[], Storage] | None
+    ) -> None:
+        storage.create_job_parts([self._part("job-race")])
+        storage.start_job_part("job-race", 0, _now())
+
+        def step(s: Storage) -> bool | None:
+            ok = s.checkpoint_job_part(
+                "job-race",
+                0,
+                expected_cursor=None,
+                cursor="5",
+                add=JobCounts(delivered=5),
+                now=_now(),
+            )
+            return True if ok else None
+
+        run_race(step, storage, storage_factory, threads=4, expect_winners=1)
+        (part,) = storage.get_job_parts("job-race")
+        assert part.counts.delivered == 5
 
 
 def run_race(

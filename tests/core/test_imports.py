@@ -22,6 +22,7 @@ CORE_MODULES = [
     "apigw_ws_core.tokens",
     "apigw_ws_core.config",
     "apigw_ws_core.cli",
+    "apigw_ws_core.jobs",
 ]
 
 
@@ -30,7 +31,8 @@ def test_core_imports_without_frameworks():
         f"""
         import sys
         class Block:
-            BLOCKED = ("django", "flask", "sqlalchemy", "aiohttp", "werkzeug", "redis")
+            BLOCKED = ("django", "flask", "sqlalchemy", "aiohttp", "werkzeug", "redis",
+                       "celery", "kombu")
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in self.BLOCKED:
                     raise ImportError("blocked " + name)

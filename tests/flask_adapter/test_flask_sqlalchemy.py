@@ -37,6 +37,7 @@ SECRET = "test-secret-0123456789"
 WS_TABLES = {"apigw_ws_session", "apigw_ws_subscription", "apigw_ws_token"} | {
     "apigw_ws_counter",
     "apigw_ws_gateway",
+    "apigw_ws_job",
 }
 
 

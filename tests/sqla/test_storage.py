@@ -162,6 +162,7 @@ def test_models_on_a_users_metadata():
         "myapp_ws_gateway",
         "myapp_ws_channel_history",
         "myapp_ws_history_message",
+        "myapp_ws_job",
     }
     assert models.session.__tablename__ == "myapp_ws_session"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="already declared"):

@@ -6,6 +6,8 @@
   API). Both need the ``change`` permission on sessions.
 * Tokens: read-only; only the first characters of the SHA-256 hash are shown (the token
   itself is never stored). Deleting a token revokes it.
+* Send jobs: the parts of durable background sends (read-only): status, counts, first
+  error, with the whole job's progress on each part's page.
 * Gateway records: a plain, extensible admin (:class:`GatewayRecordAdmin`; provisioning adds
   actions by subclassing or by ``GatewayRecordAdmin.actions``).
 
@@ -86,6 +88,7 @@ class _SendPermission:
 if apps.is_installed("apigw_ws_storage.django_orm"):
     from apigw_ws_storage.django_orm.models import (
         GatewayRecord,
+        SendJobPart,
         WebSocketSession,
         WebSocketSubscription,
         WebSocketToken,
@@ -212,6 +215,48 @@ if apps.is_installed("apigw_ws_storage.django_orm"):
 
         def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
             """Tokens cannot be edited."""
+            return False
+
+    @admin.register(SendJobPart)
+    class SendJobPartAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+        """Parts of durable send jobs (read-only): one row per shard; part 0 plans."""
+
+        list_display = (
+            "job_id",
+            "part",
+            "status",
+            "expected",
+            "delivered",
+            "gone",
+            "failed",
+            "ambiguous",
+            "retried",
+            "runs",
+            "updated_at",
+        )
+        list_filter = ("status", "created_at")
+        search_fields = ("job_id",)
+        ordering = ("-created_at", "job_id", "part")
+        readonly_fields = (
+            "job_summary",
+            *[f.name for f in SendJobPart._meta.get_fields() if f.name != "id"],
+        )
+        fields = readonly_fields
+
+        @admin.display(description="whole job")
+        def job_summary(self, obj: SendJobPart) -> str:
+            """The job's aggregated status (every part added up)."""
+            from apigw_ws_core.jobs import describe, job_status
+
+            status = job_status(get_app().storage, obj.job_id)
+            return describe(status) if status is not None else "-"
+
+        def has_add_permission(self, request: HttpRequest) -> bool:
+            """Jobs are made by background sends only."""
+            return False
+
+        def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+            """Job parts are written by workers only."""
             return False
 
     @admin.register(GatewayRecord)

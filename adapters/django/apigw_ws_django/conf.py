@@ -56,6 +56,10 @@ DJANGO_DEFAULTS: dict[str, Any] = {
     "AUTHORIZE_CHANNEL": None,
     # user_loader(user_id: str) -> user or None. None: the user model by primary key.
     "USER_LOADER": None,
+    # Where send_in_background() runs sends: None = a thread pool in this process;
+    # "celery" = durable jobs on Celery (apigw_ws_core.celery, the [celery] extra); or a
+    # factory (dotted path) called with the WebSocketApp, returning the runner.
+    "BACKGROUND_RUNNER": None,
 }
 
 
@@ -90,6 +94,7 @@ class AdapterSettings:
     channel_policy: Any
     authorize_channel: Any
     user_loader: Any
+    background_runner: Any = None
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> AdapterSettings:
@@ -114,6 +119,7 @@ class AdapterSettings:
             channel_policy=values["CHANNEL_POLICY"],
             authorize_channel=values["AUTHORIZE_CHANNEL"],
             user_loader=values["USER_LOADER"],
+            background_runner=values["BACKGROUND_RUNNER"],
         )
 
     def build(self, key: str) -> Any:

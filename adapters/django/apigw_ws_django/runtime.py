@@ -26,6 +26,7 @@ from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.channels import ChannelPolicy, default_policy
 from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.handlers import WebSocketView as CoreWebSocketView
+from apigw_ws_core.jobs import build_runner
 from apigw_ws_core.storage import Storage
 from apigw_ws_core.transport import Transport
 from apigw_ws_django import signals
@@ -122,6 +123,7 @@ class Runtime:
             rate_limiter=self.rate_limiter,
         )
         signals.connect_app(app, view)
+        app.background_runner = build_runner(self.settings.background_runner, app)
         return app
 
     def app_for(self, view: type[CoreWebSocketView] | None = None) -> WebSocketApp:

@@ -3,6 +3,8 @@
 * ``flask apigw-ws cleanup [--dry-run]`` — remove expired tokens and counters, close stale
   sessions, delete old disconnected ones (run it from cron every few minutes);
 * ``flask apigw-ws send MESSAGE --channel C | --user U | --connection-id ID | --everyone``;
+* ``flask apigw-ws job JOB_ID [--wait]`` — a durable send job's status (with a progress
+  bar until it ends with ``--wait``);
 * ``flask apigw-ws local`` — the local API Gateway stand-in in front of ``flask run``;
 * ``flask apigw-ws provision plan|apply|destroy`` — the AWS WebSocket API (the same
   arguments as ``apigw-ws provision``).
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -25,6 +29,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from apigw_ws_core.fanout import check_size
+from apigw_ws_core.jobs import JobStatus, describe, follow, job_status
 from apigw_ws_core.reply import encode_payload
 from apigw_ws_core.send_cli import CliError, cli_error_message, parse_message, summary
 from apigw_ws_flask.extension import EXTENSION_KEY, ApigwWsState
@@ -67,13 +72,49 @@ def cleanup_command(dry_run: bool, session_max_age: int, keep_disconnected: int)
         keep_disconnected_seconds=keep_disconnected,
         dry_run=dry_run,
     )
+    jobs = core.storage.delete_jobs(
+        core.clock() - timedelta(seconds=core.config.job_keep_seconds), dry_run=dry_run
+    )
     verb = "Would remove" if dry_run else "Removed"
     click.echo(
         f"{verb}: {report.expired_tokens} expired token(s), {report.counters} counter(s), "
+        f"{jobs} old send job(s), "
         f"{report.old_disconnected} old disconnected session(s); "
         f"{'would mark' if dry_run else 'marked'} {report.stale_sessions} stale session(s) "
         "disconnected."
     )
+
+
+@cli_group.command("job")
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Show a progress bar until the job ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def job_command(job_id: str, wait: bool, as_json: bool) -> None:
+    """Status of a durable send job (running/done/failed, counts, first error)."""
+    storage = _state().core.storage
+    status = job_status(storage, job_id)
+    if status is None:
+        raise click.ClickException(f"no send job {job_id!r} (unknown, or cleaned up)")
+    if wait and not status.finished:
+        total = max(1, status.expected or status.counts.recipients)
+        with click.progressbar(length=total, label=f"job {job_id}", file=sys.stderr) as bar:
+            shown = 0
+
+            def update(current: JobStatus) -> None:
+                nonlocal shown
+                if current.expected and current.expected != bar.length:
+                    bar.length = current.expected
+                done = min(current.handled, bar.length or current.handled)
+                bar.update(done - shown)
+                shown = done
+
+            status = follow(storage, job_id, update, poll=0.2) or status
+    if as_json:
+        click.echo(json.dumps(status.as_dict()))
+    else:
+        click.echo(describe(status))
+    if status.status == "failed":
+        sys.exit(1)
 
 
 @cli_group.command("send")

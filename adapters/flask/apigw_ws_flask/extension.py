@@ -24,6 +24,7 @@ from apigw_ws_core.config import Config, RateLimit
 from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.fanout import SendReport
 from apigw_ws_core.handlers import Permission, WebSocketView
+from apigw_ws_core.jobs import JobStatus, build_runner
 from apigw_ws_core.limits import RateLimiter
 from apigw_ws_core.storage import HistoryPage, Presence, Storage
 from apigw_ws_core.transport import Transport
@@ -49,6 +50,10 @@ ADAPTER_DEFAULTS: dict[str, Any] = {
     "APIGW_WS_TOKEN_CSRF": True,
     #: Serve the browser client at ``/apigw-ws/apigw-ws.js`` (blueprint ``apigw_ws_client``).
     "APIGW_WS_SERVE_CLIENT": True,
+    #: Where ``send_in_background`` runs sends: ``None`` = a thread pool in this process;
+    #: ``"celery"`` = durable jobs on Celery (:mod:`apigw_ws_core.celery`, run in an app
+    #: context of this app); or a factory (or its dotted path) called with the core app.
+    "APIGW_WS_BACKGROUND_RUNNER": None,
 }
 
 
@@ -167,7 +172,9 @@ class ApigwWebSocket:
             user_loader=self.user_loader or _flask_login_user,
             rate_limiter=self.rate_limiter,
         )
-        core.background_runner = self._background_runner(app)
+        core.background_runner = build_runner(
+            app.config["APIGW_WS_BACKGROUND_RUNNER"], core, context=app.app_context
+        ) or self._background_runner(app)
         prefix = "/" + str(app.config["APIGW_WS_URL_PREFIX"] or "").strip("/")
         prefix = "" if prefix == "/" else prefix
         token_path = app.config["APIGW_WS_TOKEN_PATH"]
@@ -354,9 +361,12 @@ class ApigwWebSocket:
         everyone: bool = False,
         exclude: str | Iterable[str] | None = None,
         attributes: Mapping[str, str] | None = None,
-    ) -> Future[SendReport]:
-        """Like :meth:`send`, delivered on a worker thread inside an app context."""
-        future: Future[SendReport] = self.core.send_in_background(
+    ) -> Any:
+        """Like :meth:`send`, off the request path: on a worker thread inside an app
+        context (returns a ``Future[SendReport]``), or, with
+        ``APIGW_WS_BACKGROUND_RUNNER = "celery"``, as a durable Celery job (returns a
+        :class:`~apigw_ws_core.jobs.JobHandle`)."""
+        return self.core.send_in_background(
             data,
             channel=channel,
             user_id=user_id_of(user),
@@ -365,7 +375,10 @@ class ApigwWebSocket:
             exclude=exclude,
             attributes=attributes,
         )
-        return future
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The status of a durable send job (``None`` if unknown)."""
+        return self.core.job_status(job_id)
 
     def history(self, channel: str, since: int | None = None, limit: int = 100) -> HistoryPage:
         """The kept messages of a history channel (see ``WebSocketApp.history``)."""

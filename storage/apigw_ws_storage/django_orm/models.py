@@ -40,6 +40,7 @@ __all__ = [
     "GatewayRecord",
     "HistoryMessage",
     "RateLimitCounter",
+    "SendJobPart",
     "WebSocketSession",
     "WebSocketSessionQuerySet",
     "WebSocketSubscription",
@@ -314,3 +315,39 @@ class HistoryMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}#{self.offset}"
+
+
+class SendJobPart(models.Model):
+    """One part of a durable send job (the core's :class:`~apigw_ws_core.storage.JobPart`):
+    a keyset range of the job's recipients, its checkpoint (``cursor``) and its counts.
+    A job is the set of parts with the same ``job_id``; see :mod:`apigw_ws_core.jobs`."""
+
+    job_id = models.CharField(max_length=64)
+    part = models.PositiveIntegerField(default=0)
+    target = models.JSONField(default=dict, blank=True)
+    lower = CaseSensitiveCharField(max_length=128, null=True, blank=True)
+    upper = CaseSensitiveCharField(max_length=128, null=True, blank=True)
+    cursor = CaseSensitiveCharField(max_length=128, null=True, blank=True)
+    status = models.CharField(max_length=16, default="pending")
+    expected = models.PositiveIntegerField(default=0)
+    recipients = models.PositiveIntegerField(default=0)
+    delivered = models.PositiveIntegerField(default=0)
+    gone = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    retried = models.PositiveIntegerField(default=0)
+    throttled = models.PositiveIntegerField(default=0)
+    ambiguous = models.PositiveIntegerField(default=0)
+    runs = models.PositiveIntegerField(default=0)
+    first_error = models.CharField(max_length=500, null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "send job part"
+        constraints = [
+            models.UniqueConstraint(fields=["job_id", "part"], name="apigw_ws_job_part"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} part {self.part} ({self.status})"

@@ -42,14 +42,19 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Count, F
+from django.db.models import Count, F, Max, Value
+from django.db.models.functions import Coalesce
 from django.utils.dateparse import parse_datetime
 
 from apigw_ws_core.storage import (
+    JOB_FINISHED,
+    JOB_RUNNING,
     CleanupReport,
     GatewayRecord,
     HistoryMessage,
     HistoryPage,
+    JobCounts,
+    JobPart,
     Presence,
     Session,
     Storage,
@@ -376,6 +381,210 @@ class DjangoStorage(Storage):
             qs = qs.filter(subscriptions__channel_name=channel)
         rows = qs.order_by("connected_at", "connection_id").values_list(*self._SESSION_COLUMNS)
         return [self._session_record(row) for row in rows[:limit]]
+
+    def _target(
+        self, channel: str | None, user_id: str | None, attributes: Mapping[str, str] | None
+    ) -> tuple[Any, str, str] | None:
+        """``(queryset, key, id field)`` of a target, ordered by its integer key; ``None``
+        when ``user_id`` cannot be a primary key (nobody)."""
+        try:
+            user_pk = self._user_pk(user_id)
+        except ValueError:
+            return None
+        if channel is not None:
+            qs: Any = m.WebSocketSubscription.objects.using(self.using).filter(
+                channel_name=channel, session__connected=True
+            )
+            if user_id is not None:
+                qs = qs.filter(session__user_id=user_pk)
+            for name, wanted in (attributes or {}).items():
+                qs = qs.filter(**{f"session__attributes__{name}": wanted})
+            return qs.order_by("session_id"), "session_id", "session__connection_id"
+        qs = m.WebSocketSession.objects.using(self.using).filter(connected=True)
+        if user_id is not None:
+            qs = qs.filter(user_id=user_pk)
+        for name, wanted in (attributes or {}).items():
+            qs = qs.filter(**{f"attributes__{name}": wanted})
+        return qs.order_by("id"), "id", "connection_id"
+
+    def count_recipients(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> int:
+        """See :meth:`Storage.count_recipients` (one ``SELECT COUNT(*)``)."""
+        target = self._target(channel, user_id, attributes)
+        return 0 if target is None else int(target[0].count())
+
+    def recipient_page(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        after: str | None = None,
+        upto: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[str], str | None]:
+        """See :meth:`Storage.recipient_page` (the cursor is the session's primary key)."""
+        target = self._target(channel, user_id, attributes)
+        if target is None:
+            return [], None
+        qs, key, value = target
+        if after is not None:
+            qs = qs.filter(**{f"{key}__gt": int(after)})
+        if upto is not None:
+            qs = qs.filter(**{f"{key}__lte": int(upto)})
+        rows = list(qs.values_list(key, value)[:limit])
+        return [cid for _, cid in rows], (str(rows[-1][0]) if rows else None)
+
+    def recipient_splits(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        every: int = 50_000,
+    ) -> list[str]:
+        """See :meth:`Storage.recipient_splits`: one ``OFFSET`` query per cut, each
+        starting after the previous cut."""
+        target = self._target(channel, user_id, attributes)
+        if target is None:
+            return []
+        qs, key, _ = target
+        cuts: list[str] = []
+        while True:
+            page = qs if not cuts else qs.filter(**{f"{key}__gt": int(cuts[-1])})
+            rows = list(page.values_list(key, flat=True)[every - 1 : every + 1])
+            if len(rows) < 2:
+                return cuts
+            cuts.append(str(rows[0]))
+
+    # --- durable send jobs -----------------------------------------------------------
+
+    @staticmethod
+    def _job_part(row: m.SendJobPart) -> JobPart:
+        return JobPart(
+            job_id=row.job_id,
+            index=row.part,
+            target=dict(row.target or {}),
+            lower=row.lower,
+            upper=row.upper,
+            cursor=row.cursor,
+            status=row.status,
+            expected=row.expected,
+            counts=JobCounts(**{k: getattr(row, k) for k in JobCounts().as_dict()}),
+            runs=row.runs,
+            first_error=row.first_error,
+            created_at=_aware(row.created_at),
+            updated_at=_aware(row.updated_at),
+            finished_at=None if row.finished_at is None else _aware(row.finished_at),
+        )
+
+    def create_job_parts(self, parts: Sequence[JobPart]) -> int:
+        """See :meth:`Storage.create_job_parts` (one SELECT and one bulk INSERT; a
+        concurrent insert of the same part is tolerated)."""
+        if not parts:
+            return 0
+        jobs = m.SendJobPart.objects.using(self.using)
+        for _ in range(3):
+            try:
+                with transaction.atomic(using=self.using):
+                    existing = set(
+                        jobs.filter(job_id__in={p.job_id for p in parts}).values_list(
+                            "job_id", "part"
+                        )
+                    )
+                    rows = [
+                        m.SendJobPart(
+                            job_id=p.job_id,
+                            part=p.index,
+                            target=p.target,
+                            lower=p.lower,
+                            upper=p.upper,
+                            cursor=p.cursor,
+                            status=p.status,
+                            expected=p.expected,
+                            runs=p.runs,
+                            first_error=p.first_error,
+                            created_at=p.created_at,
+                            updated_at=p.updated_at,
+                            finished_at=p.finished_at,
+                            **p.counts.as_dict(),
+                        )
+                        for p in parts
+                        if (p.job_id, p.index) not in existing
+                    ]
+                    jobs.bulk_create(rows)
+                    return len(rows)
+            except IntegrityError:
+                continue  # another worker inserted some of them: look again
+        raise RuntimeError("could not insert job parts")  # pragma: no cover
+
+    def get_job_parts(self, job_id: str) -> list[JobPart]:
+        """See :meth:`Storage.get_job_parts`."""
+        rows = m.SendJobPart.objects.using(self.using).filter(job_id=job_id).order_by("part")
+        return [self._job_part(r) for r in rows]
+
+    def start_job_part(self, job_id: str, index: int, now: datetime) -> JobPart | None:
+        """See :meth:`Storage.start_job_part`: one UPDATE and one SELECT."""
+        rows = m.SendJobPart.objects.using(self.using).filter(job_id=job_id, part=index)
+        rows.exclude(status__in=JOB_FINISHED).update(
+            status=JOB_RUNNING, runs=F("runs") + 1, updated_at=now
+        )
+        row = rows.first()
+        return None if row is None else self._job_part(row)
+
+    def checkpoint_job_part(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        expected_cursor: str | None,
+        cursor: str | None,
+        add: JobCounts,
+        now: datetime,
+        status: str | None = None,
+        first_error: str | None = None,
+        expected: int | None = None,
+    ) -> bool:
+        """See :meth:`Storage.checkpoint_job_part`: one conditional UPDATE."""
+        values: dict[str, Any] = {
+            name: F(name) + amount for name, amount in add.as_dict().items() if amount
+        }
+        values.update(cursor=cursor, updated_at=now)
+        if first_error is not None:
+            values["first_error"] = Coalesce(F("first_error"), Value(first_error[:500]))
+        if expected is not None:
+            values["expected"] = expected
+        if status is not None:
+            values["status"] = status
+            if status in JOB_FINISHED:
+                values["finished_at"] = now
+        rows = m.SendJobPart.objects.using(self.using).filter(
+            job_id=job_id, part=index, status=JOB_RUNNING
+        )
+        if expected_cursor is None:
+            rows = rows.filter(cursor__isnull=True)
+        else:
+            rows = rows.filter(cursor=expected_cursor)
+        return bool(rows.update(**values) == 1)
+
+    def delete_jobs(self, before: datetime, *, dry_run: bool = False) -> int:
+        """See :meth:`Storage.delete_jobs`."""
+        jobs = m.SendJobPart.objects.using(self.using)
+        ids = list(
+            jobs.values("job_id")
+            .annotate(last=Max("updated_at"))
+            .filter(last__lt=before)
+            .values_list("job_id", flat=True)
+        )
+        if ids and not dry_run:
+            for i in range(0, len(ids), BULK_BATCH):
+                jobs.filter(job_id__in=ids[i : i + BULK_BATCH])._raw_delete(self.using)
+        return len(ids)
 
     def presence(self, channel_name: str) -> Presence:
         """See :meth:`Storage.presence` (one grouped query)."""

@@ -27,6 +27,7 @@ send to everyone (keyset by id)                    ``ix_{p}session_connected_id`
 send to a user / presence by user                  ``ix_{p}session_user``
 cleanup of stale / old sessions                    ``ix_{p}session_connected_at``,
                                                    ``ix_{p}session_disconnected_at``
+durable send jobs: parts of a job                  primary key ``(job_id, part)``
 send to a channel (keyset by id), presence         ``ix_{p}subscription_channel``
 channels of a connection, drop on disconnect       primary key ``(connection_id, channel)``
 token consumption                                  primary key ``token_hash``
@@ -75,6 +76,7 @@ __all__ = [
     "GatewayColumns",
     "HistoryColumns",
     "HistoryMessageColumns",
+    "JobColumns",
     "Models",
     "SessionColumns",
     "SubscriptionColumns",
@@ -175,6 +177,31 @@ class HistoryMessageColumns:
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class JobColumns:
+    """Columns of one part of a durable send job (see core ``JobPart``)."""
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    lower: Mapped[str | None] = mapped_column(binary_string(128), nullable=True)
+    upper: Mapped[str | None] = mapped_column(binary_string(128), nullable=True)
+    cursor: Mapped[str | None] = mapped_column(binary_string(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    expected: Mapped[int] = mapped_column(Integer, default=0)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    gone: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    retried: Mapped[int] = mapped_column(Integer, default=0)
+    throttled: Mapped[int] = mapped_column(Integer, default=0)
+    ambiguous: Mapped[int] = mapped_column(Integer, default=0)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    first_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 @attrs.frozen
 class Models:
     """The mapped classes of one :func:`make_models` call, and their tables.
@@ -193,6 +220,7 @@ class Models:
     gateway: type[GatewayColumns]
     history: type[HistoryColumns]
     history_message: type[HistoryMessageColumns]
+    job: type[JobColumns]
 
     @staticmethod
     def _table(cls: type[Any]) -> Table:
@@ -235,8 +263,13 @@ class Models:
         return self._table(self.history_message)
 
     @property
+    def job_table(self) -> Table:
+        """``{prefix}job`` (parts of durable send jobs)."""
+        return self._table(self.job)
+
+    @property
     def tables(self) -> list[Table]:
-        """All seven tables, in dependency order (for ``create_all(tables=...)``)."""
+        """All tables, in dependency order (for ``create_all(tables=...)``)."""
         return [
             self.session_table,
             self.subscription_table,
@@ -245,13 +278,15 @@ class Models:
             self.gateway_table,
             self.history_table,
             self.history_message_table,
+            self.job_table,
         ]
 
 
 def make_models(metadata: MetaData | None = None, *, prefix: str = "apigw_ws_") -> Models:
     """Declare the apigw-ws tables on ``metadata`` (a new one if ``None``) named
     ``{prefix}session``, ``{prefix}subscription``, ``{prefix}token``, ``{prefix}counter``,
-    ``{prefix}gateway``, ``{prefix}channel_history`` and ``{prefix}history_message``.
+    ``{prefix}gateway``, ``{prefix}channel_history``, ``{prefix}history_message`` and
+    ``{prefix}job``.
 
     Call it once per metadata and prefix (at import time) and keep the result: declaring the
     same tables twice raises ``ValueError``.
@@ -323,6 +358,11 @@ def make_models(metadata: MetaData | None = None, *, prefix: str = "apigw_ws_") 
         __tablename__ = f"{p}history_message"
         __table_args__ = (Index(f"ix_{p}history_message_expires_at", "expires_at"),)
 
+    class SendJobPart(JobColumns, Base):
+        """A part of a durable send job."""
+
+        __tablename__ = f"{p}job"
+
     return Models(
         metadata=md,
         prefix=prefix,
@@ -334,6 +374,7 @@ def make_models(metadata: MetaData | None = None, *, prefix: str = "apigw_ws_") 
         gateway=Gateway,
         history=ChannelHistory,
         history_message=HistoryMessage,
+        job=SendJobPart,
     )
 
 

@@ -47,10 +47,14 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.storage import (
+    JOB_FINISHED,
+    JOB_RUNNING,
     CleanupReport,
     GatewayRecord,
     HistoryMessage,
     HistoryPage,
+    JobCounts,
+    JobPart,
     Presence,
     Session,
     Storage,
@@ -134,6 +138,7 @@ class SqlaStorage(Storage):
         self._gateways = self.models.gateway_table
         self._history = self.models.history_table
         self._messages = self.models.history_message_table
+        self._jobs = self.models.job_table
 
     # --- plumbing ------------------------------------------------------------------
 
@@ -347,6 +352,196 @@ class SqlaStorage(Storage):
         query = query.order_by(s.c.connected_at, s.c.connection_id).limit(limit)
         with self.begin() as conn:
             return [_to_session(row) for row in conn.execute(query).mappings()]
+
+    def _target_key(self, channel: str | None) -> Any:
+        return self._subs.c.connection_id if channel is not None else self._sessions.c.connection_id
+
+    def count_recipients(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> int:
+        """See :meth:`Storage.count_recipients` (one ``SELECT count(*)``)."""
+        query = select(func.count()).select_from(
+            self._target_query(channel, user_id, attributes or {}).subquery()
+        )
+        with self.begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def recipient_page(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        after: str | None = None,
+        upto: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[str], str | None]:
+        """See :meth:`Storage.recipient_page` (the cursor is the connection id)."""
+        key = self._target_key(channel)
+        query = self._target_query(channel, user_id, attributes or {})
+        if after is not None:
+            query = query.where(key > after)
+        if upto is not None:
+            query = query.where(key <= upto)
+        with self.begin() as conn:
+            ids = list(conn.execute(query.order_by(key).limit(limit)).scalars())
+        return ids, (ids[-1] if ids else None)
+
+    def recipient_splits(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        every: int = 50_000,
+    ) -> list[str]:
+        """See :meth:`Storage.recipient_splits`: one ``OFFSET`` query per cut, each
+        starting after the previous cut (an index range scan of ``every`` rows)."""
+        key = self._target_key(channel)
+        base = self._target_query(channel, user_id, attributes or {}).order_by(key)
+        cuts: list[str] = []
+        with self.begin() as conn:
+            while True:
+                query = base if not cuts else base.where(key > cuts[-1])
+                rows = list(conn.execute(query.offset(every - 1).limit(2)).scalars())
+                if len(rows) < 2:
+                    return cuts
+                cuts.append(rows[0])
+
+    # --- durable send jobs -----------------------------------------------------------
+
+    @staticmethod
+    def _job_row(part: JobPart) -> dict[str, Any]:
+        return {
+            "job_id": part.job_id,
+            "part": part.index,
+            "target": part.target,
+            "lower": part.lower,
+            "upper": part.upper,
+            "cursor": part.cursor,
+            "status": part.status,
+            "expected": part.expected,
+            **part.counts.as_dict(),
+            "runs": part.runs,
+            "first_error": part.first_error,
+            "created_at": part.created_at,
+            "updated_at": part.updated_at,
+            "finished_at": part.finished_at,
+        }
+
+    @staticmethod
+    def _job_part(row: Any) -> JobPart:
+        return JobPart(
+            job_id=row["job_id"],
+            index=row["part"],
+            target=dict(row["target"] or {}),
+            lower=row["lower"],
+            upper=row["upper"],
+            cursor=row["cursor"],
+            status=row["status"],
+            expected=row["expected"],
+            counts=JobCounts(**{k: row[k] for k in JobCounts().as_dict()}),
+            runs=row["runs"],
+            first_error=row["first_error"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def create_job_parts(self, parts: Sequence[JobPart]) -> int:
+        """See :meth:`Storage.create_job_parts` (parts that exist are skipped; a
+        concurrent insert of the same part is tolerated)."""
+        j = self._jobs
+        if not parts:
+            return 0
+        for _ in range(3):
+            try:
+                with self.begin() as conn:
+                    existing = set(
+                        conn.execute(
+                            select(j.c.job_id, j.c.part).where(
+                                j.c.job_id.in_({p.job_id for p in parts})
+                            )
+                        ).tuples()
+                    )
+                    rows = [self._job_row(p) for p in parts if (p.job_id, p.index) not in existing]
+                    if rows:
+                        conn.execute(insert(j), rows)
+                    return len(rows)
+            except IntegrityError:
+                continue  # another worker inserted some of them: look again
+        raise RuntimeError("could not insert job parts")  # pragma: no cover
+
+    def get_job_parts(self, job_id: str) -> list[JobPart]:
+        """See :meth:`Storage.get_job_parts`."""
+        j = self._jobs
+        with self.begin() as conn:
+            rows = conn.execute(select(j).where(j.c.job_id == job_id).order_by(j.c.part))
+            return [self._job_part(r) for r in rows.mappings()]
+
+    def start_job_part(self, job_id: str, index: int, now: datetime) -> JobPart | None:
+        """See :meth:`Storage.start_job_part`: one ``UPDATE`` and one ``SELECT``."""
+        j = self._jobs
+        where = (j.c.job_id == job_id) & (j.c.part == index)
+        with self.begin() as conn:
+            conn.execute(
+                update(j)
+                .where(where, j.c.status.not_in(sorted(JOB_FINISHED)))
+                .values(status=JOB_RUNNING, runs=j.c.runs + 1, updated_at=now)
+            )
+            row = conn.execute(select(j).where(where)).mappings().first()
+        return None if row is None else self._job_part(row)
+
+    def checkpoint_job_part(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        expected_cursor: str | None,
+        cursor: str | None,
+        add: JobCounts,
+        now: datetime,
+        status: str | None = None,
+        first_error: str | None = None,
+        expected: int | None = None,
+    ) -> bool:
+        """See :meth:`Storage.checkpoint_job_part`: one conditional ``UPDATE``."""
+        j = self._jobs
+        values: dict[str, Any] = {
+            name: j.c[name] + amount for name, amount in add.as_dict().items() if amount
+        }
+        values.update(cursor=cursor, updated_at=now)
+        if first_error is not None:
+            values["first_error"] = func.coalesce(j.c.first_error, first_error[:500])
+        if expected is not None:
+            values["expected"] = expected
+        if status is not None:
+            values["status"] = status
+            if status in JOB_FINISHED:
+                values["finished_at"] = now
+        same = j.c.cursor.is_(None) if expected_cursor is None else j.c.cursor == expected_cursor
+        with self.begin() as conn:
+            result = conn.execute(
+                update(j)
+                .where(j.c.job_id == job_id, j.c.part == index, j.c.status == JOB_RUNNING, same)
+                .values(values)
+            )
+            return bool(result.rowcount == 1)
+
+    def delete_jobs(self, before: datetime, *, dry_run: bool = False) -> int:
+        """See :meth:`Storage.delete_jobs`."""
+        j = self._jobs
+        old = select(j.c.job_id).group_by(j.c.job_id).having(func.max(j.c.updated_at) < before)
+        with self.begin() as conn:
+            ids = list(conn.execute(old).scalars())
+            if ids and not dry_run:
+                for chunk in _chunks(ids, 500):
+                    conn.execute(delete(j).where(j.c.job_id.in_(chunk)))
+        return len(ids)
 
     def presence(self, channel_name: str) -> Presence:
         """See :meth:`Storage.presence`: one grouped ``SELECT``."""

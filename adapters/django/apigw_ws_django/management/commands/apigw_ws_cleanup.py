@@ -2,12 +2,13 @@
 
 Deletes expired tokens and rate-limit counters, marks sessions older than API Gateway's
 2-hour maximum as disconnected (their ``$disconnect`` never arrived), and deletes
-disconnected sessions older than a day. Run it from cron or a scheduler, e.g. hourly.
+disconnected sessions older than a day, and send jobs whose status has been kept for
+``JOB_KEEP_SECONDS``. Run it from cron or a scheduler, e.g. hourly.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -47,7 +48,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         """Run :meth:`Storage.cleanup <apigw_ws_core.storage.Storage.cleanup>` and report."""
         dry_run = bool(options["dry_run"])
-        report = get_app().storage.cleanup(
+        app = get_app()
+        jobs = app.storage.delete_jobs(
+            datetime.now(UTC) - timedelta(seconds=app.config.job_keep_seconds), dry_run=dry_run
+        )
+        report = app.storage.cleanup(
             datetime.now(UTC),
             session_max_age_seconds=options["max_age"],
             keep_disconnected_seconds=options["keep_disconnected"],
@@ -57,6 +62,7 @@ class Command(BaseCommand):
         stale = "would be marked" if dry_run else "marked"
         self.stdout.write(
             f"{verb} {report.expired_tokens} expired token(s), {report.counters} expired "
-            f"counter(s) and {report.old_disconnected} old disconnected session(s); "
+            f"counter(s), {jobs} old send job(s) and {report.old_disconnected} old "
+            "disconnected session(s); "
             f"{report.stale_sessions} stale session(s) {stale} disconnected."
         )
