@@ -37,6 +37,8 @@ SECRET = "test-secret-0123456789"
 WS_TABLES = {"apigw_ws_session", "apigw_ws_subscription", "apigw_ws_token"} | {
     "apigw_ws_counter",
     "apigw_ws_gateway",
+    "apigw_ws_channel_history",
+    "apigw_ws_history_message",
     "apigw_ws_job",
 }
 
