@@ -140,7 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--authorizer",
         metavar="MODULE:FUNCTION",
         help="a Lambda REQUEST authorizer run before $connect (with --backend, --lambda, "
-        "--lambda-route, or the handler of --from-apigw's authorizer)",
+        "--lambda-route; with --from-apigw/--from-template: the Python stand-in for the "
+        "API's authorizer function)",
     )
     source.add_argument(
         "--identity-source",
@@ -374,6 +375,7 @@ def build_api(args: argparse.Namespace) -> ApiConfig:
             parse_parameters(args.parameter),
             stage=args.stage,
             lambda_handler=bound,
+            authorizer_handler=resolve_lambda_handler(args.authorizer) if args.authorizer else None,
         )
     elif args.from_apigw is not None:
         bound = resolve_lambda_handler(args.lambda_handler) if args.lambda_handler else None

@@ -873,7 +873,7 @@ def config_from_apigw(
         calls (their URIs are Lambda ARNs, which cannot be called locally).
     :param authorizer_handler: the Python callable a route's Lambda ``REQUEST``
         authorizer (``AuthorizationType=CUSTOM``) calls; its identity sources are read
-        from the API.
+        from the API. Without it the authorizer is not run (a warning says so).
     """
     api = client.get_api(ApiId=api_id)
     if api.get("ProtocolType", "WEBSOCKET") != "WEBSOCKET":
@@ -923,15 +923,18 @@ def config_from_apigw(
         if item.get("AuthorizationType") == "CUSTOM" and item.get("AuthorizerId"):
             found = client.get_authorizer(ApiId=api_id, AuthorizerId=item["AuthorizerId"])
             if authorizer_handler is None:
-                raise ConfigError(
-                    f"route {key!r} has the Lambda authorizer {found.get('Name')!r}; pass "
-                    "authorizer_handler (--authorizer module:function) to run it locally"
+                logger.warning(
+                    "route %s has the Lambda authorizer %r, which cannot run locally without "
+                    "its code: clients connect without it (pass --authorizer module:function)",
+                    key,
+                    found.get("Name"),
                 )
-            authorizer = Authorizer(
-                uri=str(found.get("AuthorizerUri") or "authorizer"),
-                identity_sources=found.get("IdentitySource") or (),
-                handler=authorizer_handler,
-            )
+            else:
+                authorizer = Authorizer(
+                    uri=str(found.get("AuthorizerUri") or "authorizer"),
+                    identity_sources=found.get("IdentitySource") or (),
+                    handler=authorizer_handler,
+                )
         routes.append(
             Route(key=key, integration=integration, two_way=two_way, authorizer=authorizer)
         )

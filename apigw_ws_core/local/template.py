@@ -9,11 +9,12 @@ deployed with ``aws cloudformation deploy`` / ``sam deploy`` is what runs locall
 What is read: the WebSocket API (its route selection expression), every route with its
 integration (type, method, URI, request parameter mappings, timeout), route responses (a route
 with a ``$default`` route response is two-way, as on AWS) and the stage (name, stage
-variables). Authorizers are not run locally (a warning says so). Template parameters take the
-values given, else their ``Default``; the intrinsic functions ``Ref``, ``Fn::Sub``,
-``Fn::Join``, ``Fn::Select`` and ``Fn::GetAtt`` (of the API) are evaluated the way
-CloudFormation would. A ``{{resolve:...}}`` dynamic reference has no local meaning: give its
-value as a parameter named after the reference
+variables). A Lambda ``REQUEST`` authorizer runs locally when its Python stand-in is given
+(``authorizer_handler``, ``--authorizer``); otherwise it is not run (a warning says so).
+Template parameters take the values given, else their ``Default``; the intrinsic functions
+``Ref``, ``Fn::Sub``, ``Fn::Join``, ``Fn::Select`` and ``Fn::GetAtt`` (of the API) are
+evaluated the way CloudFormation would. A ``{{resolve:...}}`` dynamic reference has no local
+meaning: give its value as a parameter named after the reference
 (``--parameter '{{resolve:secretsmanager:my-secret}}=value'``). JSON and YAML (long or short
 ``!Sub`` form).
 """
@@ -34,6 +35,7 @@ from .config import (
     DEFAULT_STAGE,
     DEFAULT_TIMEOUT_MS,
     ApiConfig,
+    Authorizer,
     ConfigError,
     Integration,
     IntegrationType,
@@ -238,6 +240,7 @@ def config_from_template(
     api: str | None = None,
     api_id: str = DEFAULT_API_ID,
     lambda_handler: LambdaHandler | None = None,
+    authorizer_handler: LambdaHandler | None = None,
 ) -> ApiConfig:
     """Build an :class:`ApiConfig` from a CloudFormation template's ``AWS::ApiGatewayV2``
     resources.
@@ -249,6 +252,9 @@ def config_from_template(
     :param api: the logical id of the API when the template holds more than one WebSocket API.
     :param api_id: the API id the local gateway shows to backends.
     :param lambda_handler: the Python callable ``AWS_PROXY`` integrations call locally.
+    :param authorizer_handler: the Python callable a route's Lambda ``REQUEST`` authorizer
+        (``AuthorizationType: CUSTOM``) calls locally, with the template's identity sources;
+        without it the authorizer is not run (a warning says so).
     """
     resources: Mapping[str, Any] = template.get("Resources") or {}
     resolver = _Resolver(template, parameters or {}, api_id)
@@ -284,13 +290,30 @@ def config_from_template(
         if not belongs(props):
             continue
         key = resolver.string(props.get("RouteKey"), f"{name}.RouteKey")
+        authorizer: Authorizer | None = None
         if props.get("AuthorizationType") not in (None, "NONE"):
-            logger.warning(
-                "route %s has a %s authorizer, which the local gateway does not run: "
-                "clients connect without it",
-                key,
-                props.get("AuthorizationType"),
-            )
+            auth_name = _ref_name(props.get("AuthorizerId")) or ""
+            auth_props = _of_type(resources, "AWS::ApiGatewayV2::Authorizer").get(auth_name)
+            if (
+                props.get("AuthorizationType") == "CUSTOM"
+                and auth_props is not None
+                and authorizer_handler is not None
+            ):
+                where_auth = f"{auth_name}.IdentitySource"
+                sources = resolver.value(auth_props.get("IdentitySource") or [], where_auth)
+                authorizer = Authorizer(
+                    uri=auth_name,
+                    identity_sources=[resolver.string(v, where_auth) for v in sources or []],
+                    handler=authorizer_handler,
+                )
+            else:
+                logger.warning(
+                    "route %s has a %s authorizer, which the local gateway does not run "
+                    "without its code: clients connect without it (a Lambda REQUEST "
+                    "authorizer runs with --authorizer module:function)",
+                    key,
+                    props.get("AuthorizationType"),
+                )
         target = resolver.string(props.get("Target", ""), f"{name}.Target")
         integration_name = target.split("/", 1)[1] if target.startswith("integrations/") else ""
         if integration_name not in integrations:
@@ -324,7 +347,14 @@ def config_from_template(
             timeout_ms=int(resolver.string(timeout, f"{where}.TimeoutInMillis")),
             handler=handler,
         )
-        routes.append(Route(key=key, integration=integration, two_way=name in two_way_routes))
+        routes.append(
+            Route(
+                key=key,
+                integration=integration,
+                two_way=name in two_way_routes,
+                authorizer=authorizer,
+            )
+        )
     stages = [p for p in _of_type(resources, "AWS::ApiGatewayV2::Stage").values() if belongs(p)]
     chosen: Mapping[str, Any] | None = None
     for props in stages:

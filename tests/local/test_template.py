@@ -141,3 +141,50 @@ def test_cli_flags(tmp_path: Path) -> None:
         build_api(parser.parse_args(["--backend", "http://x/", "--parameter", "a=b"]))
     with pytest.raises(ConfigError, match="use only one of"):
         build_api(parser.parse_args(["--backend", "http://x/", "--from-template", str(path)]))
+
+
+def test_exported_authorizer_runs_with_its_python_stand_in(
+    gateway_factory: Any, ws_connect: Any
+) -> None:
+    import json as _json
+
+    from websockets.exceptions import InvalidStatus
+
+    from apigw_ws_core.local.template import config_from_template as from_template
+    from apigw_ws_core.provision import AuthorizerSpec, GatewaySpec
+    from apigw_ws_core.provision.export import export_template, render_template
+
+    spec = GatewaySpec(
+        name="chat",
+        target_base_url="https://app.example.com/ws/",
+        secret="s3cret-value-0123456789",
+        authorizer=AuthorizerSpec(
+            function_arn="arn:aws:lambda:us-east-1:123456789012:function:auth",
+            identity_sources=("route.request.querystring.token",),
+        ),
+    )
+    template = _json.loads(render_template(export_template(spec, "cloudformation")))
+    without = from_template(template, {"SharedSecret": "s3cret-value-0123456789"})
+    assert without.routes["$connect"].authorizer is None  # warned, not run
+
+    def allow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        effect = "Allow" if event["queryStringParameters"]["token"] == "good" else "Deny"
+        return {
+            "principalId": "u",
+            "policyDocument": {
+                "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": "*"}]
+            },
+        }
+
+    api = from_template(
+        template, {"SharedSecret": "s3cret-value-0123456789"}, authorizer_handler=allow
+    )
+    authorizer = api.routes["$connect"].authorizer
+    assert authorizer is not None
+    assert authorizer.identity_sources == ("route.request.querystring.token",)
+    # No backend runs here: rejections happen before the $connect integration is called.
+    gw = gateway_factory(api)
+    for url, status in ((gw.ws_url, 401), (f"{gw.ws_url}?token=bad", 403)):
+        with pytest.raises(InvalidStatus) as info:
+            ws_connect(url)
+        assert info.value.response.status_code == status
