@@ -19,8 +19,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar, copy_context
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+
+import attrs
 
 from apigw_ws_core import presence
 from apigw_ws_core.attributes import check_filter, read_attributes
@@ -889,12 +891,14 @@ def _recover(app: WebSocketApp, ctx: HandlerContext, body: dict[str, Any]) -> No
                 {"type": "$recovered", "channel": channel, "recovered": False, "reason": reason}
             )
             continue
-        page = app.storage.read_history(
-            channel,
-            now,
-            since=request.offset if request.offset is not None else None,
-            limit=app.config.history_recover_limit if request.offset is not None else 1,
-        )
+        limit = app.config.history_recover_limit
+        page = app.storage.read_history(channel, now, since=request.offset, limit=limit)
+        if request.offset is None:
+            # a first connection: what was sent since it opened (some of it while its
+            # $connect ran, when it could not be delivered); duplicates drop by offset
+            since = ctx.session.connected_at - timedelta(seconds=1)
+            kept = tuple(m for m in page.messages if m.created_at >= since)
+            page = attrs.evolve(page, messages=kept)
         for frame in recovery_frames(request, page, max_bytes=MAX_BODY_BYTES):
             ctx.reply(frame)
 

@@ -22,7 +22,9 @@ and receives, per channel, one or more frames::
 ``recovered: false`` with a ``reason`` (``epoch_changed``, ``history_expired``) means the
 history no longer reaches back: the application must reload its state; ``epoch`` and
 ``offset`` are then the position to continue from. A channel with no position in the request
-(``null``) just gets its current position. See ``docs/history.rst``.
+(``null``, a client's first connection) gets its current position plus the messages sent since
+this connection opened (one second of margin for clocks): those sent while its ``$connect``
+was running could not be delivered. See ``docs/history.rst``.
 
 Sending costs one storage unit of work per send (:meth:`Storage.append_history`), never one
 per recipient.
@@ -208,9 +210,7 @@ def recovery_frames(
     }
     if reason is not None:
         head["reason"] = reason
-    messages: list[HistoryMessage] = (
-        list(page.messages) if ok and request.offset is not None else []
-    )
+    messages: list[HistoryMessage] = list(page.messages) if ok else []
     if messages:
         head["more"] = messages[-1].offset < page.offset
     prefix = json.dumps(head)[:-1].encode() + b',"messages":['

@@ -424,3 +424,21 @@ def test_disconnect_costs_nothing_extra_without_presence_channels():
     app.storage.channels_of = lambda *a: calls.append(a)
     disconnect(app, cid)
     assert calls == []
+
+
+def test_first_recover_returns_what_was_sent_since_the_connection_opened():
+    app = anon_app()
+    app.send({"n": "before"}, channel="room-1")  # before the connection: not replayed
+    later = app.clock
+    app.clock = lambda: later() + __import__("datetime").timedelta(seconds=5)
+
+    @app.on_connect
+    def greet(session, event):  # sent during $connect: cannot be posted to the new id
+        app.send({"n": "during"}, channel="room-1")
+
+    _, cid = connect(app, query="channel=room-1")
+    assert sent_to(app, cid) == []
+    message(app, cid, '{"action": "$recover", "channels": {"room-1": null}}')
+    (frame,) = sent_to(app, cid)
+    assert frame["recovered"] and frame["offset"] == 2
+    assert [m["data"] for m in frame["messages"]] == [{"n": "during"}]
