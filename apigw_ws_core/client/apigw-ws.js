@@ -7,7 +7,10 @@
  * - sends a small keepalive message before API Gateway's 10-minute idle timeout;
  * - replaces the connection before API Gateway's 2-hour maximum, and reconnects after any drop;
  * - queues sends while (re)connecting and flushes them in order once open;
- * - sends `{"action": ..., ...}` JSON and emits events named after each incoming message's `type`.
+ * - sends `{"action": ..., ...}` JSON and emits events named after each incoming message's `type`;
+ * - on history channels, tracks each channel's offset, drops duplicates, detects gaps and asks
+ *   the server for what it missed (`$recover`) after every reconnect, so the page sees every
+ *   message once and in order.
  *
  * Plain ES module, no dependencies, no build step. This file is the only source: the TypeScript
  * declarations of the npm package (`apigw-ws-client`) are generated from the JSDoc below.
@@ -81,6 +84,32 @@
  * @property {typeof WebSocket} [WebSocket] WebSocket implementation to use instead of the global one.
  * @property {typeof fetch} [fetch] `fetch` implementation to use instead of the global one.
  * @property {() => number} [random] Random source in [0, 1) for the jitter (tests).
+ * @property {boolean} [history] Track history-channel envelopes (`{channel, offset, epoch, data}`):
+ *   deliver each `data` once and in offset order, and recover missed messages after every
+ *   (re)connect and on gaps (default true). Set false for servers without history channels.
+ * @property {Record<string, HistoryPosition>} [positions] Positions to start from (e.g. saved
+ *   in `sessionStorage` by an earlier page: see `positions`), so a reload recovers too.
+ * @property {number} [gapWait] How long (ms) an out-of-order message waits for the missing ones
+ *   before the client asks the server for them (default 300).
+ * @property {number} [recoverTimeout] How long (ms) to wait for a `$recover` answer before
+ *   delivering what arrived and reporting an error (default 10000).
+ */
+
+/**
+ * Where a client stands in a history channel: the epoch and the last offset delivered.
+ *
+ * @typedef {object} HistoryPosition
+ * @property {string} epoch The channel's epoch (changes when its history is reset).
+ * @property {number} offset The last offset delivered (0: none yet).
+ */
+
+/**
+ * @typedef {object} RecoveredDetail
+ * @property {string} channel The history channel.
+ * @property {boolean} recovered False when the history no longer reaches back: reload the
+ *   channel's state from the server (the client continues from the current position).
+ * @property {string} [reason] Why not: `epoch_changed` (history reset) or `history_expired`.
+ * @property {number} count Messages delivered by this recovery.
  */
 
 /**
@@ -123,7 +152,7 @@
 
 /**
  * @typedef {object} ErrorDetail
- * @property {'socket' | 'token' | 'server' | 'gateway' | 'queue_full' | 'retries_exhausted' | 'config'} kind
+ * @property {'socket' | 'token' | 'server' | 'gateway' | 'queue_full' | 'retries_exhausted' | 'config' | 'recovery_timeout'} kind
  *   What failed.
  * @property {string} message Human-readable description.
  * @property {string} [code] Error code (server and token errors).
@@ -151,6 +180,7 @@
  * @property {ErrorDetail} error Something failed (the client carries on unless it says otherwise).
  * @property {DeniedDetail} denied The token endpoint refused: the client stopped.
  * @property {StateChangeDetail} statechange The state changed.
+ * @property {RecoveredDetail} recovered A history channel's recovery finished.
  */
 
 /** Version of this client. @type {string} */
@@ -188,7 +218,14 @@ export const DEFAULTS = Object.freeze({
   maxConnectionAge: API_GATEWAY_MAX_CONNECTION_MS - 60 * 1000,
   maxQueue: 100,
   reconnectOnOnline: true,
+  history: true,
+  positions: Object.freeze({}),
+  gapWait: 300,
+  recoverTimeout: 10000,
 });
+
+/** Most channels one `$recover` request names (the server's limit). */
+const MAX_RECOVER_CHANNELS = 32;
 
 /** Connection states, in the order a client usually goes through them. */
 export const State = Object.freeze({
@@ -358,6 +395,17 @@ export class ApigwWsClient extends EventTarget {
     this._opened = null;
     /** @private */
     this._everOpened = false;
+    /** Per history channel: position, buffered out-of-order envelopes, timers. @private */
+    this._tracks = new Map();
+    /** Channels the server said keep no history. @private */
+    this._noHistory = new Set();
+    /** Duplicate history messages dropped so far. @private */
+    this._duplicates = 0;
+    for (const [channel, position] of Object.entries(this.options.positions || {})) {
+      if (position && typeof position.epoch === 'string' && Number.isSafeInteger(position.offset)) {
+        this._track(channel).position = { epoch: position.epoch, offset: position.offset };
+      }
+    }
     /** @private */
     this._onOnline = () => {
       if (this._state === State.RECONNECTING && this._timers.retry !== null) {
@@ -388,6 +436,56 @@ export class ApigwWsClient extends EventTarget {
   /** Reconnect attempts since the connection was last stable (0 while healthy). @type {number} */
   get attempt() {
     return this._attempt;
+  }
+
+  /**
+   * The position reached in each history channel (save it, e.g. in `sessionStorage`, and pass
+   * it back as the `positions` option to recover across page loads).
+   * @type {Record<string, HistoryPosition>}
+   */
+  get positions() {
+    /** @type {Record<string, HistoryPosition>} */
+    const out = {};
+    for (const [channel, track] of this._tracks) {
+      if (track.position) out[channel] = { ...track.position };
+    }
+    return out;
+  }
+
+  /** History messages dropped because they had been delivered already. @type {number} */
+  get duplicatesDropped() {
+    return this._duplicates;
+  }
+
+  /**
+   * Ask the server for what was missed in history `channels` (default: every tracked one and
+   * the connection's channel). The client does it by itself after every (re)connect and on a
+   * gap; call it after subscribing to a history channel. Results arrive as `recovered` events.
+   * @param {string[]} [channels]
+   * @returns {void}
+   */
+  recover(channels) {
+    const names = channels || this._historyChannels();
+    for (const name of names) {
+      const track = this._track(name);
+      track.recovering = true;
+      this._clearTrackTimer(track, 'gap');
+    }
+    if (this._state === State.OPEN && this._ws && this._ws.readyState === WS_OPEN) {
+      this._sendRecover(names);
+    } // else: the next open asks for every recovering channel
+  }
+
+  /**
+   * Ask for the member list of a presence channel (default: the connection's channel); the
+   * answer arrives as the message `{"type": "$presence", channel, members, connections}`, and
+   * later changes as `member_added` / `member_removed` messages.
+   * @param {string | null} [channel]
+   * @returns {boolean}
+   */
+  requestPresence(channel = this._channel) {
+    if (!channel) throw new TypeError('apigw-ws: requestPresence needs a channel');
+    return this.send('$presence', { channel });
   }
 
   /**
@@ -597,6 +695,9 @@ export class ApigwWsClient extends EventTarget {
   /** @private */
   _clearAllTimers() {
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
+    for (const track of this._tracks.values()) {
+      for (const name of Object.keys(track.timers)) this._clearTrackTimer(track, name);
+    }
   }
 
   /** Forget the current socket and any attempt in flight; close the socket if open. @private */
@@ -763,6 +864,12 @@ export class ApigwWsClient extends EventTarget {
       }, maxConnectionAge);
     }
     this._armKeepalive();
+    if (this.options.history) {
+      // Whatever was sent while we were away (or during the handshake): ask before anything else.
+      const names = this._historyChannels();
+      for (const name of names) this._track(name).recovering = true;
+      if (names.length) this._sendRecover(names);
+    }
     const pending = this._queue;
     this._queue = [];
     for (const text of pending) this._write(text);
@@ -780,6 +887,21 @@ export class ApigwWsClient extends EventTarget {
         data = raw;
       }
     }
+    if (this.options.history && data && typeof data === 'object' && !Array.isArray(data)) {
+      if (this._isEnvelope(data)) {
+        this._onEnvelope(data);
+        return;
+      }
+      if (data[this.options.typeKey] === '$recovered' && typeof data.channel === 'string') {
+        this._onRecovered(data);
+        return;
+      }
+    }
+    this._dispatch(data);
+  }
+
+  /** Emit `message` and `message:<type>` (or an error event) for one message. @private */
+  _dispatch(data) {
     this._emit('message', data);
     if (!data || typeof data !== 'object' || Array.isArray(data)) return;
     const type = data[this.options.typeKey];
@@ -825,6 +947,163 @@ export class ApigwWsClient extends EventTarget {
       this._timers.retry = null;
       this._openSocket();
     }, delay);
+  }
+
+  // --- history channels ---------------------------------------------------------------
+
+  /** The channels to recover: the connection's channel and every tracked one. @private */
+  _historyChannels() {
+    const names = new Set(this._tracks.keys());
+    if (this._channel !== null) names.add(this._channel);
+    return [...names].filter((name) => !this._noHistory.has(name));
+  }
+
+  /** The state of one history channel (created on first use). @private */
+  _track(channel) {
+    let track = this._tracks.get(channel);
+    if (!track) {
+      track = { position: null, recovering: false, buffer: [], count: 0, timers: { gap: null, recover: null } };
+      this._tracks.set(channel, track);
+    }
+    return track;
+  }
+
+  /** @private */
+  _clearTrackTimer(track, name) {
+    if (track.timers[name] !== null) {
+      clearTimeout(track.timers[name]);
+      track.timers[name] = null;
+    }
+  }
+
+  /** @private */
+  _isEnvelope(data) {
+    return (
+      typeof data.channel === 'string' &&
+      typeof data.epoch === 'string' &&
+      Number.isSafeInteger(data.offset) &&
+      data.offset > 0 &&
+      Object.prototype.hasOwnProperty.call(data, 'data') &&
+      !Object.prototype.hasOwnProperty.call(data, this.options.typeKey)
+    );
+  }
+
+  /** @private */
+  _sendRecover(names) {
+    for (let i = 0; i < names.length; i += MAX_RECOVER_CHANNELS) {
+      /** @type {Record<string, HistoryPosition | null>} */
+      const channels = {};
+      for (const name of names.slice(i, i + MAX_RECOVER_CHANNELS)) {
+        const track = this._track(name);
+        channels[name] = track.position ? { ...track.position } : null;
+        track.count = 0;
+        this._clearTrackTimer(track, 'recover');
+        track.timers.recover = setTimeout(() => this._recoverTimedOut(name), this.options.recoverTimeout);
+      }
+      this._write(JSON.stringify({ [this.options.actionKey]: '$recover', channels }));
+    }
+  }
+
+  /** @private */
+  _recoverTimedOut(channel) {
+    const track = this._track(channel);
+    track.timers.recover = null;
+    if (!track.recovering) return;
+    track.recovering = false;
+    this._emit('error', { kind: 'recovery_timeout', message: `no $recover answer for ${channel}` });
+    this._drain(channel, track);
+  }
+
+  /** A live message of a history channel. @private */
+  _onEnvelope(envelope) {
+    const track = this._track(envelope.channel);
+    this._noHistory.delete(envelope.channel);
+    if (track.recovering || !this._accept(envelope.channel, track, envelope)) {
+      track.buffer.push(envelope);
+      if (!track.recovering) this._armGapTimer(envelope.channel, track);
+    } else if (track.buffer.length) {
+      this._drain(envelope.channel, track); // it may have filled a gap
+    }
+  }
+
+  /**
+   * Deliver `envelope` if it is the next one, drop it if seen; false if it must wait (a gap,
+   * or another epoch). @private
+   */
+  _accept(channel, track, envelope) {
+    if (!track.position) {
+      // never positioned (e.g. a channel joined by a later subscribe): start here
+      track.position = { epoch: envelope.epoch, offset: envelope.offset - 1 };
+    }
+    const position = track.position;
+    if (envelope.epoch !== position.epoch) {
+      if (position.epoch !== '' || position.offset !== 0) return false;
+      position.epoch = envelope.epoch; // the channel's first epoch
+    }
+    if (envelope.offset <= position.offset) {
+      this._duplicates += 1;
+      return true;
+    }
+    if (envelope.offset !== position.offset + 1) return false;
+    position.offset = envelope.offset;
+    track.count += 1;
+    this._dispatch(envelope.data);
+    return true;
+  }
+
+  /** Deliver buffered envelopes that are now in order; recover if a gap remains. @private */
+  _drain(channel, track) {
+    track.buffer.sort((a, b) => a.offset - b.offset);
+    const waiting = [];
+    for (const envelope of track.buffer) {
+      if (!this._accept(channel, track, envelope)) waiting.push(envelope);
+    }
+    track.buffer = waiting.filter((e) => e.epoch === track.position.epoch || track.position.offset === 0);
+    if (track.buffer.length) this._armGapTimer(channel, track);
+    else this._clearTrackTimer(track, 'gap');
+  }
+
+  /** @private */
+  _armGapTimer(channel, track) {
+    if (track.timers.gap !== null) return;
+    track.timers.gap = setTimeout(() => {
+      track.timers.gap = null;
+      this._drain(channel, track);
+      if (track.buffer.length && !track.recovering) this.recover([channel]);
+    }, this.options.gapWait);
+  }
+
+  /** One `$recovered` frame from the server. @private */
+  _onRecovered(frame) {
+    const channel = frame.channel;
+    const track = this._track(channel);
+    if (frame.recovered === false && (frame.reason === 'no_history' || frame.reason === 'not_subscribed')) {
+      for (const name of Object.keys(track.timers)) this._clearTrackTimer(track, name);
+      this._tracks.delete(channel);
+      if (frame.reason === 'no_history') this._noHistory.add(channel);
+      return;
+    }
+    const epoch = typeof frame.epoch === 'string' ? frame.epoch : '';
+    const top = Number.isSafeInteger(frame.offset) ? frame.offset : 0;
+    const messages = Array.isArray(frame.messages) ? frame.messages.filter((m) => m && this._isEnvelope(m)) : [];
+    if (frame.recovered === false) {
+      track.position = { epoch, offset: top }; // continue from here; the app reloads its state
+    } else if (!track.position) {
+      // a first connection: start before what was sent since it opened, else at the top
+      track.position = { epoch, offset: messages.length ? messages[0].offset - 1 : top };
+    }
+    for (const envelope of messages) this._accept(channel, track, envelope);
+    if (frame.final === false) return;
+    if (frame.more === true) {
+      this._sendRecover([channel]);
+      return;
+    }
+    this._clearTrackTimer(track, 'recover');
+    track.recovering = false;
+    const detail = { channel, recovered: frame.recovered !== false, count: track.count };
+    if (frame.recovered === false) detail.reason = String(frame.reason || 'history_expired');
+    this._emit('recovered', detail);
+    this._drain(channel, track);
   }
 
   /** @private */

@@ -600,7 +600,10 @@ describe('maximum connection age', () => {
     const second = FakeWebSocket.last;
     assert.equal(second.query.ws_token, 'tok-2');
     second.serverOpen();
-    assert.deepEqual(second.sentJSON, [{ action: 'in_the_gap' }]);
+    assert.deepEqual(second.sentJSON, [
+      { action: '$recover', channels: { general: null } },
+      { action: 'in_the_gap' },
+    ]);
     assert.deepEqual(events.of('open').at(-1), { channel: 'general', reconnected: true });
     assert.deepEqual(events.of('close'), [], 'the deliberate close of the old socket is not reported');
   });
@@ -738,5 +741,115 @@ describe('websocketUrl', () => {
     assert.equal(websocketUrl('https://x.test/prod', { a: 1, b: null }), 'wss://x.test/prod?a=1');
     assert.equal(websocketUrl('http://127.0.0.1:8001/local'), 'ws://127.0.0.1:8001/local');
     assert.equal(websocketUrl('wss://x.test/p?keep=1', { t: 'a b' }), 'wss://x.test/p?keep=1&t=a+b');
+  });
+});
+
+describe('history channels', () => {
+  const env = (offset, data, epoch = 'E1', channel = 'room') => ({ channel, offset, epoch, data });
+
+  async function tracked(options = {}) {
+    const { client } = makeClient({ channel: 'room', ...options });
+    const seen = record(client, ['message', 'recovered', 'error']);
+    const ws = await opened(client);
+    assert.deepEqual(ws.sentJSON, [{ action: '$recover', channels: { room: null } }]);
+    ws.serverSend({ type: '$recovered', channel: 'room', epoch: 'E1', offset: 3, recovered: true, messages: [], final: true });
+    return { client, ws, seen };
+  }
+
+  test('delivers data in order, once; duplicates are dropped', async () => {
+    const { client, ws, seen } = await tracked();
+    for (const o of [4, 5, 5, 4, 6]) ws.serverSend(env(o, { n: o }));
+    assert.deepEqual(seen.of('message'), [{ n: 4 }, { n: 5 }, { n: 6 }]);
+    assert.equal(client.duplicatesDropped, 2);
+    assert.deepEqual(client.positions, { room: { epoch: 'E1', offset: 6 } });
+    assert.deepEqual(seen.of('recovered'), [{ channel: 'room', recovered: true, count: 0 }]);
+  });
+
+  test('a short reordering waits; a real gap is recovered from the server', async () => {
+    const { ws, seen } = await tracked();
+    ws.serverSend(env(5, 5));
+    ws.serverSend(env(4, 4)); // arrives late, within gapWait
+    assert.deepEqual(seen.of('message'), [4, 5]);
+    ws.serverSend(env(8, 8));
+    assert.equal(ws.sent.length, 1, 'waits gapWait before asking');
+    mock.timers.tick(DEFAULTS.gapWait);
+    assert.deepEqual(ws.sentJSON.at(-1), { action: '$recover', channels: { room: { epoch: 'E1', offset: 5 } } });
+    ws.serverSend(env(9, 9)); // live while recovering: buffered
+    ws.serverSend({
+      type: '$recovered', channel: 'room', epoch: 'E1', offset: 9, recovered: true,
+      messages: [env(6, 6), env(7, 7), env(8, 8), env(9, 9)], final: true, more: false,
+    });
+    assert.deepEqual(seen.of('message'), [4, 5, 6, 7, 8, 9]);
+  });
+
+  test('after a reconnect the missed messages come first, then live ones, without duplicates', async () => {
+    const { client, ws, seen } = await tracked({ backoff: { initialDelay: 10, jitter: 0 } });
+    ws.serverSend(env(4, 4));
+    ws.serverClose(1001, 'Going away');
+    mock.timers.tick(10);
+    await flush();
+    const second = FakeWebSocket.last;
+    second.serverOpen();
+    assert.deepEqual(second.sentJSON, [{ action: '$recover', channels: { room: { epoch: 'E1', offset: 4 } } }]);
+    second.serverSend(env(25, 25)); // live, before the answer: held back
+    const missed = Array.from({ length: 20 }, (_, i) => env(5 + i, 5 + i));
+    second.serverSend({ type: '$recovered', channel: 'room', epoch: 'E1', offset: 24, recovered: true, messages: missed.slice(0, 12), final: false });
+    second.serverSend({ type: '$recovered', channel: 'room', epoch: 'E1', offset: 24, recovered: true, messages: missed.slice(12), final: true, more: false });
+    second.serverSend(env(24, 24)); // a duplicate of a recovered one
+    assert.deepEqual(seen.of('message'), Array.from({ length: 22 }, (_, i) => 4 + i));
+    assert.deepEqual(seen.of('recovered').at(-1), { channel: 'room', recovered: true, count: 20 });
+    assert.equal(client.duplicatesDropped, 1);
+  });
+
+  test('history that no longer reaches back is reported; the client continues from the top', async () => {
+    const { ws, seen } = await tracked();
+    ws.serverSend(env(10, 10));
+    mock.timers.tick(DEFAULTS.gapWait);
+    ws.serverSend({ type: '$recovered', channel: 'room', epoch: 'E2', offset: 12, recovered: false, reason: 'epoch_changed', messages: [], final: true });
+    assert.deepEqual(seen.of('recovered').at(-1), { channel: 'room', recovered: false, reason: 'epoch_changed', count: 0 });
+    ws.serverSend(env(13, 13, 'E2'));
+    assert.deepEqual(seen.of('message'), [13]);
+  });
+
+  test('a first connection delivers what was sent since it opened, then live ones', async () => {
+    const { client } = makeClient({ channel: 'room' });
+    const seen = record(client, ['message']);
+    const ws = await opened(client);
+    ws.serverSend(env(8, 8)); // live, before the answer
+    ws.serverSend({ type: '$recovered', channel: 'room', epoch: 'E1', offset: 8, recovered: true, messages: [env(7, 7), env(8, 8)], final: true });
+    assert.deepEqual(seen.of('message'), [7, 8]);
+  });
+
+  test('channels without history stop being asked about; non-envelope messages pass through', async () => {
+    const { client } = makeClient({ channel: 'lobby', backoff: { initialDelay: 10, jitter: 0 } });
+    const seen = record(client, ['message']);
+    const ws = await opened(client);
+    ws.serverSend({ type: '$recovered', channel: 'lobby', recovered: false, reason: 'no_history' });
+    ws.serverSend({ type: 'chat', text: 'hi' });
+    assert.deepEqual(seen.of('message'), [{ type: 'chat', text: 'hi' }]);
+    ws.serverClose(1001, '');
+    mock.timers.tick(10);
+    await flush();
+    FakeWebSocket.last.serverOpen();
+    assert.deepEqual(FakeWebSocket.last.sentJSON, []);
+  });
+
+  test('history: false leaves envelopes alone; positions can be restored', async () => {
+    const off = makeClient({ channel: 'room', history: false });
+    const seen = record(off.client, ['message']);
+    const ws = await opened(off.client);
+    assert.deepEqual(ws.sentJSON, []);
+    ws.serverSend(env(1, 1));
+    assert.deepEqual(seen.of('message'), [env(1, 1)]);
+    const restored = makeClient({ channel: 'room', positions: { room: { epoch: 'E1', offset: 41 } } });
+    const ws2 = await opened(restored.client);
+    assert.deepEqual(ws2.sentJSON, [{ action: '$recover', channels: { room: { epoch: 'E1', offset: 41 } } }]);
+  });
+
+  test('requestPresence asks for the member list', async () => {
+    const { client } = makeClient({ channel: 'presence-room', history: false });
+    const ws = await opened(client);
+    client.requestPresence();
+    assert.deepEqual(ws.sentJSON, [{ action: '$presence', channel: 'presence-room' }]);
   });
 });
