@@ -698,8 +698,8 @@ class WebSocketApp:
             exclude=exclude,
             attributes=attributes,
         )
-        payload = self.prepare_payload(payload, channel)
-        return fanout(
+        payload, offset, epoch = self._with_history(payload, channel)
+        report = fanout(
             self.transport,
             payload,
             batches,
@@ -707,21 +707,30 @@ class WebSocketApp:
             progress=progress,
             **self.config.send_options(concurrency=1 if connection_id else None),
         )
+        if offset is None:
+            return report
+        return attrs.evolve(report, offset=offset, epoch=epoch)
 
     def prepare_payload(self, payload: bytes, channel: str | None) -> bytes:
         """The bytes a send of ``payload`` to ``channel`` posts: for a history channel
         (``Config.history``), the message is appended to the channel's history (one
         storage write) and wrapped in the envelope ``{"channel", "offset", "epoch",
         "data"}``; otherwise ``payload`` itself. Durable jobs call it once, when enqueued."""
+        return self._with_history(payload, channel)[0]
+
+    def _with_history(
+        self, payload: bytes, channel: str | None
+    ) -> tuple[bytes, int | None, str | None]:
+        """``(bytes to post, offset, epoch)``; see :meth:`prepare_payload`."""
         rule = None if channel is None else self.config.history_rule(channel)
         if rule is None or channel is None:
-            return payload
+            return payload, None, None
         body = history_data(payload)
         check_size(body + b"x" * ENVELOPE_OVERHEAD)
         offset, epoch = self.storage.append_history(
             channel, body, self.clock(), size=rule.size, ttl_seconds=rule.ttl
         )
-        return envelope(channel, offset, epoch, body)
+        return envelope(channel, offset, epoch, body), offset, epoch
 
     def send_in_background(
         self,

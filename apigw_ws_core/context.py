@@ -67,13 +67,28 @@ class HandlerContext:
     def broadcast(self, data: Any, channel: str | None = None, **target: Any) -> SendReport:
         """Send ``data`` to everyone in ``channel`` (default: this connection's ``$connect``
         channel) **but this connection**: ``app.send(data, channel=...,
-        exclude=connection_id)``. Extra keywords (``attributes=``) pass through."""
-        return self.app.send(
+        exclude=connection_id)``. Extra keywords (``attributes=``) pass through.
+
+        On a history channel the sender then gets ``{"type": "$skip", "channel", "offset",
+        "epoch"}`` (a few bytes instead of its own message back): the browser client counts
+        that offset as seen, so the sender's own message never comes back as a gap or in a
+        recovery (the page shows what it sent itself)."""
+        report = self.app.send(
             data,
             channel=channel or self.session.channel_name,
             exclude=self.connection_id,
             **target,
         )
+        if report.offset is not None:
+            self.reply(
+                {
+                    "type": "$skip",
+                    "channel": channel or self.session.channel_name,
+                    "offset": report.offset,
+                    "epoch": report.epoch,
+                }
+            )
+        return report
 
     def subscribe(self, channel: str) -> bool:
         """Join ``channel`` through the channel policy (raises ``ChannelForbidden``)."""

@@ -82,6 +82,8 @@ class SendReport:
         ambiguous outcome (5xx, or a timeout or broken connection after the request went
         out: API Gateway may have delivered it) was followed by another call that went
         out. They are also counted in ``delivered`` or ``failed``.
+    :ivar offset: on a history channel, the offset the message got (``None`` otherwise).
+    :ivar epoch: on a history channel, the channel's epoch.
     """
 
     delivered: int = 0
@@ -95,6 +97,8 @@ class SendReport:
     recipients: int = 0
     first_error: str | None = None
     ambiguous: tuple[str, ...] = ()
+    offset: int | None = None
+    epoch: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -10,7 +10,8 @@
  * - sends `{"action": ..., ...}` JSON and emits events named after each incoming message's `type`;
  * - on history channels, tracks each channel's offset, drops duplicates, detects gaps and asks
  *   the server for what it missed (`$recover`) after every reconnect, so the page sees every
- *   message once and in order.
+ *   message once and in order (a `$skip` frame marks the offset of the page's own message,
+ *   which the server did not echo back).
  *
  * Plain ES module, no dependencies, no build step. This file is the only source: the TypeScript
  * declarations of the npm package (`apigw-ws-client`) are generated from the JSDoc below.
@@ -896,6 +897,12 @@ export class ApigwWsClient extends EventTarget {
         this._onRecovered(data);
         return;
       }
+      if (data[this.options.typeKey] === '$skip') {
+        // the offset of our own message, which the server did not send back to us
+        const mark = { channel: data.channel, offset: data.offset, epoch: data.epoch, data: null };
+        if (this._isEnvelope(mark)) this._onEnvelope({ ...mark, skip: true });
+        return;
+      }
     }
     this._dispatch(data);
   }
@@ -1046,6 +1053,7 @@ export class ApigwWsClient extends EventTarget {
     }
     if (envelope.offset !== position.offset + 1) return false;
     position.offset = envelope.offset;
+    if (envelope.skip) return true; // our own message: the page already shows it
     track.count += 1;
     this._dispatch(envelope.data);
     return true;

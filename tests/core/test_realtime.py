@@ -442,3 +442,22 @@ def test_first_recover_returns_what_was_sent_since_the_connection_opened():
     (frame,) = sent_to(app, cid)
     assert frame["recovered"] and frame["offset"] == 2
     assert [m["data"] for m in frame["messages"]] == [{"n": "during"}]
+
+
+def test_broadcast_on_a_history_channel_acks_the_sender_with_its_offset():
+    app = anon_app()
+
+    @app.handler("say")
+    def say(ctx, message):
+        ctx.broadcast({"text": message["text"]})
+
+    a = connect(app, query="channel=room-1")[1]
+    b = connect(app, query="channel=room-1")[1]
+    message(app, a, '{"action": "say", "text": "hi"}')
+    (env,) = sent_to(app, b)
+    assert sent_to(app, a) == [
+        {"type": "$skip", "channel": "room-1", "offset": 1, "epoch": env["epoch"]}
+    ]
+    report = app.send({"x": 1}, channel="room-1")
+    assert (report.offset, report.epoch) == (2, env["epoch"])
+    assert app.send({"x": 1}, channel="lobby").offset is None

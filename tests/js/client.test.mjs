@@ -846,6 +846,15 @@ describe('history channels', () => {
     assert.deepEqual(ws2.sentJSON, [{ action: '$recover', channels: { room: { epoch: 'E1', offset: 41 } } }]);
   });
 
+  test('$skip counts our own message as seen without showing it', async () => {
+    const { client, ws, seen } = await tracked();
+    ws.serverSend(env(5, 5));
+    ws.serverSend({ type: '$skip', channel: 'room', offset: 4, epoch: 'E1' });
+    assert.deepEqual(seen.of('message'), [5]);
+    assert.deepEqual(client.positions, { room: { epoch: 'E1', offset: 5 } });
+    assert.equal(ws.sent.length, 1, 'no recovery was needed');
+  });
+
   test('requestPresence asks for the member list', async () => {
     const { client } = makeClient({ channel: 'presence-room', history: false });
     const ws = await opened(client);
