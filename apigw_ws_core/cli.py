@@ -5,6 +5,7 @@ so ``apigw-ws --help`` works without the optional extras installed.
 
 * ``apigw-ws local``      the local API Gateway (needs ``apigw-ws[local]``);
 * ``apigw-ws send``       send a message through your app (``--app MODULE[:NAME]``);
+* ``apigw-ws token``      print a connection token for a user, for trying clients;
 * ``apigw-ws provision``  plan / apply / destroy the AWS WebSocket API;
 * ``apigw-ws iam-policy`` print least-privilege IAM policies.
 """
@@ -31,6 +32,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
         "send a message through a WebSocketApp (--app MODULE[:NAME])",
+    ),
+    "token": (
+        "apigw_ws_core.send_cli",
+        "add_token_arguments",
+        "run_token",
+        "print a single-use connection token for a user (--app MODULE[:NAME])",
     ),
     "provision": (
         "apigw_ws_core.provision_cli",

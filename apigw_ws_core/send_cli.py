@@ -1,4 +1,4 @@
-"""``apigw-ws send``: send a message from the command line, for plain WSGI and Lambda apps.
+"""``apigw-ws send`` and ``apigw-ws token``: the command line for plain WSGI and Lambda apps.
 
 ::
 
@@ -14,6 +14,9 @@ The app sends exactly as it does in a handler (:meth:`WebSocketApp.send`): its s
 the recipients and its Management API endpoint delivers. With no endpoint configured, the
 running local gateway is found by itself (:mod:`apigw_ws_core.discovery`), and a loopback
 endpoint needs no AWS credentials. Against AWS the normal credential chain applies.
+
+``apigw-ws token --app chat alice [--channel general]`` prints a single-use connection token
+for user ``alice``, for trying a WebSocket client (``?ws_token=...``) without a login page.
 
 Every failure is one line on stderr saying what to do (``--traceback`` shows the rest); the
 exit status is 1 when something could not be delivered, 2 for usage errors.
@@ -37,7 +40,15 @@ from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.errors import ApigwWsError, ConfigurationError
 from apigw_ws_core.fanout import SendReport
 
-__all__ = ["add_arguments", "cli_error_message", "load_app", "parse_message", "run"]
+__all__ = [
+    "add_arguments",
+    "add_token_arguments",
+    "cli_error_message",
+    "load_app",
+    "parse_message",
+    "run",
+    "run_token",
+]
 
 
 class CliError(Exception):
@@ -214,4 +225,31 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def add_token_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``apigw-ws token``'s arguments on ``parser``."""
+    parser.add_argument(
+        "--app",
+        default=os.environ.get("APIGW_WS_APP"),
+        metavar="MODULE[:NAME]",
+        help="where your WebSocketApp is (default: $APIGW_WS_APP)",
+    )
+    parser.add_argument("user", help="the user id the token is for")
+    parser.add_argument("--channel", help="bind the token to this channel")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+
+
+def run_token(args: argparse.Namespace) -> int:
+    """Run ``apigw-ws token``: print a single-use connection token for ``args.user``."""
+    try:
+        app = load_app(args.app)
+        token, _expires_in = app.issue_token(args.user, channel=args.channel)
+    except Exception as exc:
+        if getattr(args, "traceback", False):
+            traceback.print_exc()
+        print(f"apigw-ws token: {cli_error_message(exc)}", file=sys.stderr)
+        return exc.code if isinstance(exc, CliError) else 1
+    print(token)
     return 0

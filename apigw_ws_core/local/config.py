@@ -19,7 +19,9 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -819,11 +821,20 @@ def _read_config_file(path: str | Path) -> Mapping[str, Any]:
     return data
 
 
+def _import_from_cwd() -> None:
+    """Make modules in the current directory importable, as Lambda's task root is (and as
+    ``flask --app`` does): ``apigw-ws local --lambda chat:handler`` run next to ``chat.py``."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def resolve_lambda_handler(path: str) -> LambdaHandler:
     """Import ``module:function`` (``function`` may be dotted) and return the callable."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"expected 'module:function', got {path!r}")
+    _import_from_cwd()
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:

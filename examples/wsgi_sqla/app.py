@@ -1,6 +1,7 @@
 """A plain WSGI backend for API Gateway WebSockets: no web framework, SQLAlchemy storage.
 
-Run it with any WSGI server (``gunicorn app:application``) or, for a try-out::
+Give a WSGI server a module-level callable (a ``wsgi.py`` with ``ws, application =
+from_environment()``, then ``gunicorn wsgi:application``) or, for a try-out::
 
     APIGW_WS_SECRET=dev-secret python app.py          # serves http://127.0.0.1:8000/ws/...
     apigw-ws local --backend http://127.0.0.1:8000/ws/ --secret dev-secret

@@ -231,3 +231,28 @@ def test_django_send_errors_are_one_line(runtime, settings):
     with pytest.raises(CommandError) as info:
         call_command("apigw_ws_send", "{}", "--connection", "abc=", "--no-progress")
     assert str(info.value).startswith("no Management API endpoint: start the local gateway")
+
+
+def test_token_commands(tmp_path, runtime):
+    (tmp_path / "mod.py").write_text(textwrap.dedent("""
+        from apigw_ws_core import MemoryStorage, WebSocketApp
+        ws = WebSocketApp(storage=MemoryStorage())
+    """))
+    result = _apigw_ws("token", "--app", "mod", "alice", cwd=tmp_path)
+    assert result.returncode == 0 and len(result.stdout.strip()) >= 32, result.stderr
+    result = _apigw_ws("token", "--app", "nowhere", "alice", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+    flask = pytest.importorskip("flask")
+    from apigw_ws_flask import ApigwWebSocket
+
+    app = flask.Flask("tokens")
+    app.config["APIGW_WS_SECRET"] = SECRET
+    ws = ApigwWebSocket(app, storage=MemoryStorage())
+    result = app.test_cli_runner().invoke(args=["apigw-ws", "token", "bob"])
+    assert result.exit_code == 0
+    token = result.output.strip()
+    from apigw_ws_core.tokens import take_token
+
+    with app.app_context():
+        assert take_token(ws.core.storage, token, now=ws.core.clock()).user_id == "bob"

@@ -11,7 +11,7 @@ import pytest
 
 from apigw_ws_core.testing import RecordingTransport, lambda_event, new_connection_id
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "lambda_chat.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "quickstarts" / "lambda" / "chat.py"
 
 
 @pytest.fixture

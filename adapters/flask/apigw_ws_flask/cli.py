@@ -5,6 +5,7 @@
 * ``flask apigw-ws send MESSAGE --channel C | --user U | --connection-id ID | --everyone``;
 * ``flask apigw-ws job JOB_ID [--wait]`` — a durable send job's status (with a progress
   bar until it ends with ``--wait``);
+* ``flask apigw-ws token USER [--channel C]`` — a connection token, for trying clients;
 * ``flask apigw-ws local`` — the local API Gateway stand-in in front of ``flask run``;
 * ``flask apigw-ws provision plan|apply|destroy`` — the AWS WebSocket API (the same
   arguments as ``apigw-ws provision``).
@@ -169,6 +170,20 @@ def send_command(
         raise click.ClickException(f"{len(report.failed)} delivery(ies) failed")
 
 
+@cli_group.command("token")
+@click.argument("user")
+@click.option("--channel", help="Bind the token to this channel.")
+def token_command(user: str, channel: str | None) -> None:
+    """Print a single-use connection token for USER (for trying a client without a login)."""
+    try:
+        token, _expires_in = _state().core.issue_token(user, channel=channel)
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        raise click.ClickException(cli_error_message(exc)) from exc
+    click.echo(token)
+
+
 def _local_commands(
     *,
     app_import_path: str | None,
@@ -198,6 +213,17 @@ def _local_commands(
         *extra,
     ]
     return flask_cmd, gateway_cmd
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop ``flask apigw-ws local`` like Ctrl-C does (its children, ``flask
+    run`` and the gateway, are then stopped and their ports freed); returns the previous
+    handler."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 @cli_group.command(
@@ -237,6 +263,7 @@ def local_command(
     env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     click.echo(f"flask:   http://{host}:{app_port}/   gateway: ws://{host}:{port}/{stage}")
+    previous = _stop_on_sigterm()
     procs = [subprocess.Popen(flask_cmd, env=env), subprocess.Popen(gateway_cmd, env=env)]
     try:
         while all(p.poll() is None for p in procs):
@@ -247,16 +274,19 @@ def local_command(
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for proc in procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                # SIGTERM, not SIGINT: a shell's background job ignores SIGINT (and so do
+                # its children); both servers stop cleanly on SIGTERM.
+                proc.terminate()
         for proc in procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
     codes = [p.returncode for p in procs]
-    if any(code not in (0, -signal.SIGINT, 130) for code in codes):
+    if any(code not in (0, -signal.SIGINT, -signal.SIGTERM, 130) for code in codes):
         raise SystemExit(1)
 
 

@@ -6,11 +6,10 @@ id in the request context) and hands the browser a single-use connection token.
 Configuration comes from the function's environment:
 
 * ``DATABASE_URL``: SQLAlchemy URL of a database both functions reach (e.g. RDS PostgreSQL);
-* ``APIGW_WS_MANAGEMENT_ENDPOINT``: ``https://{api-id}.execute-api.{region}.amazonaws.com/{stage}``;
+* ``APIGW_WS_MANAGEMENT_ENDPOINT``: ``https://{api-id}.execute-api.{region}.amazonaws.com/{stage}``
+  (unset: the running local gateway, when you try it locally);
 * ``APIGW_WS_URL``: the ``wss://`` URL browsers connect to.
 """
-
-from __future__ import annotations
 
 import json
 import os
@@ -44,9 +43,10 @@ def chat_message(ctx: HandlerContext, message: dict[str, Any]) -> None:
         )
 
 
-@app.handler("ping")
-def ping(ctx: HandlerContext, message: dict[str, Any]) -> None:
-    """The browser client's keepalive: nothing to do."""
+@app.handler("whoami")
+def whoami(ctx: HandlerContext, message: dict[str, Any]) -> dict[str, Any]:
+    """A returned dict is the reply to the sender (on two-way routes)."""
+    return {"type": "whoami", "user": ctx.user_id}
 
 
 lambda_handler = make_handler(app)
@@ -63,7 +63,8 @@ def token_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         token, expires_in = app.issue_token(claims["sub"], channel=channel)
     except RequestError as error:
         return _json(error.status, error.as_dict())
-    return _json(200, {"token": token, "expires_in": expires_in, "url": os.environ["APIGW_WS_URL"]})
+    body = {"token": token, "expires_in": expires_in, "url": os.environ.get("APIGW_WS_URL")}
+    return _json(200, body)
 
 
 def _json(status: int, body: dict[str, Any]) -> dict[str, Any]:
