@@ -25,13 +25,14 @@ and ``ambiguous`` (counts). Successful events are logged at INFO, rejected ones 
 OpenTelemetry is optional (``pip install 'apigw-ws[otel]'``) and off until
 :func:`instrument` is called: only then is :mod:`apigw_ws_core.otel` (and with it
 ``opentelemetry``) imported. It adds a span per event and per send and the metrics listed
-there; an event's ``X-Amzn-Trace-Id`` header (sent by API Gateway) links its span to the
-AWS X-Ray trace.
+there; an event's ``X-Amzn-Trace-Id`` header (sent by API Gateway; in Lambda the runtime's
+``_X_AMZN_TRACE_ID``) links its span to the AWS X-Ray trace.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,6 +138,15 @@ def _log_event(obs: EventObservation) -> None:
     )
 
 
+def _trace_header(event: Event) -> str | None:
+    """API Gateway's ``X-Amzn-Trace-Id`` for this event: the header of an HTTP call, or in a
+    Lambda function the runtime's ``_X_AMZN_TRACE_ID`` (set per invocation)."""
+    header = event.headers.get("x-amzn-trace-id")
+    if header is None and event.source == "lambda":
+        header = os.environ.get("_X_AMZN_TRACE_ID")
+    return header
+
+
 @contextmanager
 def observe_event(event: Event) -> Iterator[EventObservation]:
     """Around one event in the pipeline: the caller sets ``status`` (and ``error_code``)
@@ -146,7 +156,7 @@ def observe_event(event: Event) -> Iterator[EventObservation]:
         route_key=event.route_key,
         connection_id=event.connection_id,
         stage=event.stage,
-        trace_header=event.headers.get("x-amzn-trace-id"),
+        trace_header=_trace_header(event),
     )
     token = _current.set(obs)
     otel = _otel

@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -115,6 +117,11 @@ def main() -> None:
         exporter.clear()
     off_us = statistics.median(off) * 1e6
     on_us = statistics.median(on) * 1e6
+    load = os.getloadavg()[0]
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} cores, load average {load:.1f}; "
+        f"{args.events} events per round"
+    )
     what = f"message event ({args.storage} storage)"
     print(f"{what}, tracing off: {off_us:.1f} us/event (median of {args.rounds} rounds)")
     print(f"{what}, tracing on:  {on_us:.1f} us/event (median of {args.rounds} rounds)")

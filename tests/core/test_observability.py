@@ -280,6 +280,22 @@ def test_an_active_span_is_the_parent_and_xray_a_link(otel: Otel) -> None:
     assert not trace.get_current_span().get_span_context().is_valid
 
 
+def test_lambda_events_use_the_runtime_trace_id(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apigw_ws_core.aws_lambda import make_handler
+    from apigw_ws_core.testing import lambda_event
+
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", XRAY)
+    app = make_app(require_token=False)
+    handler = make_handler(app)
+    result = handler(lambda_event("connect", "abcdefghijklmnop"), None)
+    assert result["statusCode"] == 200
+    (span,) = otel.spans()
+    assert span.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
+    assert span.parent.span_id == 0x53995C3F42CD8AD8
+
+
 @pytest.mark.parametrize(
     "header",
     [
