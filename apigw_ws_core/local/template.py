@@ -301,8 +301,9 @@ def config_from_template(
             ):
                 where_auth = f"{auth_name}.IdentitySource"
                 sources = resolver.value(auth_props.get("IdentitySource") or [], where_auth)
+                uri = auth_props.get("AuthorizerUri") or auth_name
                 authorizer = Authorizer(
-                    uri=auth_name,
+                    uri=resolver.string(uri, f"{auth_name}.AuthorizerUri"),
                     identity_sources=[resolver.string(v, where_auth) for v in sources or []],
                     handler=authorizer_handler,
                 )

@@ -410,6 +410,9 @@ def _comparable(config: Any) -> dict[str, Any]:
                 dict(r.integration.request_parameters),
                 r.integration.timeout_ms,
                 r.two_way,
+                None
+                if r.authorizer is None
+                else (r.authorizer.uri, tuple(r.authorizer.identity_sources)),
             )
             for key, r in config.routes.items()
         },
@@ -430,12 +433,21 @@ def test_exported_template_declares_what_apply_creates(aws: AwsEnv) -> None:
         authorizer=AUTHORIZER,
     )
     record = apply(spec, storage=aws.store, aws=aws.clients).record
-    applied = config_from_apigw(aws.client("apigatewayv2"), record.api_id, record.stage)
+    def authorize(event: Any, context: Any) -> dict[str, Any]:
+        return {"principalId": "u1", "policyDocument": {}}
+
+    applied = config_from_apigw(
+        aws.client("apigatewayv2"), record.api_id, record.stage, authorizer_handler=authorize
+    )
     template = export_template(spec, "cloudformation")
     exported = config_from_template(
-        json.loads(render_template(template)), {"SharedSecret": SECRET}, api_id=record.api_id
+        json.loads(render_template(template)),
+        {"SharedSecret": SECRET},
+        api_id=record.api_id,
+        authorizer_handler=authorize,
     )
     assert _comparable(exported) == _comparable(applied)
+    assert exported.routes["$connect"].authorizer is not None
 
 
 # --- export -> cfn-lint -> apigw-ws local -> a real client ------------------------------
