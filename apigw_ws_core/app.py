@@ -27,22 +27,30 @@ import attrs
 from apigw_ws_core import presence
 from apigw_ws_core.attributes import check_filter, read_attributes
 from apigw_ws_core.channels import ChannelPolicy, default_policy, validate_channel
-from apigw_ws_core.config import Config
+from apigw_ws_core.config import Config, RateLimit
 from apigw_ws_core.context import HandlerContext
 from apigw_ws_core.discovery import find_local_gateway
 from apigw_ws_core.errors import (
     BadRequest,
     ChannelForbidden,
     ConfigurationError,
+    DependencyUnavailable,
     Forbidden,
     GoneError,
     HandlerFailed,
     HandlerForbidden,
+    InternalError,
     InvalidJson,
     InvalidMessage,
     OriginNotAllowed,
+    RateLimited,
+    RateLimiterUnavailable,
     RequestError,
+    StorageUnavailable,
     TokenRequired,
+    TooManyChannels,
+    TransportError,
+    TransportUnavailable,
     UnknownConnection,
 )
 from apigw_ws_core.events import (
@@ -182,6 +190,11 @@ def secret_matches(presented: str | None, expected: str) -> bool:
 _SUBPROTOCOL_RE = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
 
 
+def _offered_protocols(header: str) -> list[str]:
+    """The subprotocols a client offered, in order (``Sec-WebSocket-Protocol: a, b``)."""
+    return [p.strip() for p in header.split(",")] if header else []
+
+
 def _clean_text(value: str, limit: int) -> str:
     """``value`` fit for a storage column: printable characters only, at most ``limit``."""
     return "".join(ch for ch in value[: limit * 2] if ch.isprintable())[:limit]
@@ -199,6 +212,33 @@ def _ip_bucket(ip: str) -> str:
             return str(addr.ipv4_mapped)
         return str(ipaddress.ip_network(f"{addr}/64", strict=False))
     return str(addr)
+
+
+def _safe(value: str, limit: int = 64) -> str:
+    """A value fit for a log line: truncated, control characters escaped."""
+    return value[:limit].encode("unicode_escape").decode("ascii")
+
+
+def _with_cause(error: RequestError) -> str:
+    """The error's message, and its cause when it wraps a failed dependency."""
+    cause = error.__cause__
+    if cause is None or not isinstance(error, DependencyUnavailable):
+        return error.message
+    return f"{error.message} cause: {describe_cause(cause)}"
+
+
+def describe_cause(exc: BaseException) -> str:
+    """``ExceptionType: first line of its message`` for a log line.
+
+    For a database error wrapped by SQLAlchemy the driver's own message is used (its first
+    line): SQLAlchemy appends the SQL statement and its parameters, which may hold token
+    digests or user data and do not belong in a log.
+    """
+    inner = getattr(exc, "orig", None)
+    source = inner if isinstance(inner, BaseException) else exc
+    lines = str(source).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {_safe(text, 200)}" if text else type(exc).__name__
 
 
 class WebSocketApp:
@@ -305,7 +345,9 @@ class WebSocketApp:
         """Run one event through verify → limit → connect/message/disconnect.
 
         Each event ends with one structured log record (and, when OpenTelemetry is
-        instrumented, a span and metrics): :mod:`apigw_ws_core.observability`.
+        instrumented, a span and metrics): :mod:`apigw_ws_core.observability`. A failed
+        dependency is a ``503`` whose record carries the cause; any other unexpected
+        exception a ``500 internal_error`` (its traceback logged as well).
         """
         with observe_event(event) as observed:
             try:
@@ -318,10 +360,71 @@ class WebSocketApp:
                     reply = self._disconnect(event)
             except RequestError as error:
                 observed.error_code = error.code
-                observed.error_message = error.message
+                observed.error_message = _with_cause(error)
                 reply = Reply.from_error(error)
+            except Exception as exc:
+                failure = self._failure(exc, event.event_type)
+                observed.error_code = failure.code
+                observed.error_message = _with_cause(failure)
+                reply = Reply.from_error(failure)
             observed.status = reply.status
             return reply
+
+    def dependency_error(self, exc: BaseException) -> DependencyUnavailable | None:
+        """The ``503`` error for ``exc`` when it is a dependency failure (storage, the
+        Management API), else ``None``."""
+        retry = self.config.unavailable_retry_after
+        if isinstance(exc, DependencyUnavailable):
+            return exc
+        if isinstance(exc, TransportError) and not isinstance(exc, GoneError):
+            return TransportUnavailable(retry_after=retry)
+        if self.storage.is_unavailable(exc):
+            return StorageUnavailable(retry_after=retry)
+        return None
+
+    def _failure(self, exc: Exception, where: str) -> RequestError:
+        """The error to answer an unexpected exception with: the dependency's ``503``
+        (its ``__cause__`` set to ``exc``), else ``500 internal_error`` after logging the
+        traceback."""
+        error = self.dependency_error(exc)
+        if error is None:
+            log.error("unexpected error handling %s: %s", where, describe_cause(exc), exc_info=exc)
+            return InternalError()
+        if error is not exc:
+            error.__cause__ = exc
+        return error
+
+    def failure_reply(self, exc: Exception) -> Reply:
+        """The JSON reply for an unexpected exception raised while serving a request
+        outside the event pipeline (the token endpoint, an adapter's own lookups):
+        ``503`` with a stable code and ``Retry-After`` for a failed dependency, else
+        ``500 internal_error``. Logged once, with its cause and without secrets; never a
+        framework's HTML error page."""
+        error = self._failure(exc, "request")
+        if error.status == 503:
+            log.error("rejected request: %s (%s)", error.code, _with_cause(error))
+        return Reply.from_error(error)
+
+    def limit(self, limiter: RateLimiter, key: str, rate: RateLimit | None, now: datetime) -> None:
+        """Count a hit on ``limiter`` (see :meth:`RateLimiter.hit`), applying the
+        configured failure policy when the limiter itself fails: ``"open"`` logs a warning
+        and lets the request through, ``"closed"`` raises ``RateLimiterUnavailable``."""
+        if rate is None:
+            return
+        try:
+            limiter.hit(key, rate, now)
+        except RateLimited:
+            raise
+        except Exception as exc:
+            if self.config.rate_limiter_failure == "closed":
+                raise RateLimiterUnavailable(
+                    retry_after=self.config.unavailable_retry_after
+                ) from exc
+            log.warning(
+                "rate limiter %s failed; request let through (rate_limiter_failure='open'): %s",
+                type(limiter).__name__,
+                describe_cause(exc),
+            )
 
     def reject(self, error: RequestError, headers: Mapping[str, str] | None = None) -> Reply:
         """The reply for an error raised before an event could be built (adapters).
@@ -335,7 +438,8 @@ class WebSocketApp:
                 self._verify_secret({k.lower(): v for k, v in headers.items()}.get(HEADER_SECRET))
             except Forbidden as forbidden:
                 error = forbidden
-        log.warning("rejected request: %s (%s)", error.code, error.message)
+        level = logging.ERROR if error.status >= 500 else logging.WARNING
+        log.log(level, "rejected request: %s (%s)", error.code, _with_cause(error))
         return Reply.from_error(error)
 
     def _verify_secret(self, presented: str | None) -> None:
@@ -364,25 +468,29 @@ class WebSocketApp:
     def _connect(self, event: ConnectEvent) -> Reply:
         cfg = self.config
         now = self.clock()
-        self.rate_limiter.hit(
-            f"connect:ip:{_ip_bucket(event.source_ip)}", cfg.connect_rate_per_ip, now
+        self.limit(
+            self.rate_limiter,
+            f"connect:ip:{_ip_bucket(event.source_ip)}",
+            cfg.connect_rate_per_ip,
+            now,
         )
         self.check_origin(event.origin)
         repeated = event.repeated_params & {cfg.channel_query_param, cfg.token_query_param}
         if repeated:
             raise BadRequest(f"Repeated query parameter: {sorted(repeated)[0]}.")
         channel = validate_channel(event.query.get(cfg.channel_query_param) or cfg.default_channel)
+        offered = _offered_protocols(event.headers.get("sec-websocket-protocol", ""))
+        token = self._connect_token(event, offered)
         user_id: str | None = None
-        token = event.query.get(cfg.token_query_param)
         authorized = _authorizer_user(event, cfg.user_from_authorizer)
         if authorized is not None:
             user_id = authorized
-            self.rate_limiter.hit(f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
+            self.limit(self.rate_limiter, f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
         elif token:
             record = take_token(self.storage, token, now=now)
             user_id = record.user_id
             # counted before the binding check: wrong-channel/origin attempts count too
-            self.rate_limiter.hit(f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
+            self.limit(self.rate_limiter, f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
             check_bindings(record, channel=channel, origin=event.origin)
         elif cfg.require_token:
             raise TokenRequired()
@@ -413,12 +521,25 @@ class WebSocketApp:
         finally:
             _CONNECTING.reset(connecting)
         headers = {}
-        offered = event.headers.get("sec-websocket-protocol")
-        if offered:
-            first = offered.split(",")[0].strip()
-            if _SUBPROTOCOL_RE.match(first):
-                headers["Sec-WebSocket-Protocol"] = first
+        prefix = cfg.token_subprotocol_prefix
+        # the first protocol offered that is not a token (never echo the token)
+        chosen = next((p for p in offered if not (prefix and p.startswith(prefix))), None)
+        if chosen is not None and _SUBPROTOCOL_RE.match(chosen):
+            headers["Sec-WebSocket-Protocol"] = chosen
         return Reply(200, b"", tuple(headers.items()))
+
+    def _connect_token(self, event: ConnectEvent, offered: list[str]) -> str | None:
+        """The token of a ``$connect``: ``?ws_token=`` or an offered subprotocol
+        ``{token_subprotocol_prefix}<token>``. Given twice (twice in the protocols, or in
+        both places) it is a 400 before either is used, so that no two layers can pick
+        different values."""
+        cfg = self.config
+        prefix = cfg.token_subprotocol_prefix
+        carried = [p[len(prefix) :] for p in offered if prefix and p.startswith(prefix)]
+        in_query = event.query.get(cfg.token_query_param)
+        if len(carried) > 1 or (carried and in_query is not None):
+            raise BadRequest("The token was given more than once.")
+        return in_query if in_query is not None else (carried[0] if carried else None)
 
     def check_origin(self, origin: str | None) -> None:
         """Exact ``scheme://host[:port]`` match against ``allowed_origins`` (if set)."""
@@ -433,8 +554,11 @@ class WebSocketApp:
         session = self.storage.get_session(event.connection_id)
         if session is None or not session.connected:
             raise UnknownConnection()
-        self.message_rate_limiter.hit(
-            f"msg:{event.connection_id}", cfg.message_rate_per_connection, self.clock()
+        self.limit(
+            self.message_rate_limiter,
+            f"msg:{event.connection_id}",
+            cfg.message_rate_per_connection,
+            self.clock(),
         )
         body = self.parse_message(event.body)
         key = next((k for k in cfg.handler_keys if k in body), None)
@@ -458,6 +582,9 @@ class WebSocketApp:
         except RequestError:
             raise
         except Exception as exc:
+            failed = self.dependency_error(exc)
+            if failed is not None:  # the database or gateway failed, not the handler
+                raise failed from exc
             log.exception("handler %r failed for connection %s", spec.name, event.connection_id)
             raise HandlerFailed() from exc
         if result is None:
@@ -523,8 +650,19 @@ class WebSocketApp:
 
     def subscribe(self, session: Session, channel: str) -> bool:
         """Add a session to a channel if the policy allows (raises otherwise). On a
-        presence channel the user's first connection there is announced."""
+        presence channel the user's first connection there is announced.
+
+        Returns ``False`` (and writes nothing) if it already is a member. A connection in
+        ``max_channels_per_connection`` channels already gets ``TooManyChannels`` (409)."""
         self.policy.check(session.user_id, channel)
+        current = self.storage.channels_of(session.connection_id)
+        if channel in current:
+            return False
+        if len(current) >= self.config.max_channels_per_connection:
+            raise TooManyChannels(
+                f"A connection may be in at most {self.config.max_channels_per_connection} "
+                "channels; unsubscribe from one first."
+            )
         added = self.storage.subscribe(session.connection_id, channel)
         if added:
             self._announce(presence.announce_join, self, session, channel)
@@ -580,10 +718,21 @@ class WebSocketApp:
             self.policy.check(uid, channel)
         if origin is not None and (len(origin) > 255 or _parse_origin(origin) is None):
             raise BadRequest("Malformed origin.")
-        self.rate_limiter.hit(f"token:user:{uid}", self.config.token_rate_per_user, now)
-        token, _ = issue_token(
-            self.storage, uid, now=now, ttl=self.config.token_ttl, channel=channel, origin=origin
-        )
+        self.limit(self.rate_limiter, f"token:user:{uid}", self.config.token_rate_per_user, now)
+        try:
+            token, _ = issue_token(
+                self.storage,
+                uid,
+                now=now,
+                ttl=self.config.token_ttl,
+                channel=channel,
+                origin=origin,
+            )
+        except Exception as exc:
+            failed = self.dependency_error(exc)
+            if failed is None:
+                raise
+            raise failed from exc
         return token, self.config.token_ttl
 
     # --- sending -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.events import MAX_BODY_BYTES
 from apigw_ws_core.history import HistoryRule, history_rules
 
-__all__ = ["Config", "RateLimit"]
+__all__ = ["FAILURE_POLICIES", "Config", "RateLimit"]
 
 
 @attrs.frozen
@@ -79,6 +79,43 @@ def _check_secret(instance: Any, attribute: Any, value: str | None) -> None:
         )
 
 
+def _check_range(low: int, high: int) -> Any:
+    """Validator: a whole number from ``low`` to ``high`` (not a bool or a string)."""
+
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigurationError(
+                f"{attribute.name} must be a whole number from {low} to {high}, not {value!r}"
+            )
+
+    return check
+
+
+#: What a rate limiter that cannot count does: let the request through, or refuse it.
+FAILURE_POLICIES = ("open", "closed")
+
+
+def _check_policy(instance: Any, attribute: Any, value: Any) -> None:
+    if value not in FAILURE_POLICIES:
+        raise ConfigurationError(f"{attribute.name} must be 'open' or 'closed', not {value!r}")
+
+
+#: Characters of an RFC 7230 token: all a ``Sec-WebSocket-Protocol`` value may hold.
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _check_subprotocol_prefix(instance: Any, attribute: Any, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or not set(value) <= _TOKEN_CHARS:
+        raise ConfigurationError(
+            f"{attribute.name} must be a non-empty subprotocol token prefix "
+            f"(letters, digits, '.', '-', ...) or None, not {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything the pipeline needs to know. Every field has a safe default.
@@ -116,6 +153,14 @@ class Config:
     #: stolen from the page fails from any other site's page (the token endpoint).
     token_bind_origin: bool = True
     token_query_param: str = "ws_token"
+    #: A ``$connect`` may carry its token as an offered subprotocol
+    #: ``{token_subprotocol_prefix}{token}`` (``Sec-WebSocket-Protocol``), which no access
+    #: log records, instead of ``?ws_token=``. The reply selects the first *other* protocol
+    #: the client offered (the browser client offers ``apigw-ws`` first); the token is never
+    #: echoed. ``None`` turns this off.
+    token_subprotocol_prefix: str | None = attrs.field(
+        default="apigw-ws.token.", validator=_check_subprotocol_prefix
+    )
     channel_query_param: str = "channel"
     default_channel: str = "default"
     #: JSON keys that name the handler, tried in order.
@@ -127,6 +172,11 @@ class Config:
     #: Enable the built-in ``ping`` handler (answers ``{"type": "pong"}``) that the browser
     #: client uses as a keepalive. An app handler named ``ping`` replaces it.
     enable_ping: bool = True
+    #: Channels one connection may belong to at once (its ``$connect`` channel included).
+    #: One more ``subscribe`` is refused with ``409 too_many_channels`` and changes nothing.
+    #: 100 is far above what a page needs (a chat joins a handful of rooms) and bounds the
+    #: subscription rows one connection can create to 100 whatever it sends.
+    max_channels_per_connection: int = attrs.field(default=100, validator=_check_range(1, 10_000))
     max_body_bytes: int = MAX_BODY_BYTES
     max_json_depth: int = 32
     #: Rate limits (``"N/SECONDS"``) or ``None`` to disable one.
@@ -152,6 +202,14 @@ class Config:
     connection_attributes: tuple[AttributeSpec, ...] = attrs.field(
         default=(), converter=attribute_specs
     )
+    #: What happens when a rate limiter cannot count (Redis down or timed out, its storage
+    #: failing): ``"open"`` lets the request through (logged as a warning), ``"closed"``
+    #: answers ``503 rate_limiter_unavailable``. Open by default: the limits guard against
+    #: floods, not against token guessing (tokens hold 256 random bits), and a closed
+    #: limiter turns a cache outage into a full outage. See docs/security.rst.
+    rate_limiter_failure: str = attrs.field(default="open", validator=_check_policy)
+    #: ``Retry-After`` seconds of a ``503`` answered because a dependency failed.
+    unavailable_retry_after: int = attrs.field(default=2, validator=_check_range(1, 3600))
     #: Management API endpoint ``https://{api}.execute-api.{region}.amazonaws.com/{stage}``.
     management_endpoint: str | None = None
     region: str | None = None

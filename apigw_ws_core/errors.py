@@ -15,11 +15,13 @@ __all__ = [
     "BodyTooLarge",
     "ChannelForbidden",
     "ConfigurationError",
+    "DependencyUnavailable",
     "Forbidden",
     "GoneError",
     "HandlerFailed",
     "HandlerForbidden",
     "IncompleteBody",
+    "InternalError",
     "InvalidAttribute",
     "InvalidChannel",
     "InvalidConnectionId",
@@ -33,10 +35,14 @@ __all__ = [
     "OriginNotAllowed",
     "PayloadTooLarge",
     "RateLimited",
+    "RateLimiterUnavailable",
     "RequestError",
+    "StorageUnavailable",
     "ThrottledError",
     "TokenRequired",
+    "TooManyChannels",
     "TransportError",
+    "TransportUnavailable",
     "UnknownConnection",
     "UnknownHandler",
 ]
@@ -237,12 +243,65 @@ class RateLimited(RequestError):
         super().__init__(message, headers={"Retry-After": str(self.retry_after)})
 
 
+class TooManyChannels(RequestError):
+    """The connection already belongs to ``max_channels_per_connection`` channels."""
+
+    status = 409
+    code = "too_many_channels"
+    default_message = "This connection is in too many channels; unsubscribe from one first."
+
+
 class HandlerFailed(RequestError):
     """A user handler raised an unexpected exception (a server bug, not client input)."""
 
     status = 500
     code = "handler_failed"
     default_message = "The message handler failed."
+
+
+class InternalError(RequestError):
+    """An unexpected exception outside a handler (a server bug): a JSON 500, never a
+    framework's HTML page. The cause is logged, never sent."""
+
+    status = 500
+    code = "internal_error"
+    default_message = "Internal server error."
+
+
+class DependencyUnavailable(RequestError):
+    """A dependency (storage, rate limiter, Management API) failed or timed out while an
+    event was handled: ``503`` with ``Retry-After``. Nothing the request asked for is
+    half-done that a retry would repeat wrongly (each storage call is one transaction).
+    """
+
+    status = 503
+    code = "dependency_unavailable"
+    default_message = "A backend dependency is unavailable; retry shortly."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 2):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message, headers={"Retry-After": str(self.retry_after)})
+
+
+class StorageUnavailable(DependencyUnavailable):
+    """The storage backend (database) could not be reached, failed or timed out."""
+
+    code = "storage_unavailable"
+    default_message = "Storage is unavailable; retry shortly."
+
+
+class RateLimiterUnavailable(DependencyUnavailable):
+    """The rate limiter's backend failed and its failure policy is ``closed``."""
+
+    code = "rate_limiter_unavailable"
+    default_message = "Rate limiting is unavailable; retry shortly."
+
+
+class TransportUnavailable(DependencyUnavailable):
+    """The Management API could not be reached while handling an event."""
+
+    code = "transport_unavailable"
+    default_message = "The WebSocket gateway is unavailable; retry shortly."
 
 
 # --- sending -------------------------------------------------------------------------

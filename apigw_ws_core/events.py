@@ -107,7 +107,16 @@ def _freeze_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 #: Header and query keys whose values never appear in ``repr()`` (and so in tracebacks or
 #: error reports that render local variables).
-_SENSITIVE_WORDS = ("secret", "token", "cookie", "authorization", "api-key", "apikey", "password")
+_SENSITIVE_WORDS = (
+    "secret",
+    "token",
+    "cookie",
+    "authorization",
+    "api-key",
+    "apikey",
+    "password",
+    "sec-websocket-protocol",  # may carry the connection token
+)
 
 
 def _redacted(mapping: Mapping[str, str]) -> str:

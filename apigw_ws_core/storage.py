@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from apigw_ws_core.errors import StorageUnavailable
+
 __all__ = [
     "CleanupReport",
     "GatewayRecord",
@@ -464,6 +466,18 @@ class Storage(abc.ABC):
         messages, mark connected sessions older than ``session_max_age_seconds`` (API
         Gateway's 2 h maximum) disconnected, and delete disconnected sessions older than
         ``keep_disconnected_seconds``. With ``dry_run`` count only."""
+
+    def is_unavailable(self, error: BaseException) -> bool:
+        """Whether ``error``, raised by one of this backend's methods (or by the database it
+        shares with the app), means the backend could not be reached or did not answer in
+        time (connection refused or lost, read timeout, pool exhausted), not a bug.
+
+        The pipeline answers those ``503 storage_unavailable`` with ``Retry-After``; any
+        other unexpected exception is a ``500``. Backends override this with their
+        driver's error classes; the default recognises Python's own ``ConnectionError``
+        and ``TimeoutError`` and :class:`~apigw_ws_core.errors.StorageUnavailable`.
+        """
+        return isinstance(error, ConnectionError | TimeoutError | StorageUnavailable)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connection pools). Optional."""

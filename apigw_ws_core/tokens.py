@@ -201,6 +201,8 @@ def token_endpoint(app: WebSocketApp, request: TokenRequest) -> Reply:
         )
     except RequestError as error:
         reply = app.reject(error)
+    except Exception as exc:  # the storage or a lookup failed: a JSON 503/500, never HTML
+        reply = app.failure_reply(exc)
     else:
         reply = Reply.json(200, {"token": token, "expires_in": expires_in})
     return attrs.evolve(reply, headers=(*reply.headers, ("Cache-Control", "no-store")))

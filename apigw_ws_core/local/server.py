@@ -359,7 +359,10 @@ class Gateway:
         stage = request.match_info.get("stage")
         if stage is not None and stage != self.api.stage:
             return web.json_response({"message": "Forbidden"}, status=403)
-        if not web.WebSocketResponse().can_prepare(request).ok:
+        # offered protocols passed in: aiohttp would otherwise warn that none overlap
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        probe = web.WebSocketResponse(protocols=[p.strip() for p in offered.split(",") if p])
+        if not probe.can_prepare(request).ok:
             return web.json_response({"message": "Upgrade Required"}, status=426)
         if self._shutting_down:
             return web.json_response({"message": "Service Unavailable"}, status=503)

@@ -117,3 +117,12 @@ def test_server_side_disconnect(gateway: LocalGateway, users: dict[str, Any], al
         with pytest.raises(ConnectionClosed):  # the gateway closed the socket
             conn.recv(timeout=10)
     assert not m.WebSocketSession.objects.using(alias).get(connection_id=cid).connected
+
+
+def test_token_in_the_subprotocol_through_the_local_gateway(
+    gateway: LocalGateway, users: dict[str, Any]
+):
+    """Issue 17 item 5 through Django: see ``tests/security/test_token_subprotocol.py``."""
+    from tests.security.test_token_subprotocol import check_through_gateway
+
+    check_through_gateway(get_app(), gateway, user=users["alice"].pk, origin=ORIGIN, ping=False)

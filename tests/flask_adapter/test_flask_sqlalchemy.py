@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
 
-from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.errors import ConfigurationError, StorageUnavailable
 from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
 from apigw_ws_storage.sqla import SqlaStorage
 from tests.sqla.empty_db import EMPTY_DB_PARAMS, empty_database
@@ -207,8 +207,10 @@ def test_sqlite_storage_write_waits_for_the_requests_write_lock(notes: ModuleTyp
         notes.db.session.add(notes.User(name="pending"))
         notes.db.session.flush()
         assert notes.storage.get_session("nope") is None
-        with pytest.raises(OperationalError, match="database is locked"):
+        with pytest.raises(StorageUnavailable) as info:  # a 503 for the token endpoint
             notes.ws.core.issue_token("1")
+        assert isinstance(info.value.__cause__, OperationalError)
+        assert "database is locked" in str(info.value.__cause__)
         notes.db.session.rollback()
         notes.ws.core.issue_token("1")  # fine once the request's transaction is over
     dispose(notes, app)

@@ -107,3 +107,13 @@ def test_bad_token_is_refused_at_the_handshake(stack, db: Database):
         )
     assert info.value.response.status_code == 403
     assert list(db.storage.iter_connection_ids()) == []
+
+
+def test_token_in_the_subprotocol_through_the_local_gateway(stack):
+    """Issue 17 item 5 through Flask: see ``tests/security/test_token_subprotocol.py``."""
+    from tests.security.test_token_subprotocol import check_through_gateway
+
+    app, ws, gateway = stack
+    check_through_gateway(
+        ws.state(app).core, gateway, user="1", origin="https://x.test", ping=False
+    )

@@ -338,11 +338,16 @@ class WebSocketTokenView(View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         """Issue a token (see :func:`apigw_ws_core.tokens.token_endpoint`)."""
-        user = request.user
+        app = get_app()
+        try:
+            user = request.user
+            user_id = user.pk if user.is_authenticated else None
+        except Exception as exc:  # the session store or the user table is down: JSON 503
+            return reply_to_response(app.failure_reply(exc))
         token_request = TokenRequest(
-            user_id=user.pk if user.is_authenticated else None,
+            user_id=user_id,
             headers=request.headers,
             read=request.read,
             form=request.POST.dict,
         )
-        return reply_to_response(token_endpoint(get_app(), token_request))
+        return reply_to_response(token_endpoint(app, token_request))

@@ -88,8 +88,12 @@ def token() -> Response:
     """Issue a connection token for the logged-in user (see
     :func:`apigw_ws_core.tokens.token_endpoint`)."""
     state = _state()
+    try:
+        user_id = state.extension.current_user_id()
+    except Exception as exc:  # the user loader's database is down: JSON 503, not HTML
+        return to_response(state.core.failure_reply(exc))
     token_request = TokenRequest(
-        user_id=state.extension.current_user_id(),
+        user_id=user_id,
         method=request.method,
         headers=dict(request.headers.items()),
         read=request.stream.read,

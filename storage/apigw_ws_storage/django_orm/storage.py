@@ -40,7 +40,14 @@ from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    transaction,
+)
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, F, Max, Value
 from django.db.models.functions import Coalesce
@@ -926,6 +933,14 @@ class DjangoStorage(Storage):
             counters=expired_counters,
             history_messages=expired_messages,
         )
+
+    def is_unavailable(self, error: BaseException) -> bool:
+        """Django's ``OperationalError`` / ``InterfaceError`` (connection refused or lost,
+        server gone away, read timeout): the database is unavailable (see
+        :meth:`Storage.is_unavailable`)."""
+        if isinstance(error, OperationalError | InterfaceError):
+            return True
+        return super().is_unavailable(error)
 
     def describe(self) -> dict[str, Any]:
         """Backend, database alias and vendor, for logs and diagnostics."""

@@ -7,11 +7,12 @@ a plain WSGI app, a Lambda function or a script::
     from sqlalchemy.orm import sessionmaker
     from apigw_ws_storage.sqla import SqlaStorage
 
-    engine = create_engine("postgresql+psycopg://app@db/app")
+    engine = create_engine("postgresql+psycopg://app@db/app", pool_pre_ping=True)
     storage = SqlaStorage(sessionmaker(engine))
     storage.create_tables()          # or let Alembic create them (see make_models)
 """
 
+from apigw_ws_storage.sqla.engine import create_bounded_engine
 from apigw_ws_storage.sqla.models import (
     DEFAULT_MODELS,
     NAMING_CONVENTION,
@@ -30,6 +31,7 @@ __all__ = [
     "SqlaStorage",
     "UTCDateTime",
     "binary_string",
+    "create_bounded_engine",
     "make_models",
     "metadata",
 ]

@@ -40,7 +40,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
@@ -174,6 +181,16 @@ class SqlaStorage(Storage):
     def describe(self) -> dict[str, Any]:
         """Backend name and table prefix."""
         return {"backend": type(self).__name__, "prefix": self.models.prefix}
+
+    def is_unavailable(self, error: BaseException) -> bool:
+        """Connection refused or lost, server gone away, read timeout (the driver's
+        ``OperationalError`` / ``InterfaceError``), pool exhausted or an invalidated
+        connection: the database is unavailable (see :meth:`Storage.is_unavailable`)."""
+        if isinstance(error, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
+            return True
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        return super().is_unavailable(error)
 
     # --- sessions ------------------------------------------------------------------
 
