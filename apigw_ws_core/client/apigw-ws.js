@@ -65,7 +65,14 @@
  * @property {string | null} [channel] Channel to join at connect (`?channel=`).
  * @property {Record<string, string | number | boolean | null | undefined>} [params] Extra query
  *   parameters on the WebSocket URL.
- * @property {string | string[]} [protocols] WebSocket subprotocols.
+ * @property {string | string[]} [protocols] WebSocket subprotocols (default: `apigw-ws` when the
+ *   token travels as a subprotocol). The server selects the first one.
+ * @property {'protocol' | 'query'} [tokenIn] Where the token travels (default `protocol`): as the
+ *   subprotocol `apigw-ws.token.<token>` offered after `protocols`, which keeps it out of URLs and
+ *   so out of access logs; or in the query string (`tokenParam`). A token that is not a valid
+ *   subprotocol (only letters, digits and ``!#$%&'*+-.^_`|~``) goes in the query string.
+ * @property {string} [tokenProtocolPrefix] Prefix of the token subprotocol (default
+ *   `apigw-ws.token.`, the server's `token_subprotocol_prefix`).
  * @property {string} [tokenParam] Query parameter carrying the token (default `ws_token`).
  * @property {string} [channelParam] Query parameter carrying the channel (default `channel`).
  * @property {string} [actionKey] Key naming the handler in sent messages (default `action`).
@@ -203,6 +210,8 @@ export const DEFAULTS = Object.freeze({
   channel: null,
   params: {},
   protocols: undefined,
+  tokenIn: 'protocol',
+  tokenProtocolPrefix: 'apigw-ws.token.',
   tokenParam: 'ws_token',
   channelParam: 'channel',
   tokenRequest: {},
@@ -227,6 +236,12 @@ export const DEFAULTS = Object.freeze({
 
 /** Most channels one `$recover` request names (the server's limit). */
 const MAX_RECOVER_CHANNELS = 32;
+
+/** The subprotocol offered (and selected by the server) next to the token subprotocol. */
+export const DEFAULT_PROTOCOL = 'apigw-ws';
+
+/** What a WebSocket subprotocol may hold (an RFC 7230 token); browsers refuse anything else. */
+const SUBPROTOCOL = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Connection states, in the order a client usually goes through them. */
 export const State = Object.freeze({
@@ -789,10 +804,19 @@ export class ApigwWsClient extends EventTarget {
     }
     const query = { ...this.options.params };
     if (this._channel !== null) query[this.options.channelParam] = this._channel;
-    if (token) query[this.options.tokenParam] = token.token;
+    let protocols = this.options.protocols;
+    if (token) {
+      const asProtocol = this.options.tokenIn === 'protocol' && SUBPROTOCOL.test(token.token);
+      if (asProtocol) {
+        const own = protocols === undefined ? [DEFAULT_PROTOCOL] : Array.isArray(protocols) ? protocols : [protocols];
+        protocols = [...own, this.options.tokenProtocolPrefix + token.token];
+      } else {
+        query[this.options.tokenParam] = token.token;
+      }
+    }
     let ws;
     try {
-      ws = new this._WebSocket(websocketUrl(base, query), this.options.protocols);
+      ws = new this._WebSocket(websocketUrl(base, query), protocols);
     } catch (error) {
       this._emit('error', { kind: 'socket', message: String(error && error.message), error });
       this._scheduleReconnect('socket_error');

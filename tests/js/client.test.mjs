@@ -98,7 +98,9 @@ describe('connecting', () => {
     assert.equal(call.init.credentials, 'same-origin');
     assert.equal(call.init.headers.Accept, 'application/json');
     const ws = FakeWebSocket.last;
-    assert.deepEqual(ws.query, { v: '2', channel: 'general', ws_token: 'tok-1' });
+    assert.deepEqual(ws.query, { v: '2', channel: 'general' }); // no token in the URL
+    assert.deepEqual(ws.protocols, ['apigw-ws', 'apigw-ws.token.tok-1']);
+    assert.equal(ws.token, 'tok-1');
     assert.ok(ws.url.startsWith(`${WS_URL}?`));
     ws.serverOpen();
     await done;
@@ -158,7 +160,8 @@ describe('connecting', () => {
     const { client } = makeClient({ url: undefined, fetch });
     client.connect();
     await flush();
-    assert.equal(FakeWebSocket.last.url, 'wss://local.test:8001/local?ws_token=t');
+    assert.equal(FakeWebSocket.last.url, 'wss://local.test:8001/local');
+    assert.equal(FakeWebSocket.last.token, 't');
   });
 
   test('getToken replaces the token endpoint', async () => {
@@ -174,7 +177,7 @@ describe('connecting', () => {
     await opened(client);
     assert.equal(fetch.calls.length, 0);
     assert.deepEqual(asked, [{ channel: 'lobby', attempt: 0 }]);
-    assert.equal(FakeWebSocket.last.query.ws_token, 'custom-1');
+    assert.equal(FakeWebSocket.last.token, 'custom-1');
   });
 
   test('tokenRequest adds headers and overrides fetch options', async () => {
@@ -235,7 +238,7 @@ describe('reconnecting', () => {
     assert.equal(fetch.calls.length, 2, 'a fresh token for the new connection');
     const second = FakeWebSocket.last;
     assert.notEqual(second, first);
-    assert.equal(second.query.ws_token, 'tok-2');
+    assert.equal(second.token, 'tok-2');
     assert.equal(second.query.channel, 'general');
     second.serverOpen();
     assert.deepEqual(events.of('open').at(-1), { channel: 'general', reconnected: true });
@@ -416,7 +419,7 @@ describe('tokens', () => {
     assert.deepEqual(events.of('reconnecting')[1], { attempt: 2, delay: 1000, reason: 'token_failed' });
     mock.timers.tick(1000);
     await flush();
-    assert.equal(FakeWebSocket.last.query.ws_token, 'finally');
+    assert.equal(FakeWebSocket.last.token, 'finally');
   });
 
   test('a token response without a token is an error, retried', async () => {
@@ -448,6 +451,52 @@ describe('tokens', () => {
     assert.equal(fetch.calls[0].init.signal.aborted, true);
     assert.equal(FakeWebSocket.instances.length, 0);
     await assert.rejects(done);
+  });
+});
+
+describe('token transport', () => {
+  const getToken = (value) => () => value;
+
+  test('by default the token is a subprotocol after apigw-ws, never in the URL', async () => {
+    const { client } = makeClient({ tokenUrl: undefined, getToken: getToken('Ab_-9') });
+    const ws = await opened(client);
+    assert.deepEqual(ws.protocols, ['apigw-ws', 'apigw-ws.token.Ab_-9']);
+    assert.ok(!ws.url.includes('Ab_-9'));
+  });
+
+  test('own protocols come first, the token last', async () => {
+    const { client } = makeClient({ tokenUrl: undefined, getToken: getToken('t1'), protocols: 'v2' });
+    assert.deepEqual((await opened(client)).protocols, ['v2', 'apigw-ws.token.t1']);
+    const other = makeClient({ tokenUrl: undefined, getToken: getToken('t2'), protocols: ['a', 'b'] });
+    assert.deepEqual((await opened(other.client)).protocols, ['a', 'b', 'apigw-ws.token.t2']);
+  });
+
+  test("tokenIn: 'query' keeps the old ?ws_token= and the given protocols", async () => {
+    const { client } = makeClient({
+      tokenUrl: undefined,
+      getToken: getToken('q1'),
+      tokenIn: 'query',
+      protocols: ['v1'],
+    });
+    const ws = await opened(client);
+    assert.equal(ws.query.ws_token, 'q1');
+    assert.deepEqual(ws.protocols, ['v1']);
+  });
+
+  test('a token a browser would refuse as a subprotocol goes in the query string', async () => {
+    const { client } = makeClient({ tokenUrl: undefined, getToken: getToken('a/b=c') });
+    const ws = await opened(client);
+    assert.equal(ws.query.ws_token, 'a/b=c');
+    assert.equal(ws.protocols, undefined);
+  });
+
+  test('a custom prefix matches the server setting', async () => {
+    const { client } = makeClient({
+      tokenUrl: undefined,
+      getToken: getToken('t'),
+      tokenProtocolPrefix: 'myapp.auth.',
+    });
+    assert.deepEqual((await opened(client)).protocols, ['apigw-ws', 'myapp.auth.t']);
   });
 });
 
@@ -598,7 +647,7 @@ describe('maximum connection age', () => {
     await flush();
     assert.equal(fetch.calls.length, 2);
     const second = FakeWebSocket.last;
-    assert.equal(second.query.ws_token, 'tok-2');
+    assert.equal(second.token, 'tok-2');
     second.serverOpen();
     assert.deepEqual(second.sentJSON, [
       { action: '$recover', channels: { general: null } },

@@ -26,6 +26,13 @@ export class FakeWebSocket extends EventTarget {
     FakeWebSocket.instances.push(this);
   }
 
+  /** The connection token, wherever the client put it (subprotocol or query string). */
+  get token() {
+    const offered = this.protocols === undefined ? [] : [].concat(this.protocols);
+    const carried = offered.find((p) => p.startsWith('apigw-ws.token.'));
+    return carried ? carried.slice('apigw-ws.token.'.length) : (this.query.ws_token ?? null);
+  }
+
   get query() {
     return Object.fromEntries(new URL(this.url).searchParams);
   }
