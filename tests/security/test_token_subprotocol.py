@@ -120,7 +120,7 @@ def wsgi_stack() -> Iterator[tuple[Any, LocalGateway]]:
 @pytest.fixture
 def lambda_stack() -> Iterator[tuple[Any, LocalGateway]]:
     app = make_app(allowed_origins=["https://app.example"])
-    with LocalGateway(config_from_lambda(make_handler(app))) as gateway:
+    with LocalGateway(config_from_lambda(make_handler(app), two_way=True)) as gateway:
         yield app, gateway
 
 
