@@ -822,6 +822,7 @@ class WebSocketApp:
         exclude: str | Iterable[str] | None = None,
         attributes: Mapping[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        ephemeral: bool = False,
     ) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to one connection, a channel, a
         user's connections, or every connected session. Blocks until done; see
@@ -834,7 +835,8 @@ class WebSocketApp:
 
         To a history channel (``Config.history``) the message is appended to the channel's
         history first (one storage write, whatever the number of recipients) and travels
-        in the envelope ``{"channel", "offset", "epoch", "data"}``.
+        in the envelope ``{"channel", "offset", "epoch", "data"}``; with ``ephemeral`` it is
+        sent as it is and not kept (presence events, typing indicators).
 
         ``progress`` is called with the number of recipients just finished (progress bars;
         see :func:`~apigw_ws_core.fanout.fanout`)."""
@@ -847,7 +849,7 @@ class WebSocketApp:
             exclude=exclude,
             attributes=attributes,
         )
-        payload, offset, epoch = self._with_history(payload, channel)
+        payload, offset, epoch = self._with_history(payload, None if ephemeral else channel)
         report = fanout(
             self.transport,
             payload,
@@ -859,6 +861,20 @@ class WebSocketApp:
         if offset is None:
             return report
         return attrs.evolve(report, offset=offset, epoch=epoch)
+
+    def broadcast(self, data: Any, *, sender: str, channel: str, **target: Any) -> SendReport:
+        """Send ``data`` to everyone in ``channel`` but the connection ``sender`` (the
+        handler context's ``ctx.broadcast`` and the adapters' shortcuts call this).
+
+        On a history channel the sender then gets ``{"type": "$skip", "channel",
+        "offset", "epoch"}`` (a few bytes, not its own message back): the browser client
+        counts that offset as seen, so the sender's own message never comes back as a gap
+        or in a recovery, while its page shows what it sent itself."""
+        report = self.send(data, channel=channel, exclude=sender, **target)
+        if report.offset is not None:
+            skip = {"type": "$skip", "channel": channel, "offset": report.offset}
+            self.send({**skip, "epoch": report.epoch}, connection_id=sender)
+        return report
 
     def prepare_payload(self, payload: bytes, channel: str | None) -> bytes:
         """The bytes a send of ``payload`` to ``channel`` posts: for a history channel

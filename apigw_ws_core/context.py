@@ -73,22 +73,9 @@ class HandlerContext:
         "epoch"}`` (a few bytes instead of its own message back): the browser client counts
         that offset as seen, so the sender's own message never comes back as a gap or in a
         recovery (the page shows what it sent itself)."""
-        report = self.app.send(
-            data,
-            channel=channel or self.session.channel_name,
-            exclude=self.connection_id,
-            **target,
+        return self.app.broadcast(
+            data, sender=self.connection_id, channel=channel or self.session.channel_name, **target
         )
-        if report.offset is not None:
-            self.reply(
-                {
-                    "type": "$skip",
-                    "channel": channel or self.session.channel_name,
-                    "offset": report.offset,
-                    "epoch": report.epoch,
-                }
-            )
-        return report
 
     def subscribe(self, channel: str) -> bool:
         """Join ``channel`` through the channel policy (raises ``ChannelForbidden``)."""

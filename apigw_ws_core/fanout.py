@@ -441,9 +441,7 @@ def fanout(
             try:
                 marked = storage.mark_disconnected(state.gone, datetime.now(UTC))
             except Exception:
-                log.exception(
-                    "could not mark %d gone connection(s) disconnected", len(state.gone)
-                )
+                log.exception("could not mark %d gone connection(s) disconnected", len(state.gone))
         report = SendReport(
             delivered=state.delivered,
             gone=tuple(state.gone),

@@ -223,9 +223,7 @@ class OtelInstrumentation:
                 }
             )
             if report.failed:
-                span.set_status(
-                    Status(StatusCode.ERROR, report.first_error or "recipients failed")
-                )
+                span.set_status(Status(StatusCode.ERROR, report.first_error or "recipients failed"))
         if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))

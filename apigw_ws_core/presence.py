@@ -16,7 +16,8 @@ message ``{"action": "$presence", "channel": "presence-room"}`` and receives
 ``{"type": "$presence", "channel": ..., "members": [...], "connections": n}``. Anything
 that changes after that read arrives as an event, so the list plus the events is complete.
 
-Events are at least once: a user whose two connections join at the same instant may be
+Events are never kept in a channel's history (they are sent ``ephemeral``), even on a history
+channel. Events are at least once: a user whose two connections join at the same instant may be
 announced twice (each connection sees the other only after both are stored; the earliest
 one always announces). Clients keep members as a set, which makes duplicates harmless.
 """
@@ -54,6 +55,7 @@ def announce_join(app: WebSocketApp, session: Session, channel: str) -> bool:
         {"type": "member_added", "channel": channel, "user_id": uid},
         channel=channel,
         exclude=session.connection_id,
+        ephemeral=True,
     )
     return True
 
@@ -65,7 +67,11 @@ def announce_leave(app: WebSocketApp, user_id: str | None, channel: str) -> bool
         return False
     if app.storage.user_sessions(user_id, channel=channel, limit=1):
         return False
-    app.send({"type": "member_removed", "channel": channel, "user_id": user_id}, channel=channel)
+    app.send(
+        {"type": "member_removed", "channel": channel, "user_id": user_id},
+        channel=channel,
+        ephemeral=True,
+    )
     return True
 
 

@@ -1,5 +1,10 @@
 """A small Flask chat on API Gateway WebSockets: rooms, presence, a staff-only room, demo users.
 
+Rooms are history channels (the recent lines live in apigw-ws's channel history: no table of
+our own), presence comes from apigw-ws's ``member_added`` / ``member_removed`` events, a line
+goes to everyone in the room but its sender, and each connection's ``device`` attribute
+(declared below) travels with its lines.
+
 The page is the shared chat UI in ``examples/chat_ui`` on the apigw-ws browser client, which
 the ``apigw_ws_client`` blueprint serves from the installed package.
 
@@ -11,7 +16,11 @@ Run it locally (SQLite, the local gateway in front of ``flask run``)::
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +32,6 @@ from sqlalchemy.orm import sessionmaker
 
 from apigw_ws_core import HandlerContext
 from apigw_ws_core.channels import AUTHENTICATED, AUTHORIZED, ChannelPolicy, ChannelRule
-from apigw_ws_core.events import DisconnectEvent
 from apigw_ws_flask import ApigwWebSocket
 from apigw_ws_storage.sqla import SqlaStorage
 
@@ -39,6 +47,8 @@ STAFF = {"alice"}
 #: The page's JavaScript and CSS, shared with the Django example.
 CHAT_UI_STATIC = Path(__file__).resolve().parent.parent / "chat_ui" / "static"
 DEMO_PASSWORD = "demo"  # demo only: every demo user has this password
+#: What a page-made line id may look like (a UUID, or the page's fallback).
+LINE_ID = re.compile(r"\A[A-Za-z0-9-]{8,64}\Z")
 
 
 class User(UserMixin):
@@ -60,6 +70,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         APIGW_WS_SECRET="dev-secret-change-me",
         # The local gateway's address; in production, your API's wss:// URL.
         CHAT_WS_URL="ws://127.0.0.1:8001/local",
+        # Rooms keep their last 200 lines for a day: clients that reconnect recover what
+        # they missed, and the page loads recent lines from there.
+        APIGW_WS_HISTORY=[{"pattern": "room-*", "size": 200, "ttl": 86400}],
+        # Rooms announce who comes and goes (per user, not per tab).
+        APIGW_WS_PRESENCE_CHANNELS=["room-*"],
+        # ?device=mobile|desktop from the page, validated and kept with the connection.
+        APIGW_WS_CONNECTION_ATTRIBUTES=[
+            {"name": "device", "choices": ["mobile", "desktop"], "default": "desktop"}
+        ],
     )
     app.config.from_prefixed_env()  # FLASK_APIGW_WS_MANAGEMENT_ENDPOINT from `apigw-ws local`
     app.config.update(config or {})
@@ -91,24 +110,25 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     ws = ApigwWebSocket(app, storage=storage, policy=policy, transport=app.config.get("TRANSPORT"))
 
-    def presence_update(channel: str) -> None:
-        people = sorted(ws.presence(channel).user_ids)
-        ws.send({"type": "presence", "room": channel, "users": people}, channel=channel)
-
-    @ws.on_disconnect
-    def left(connection_id: str, event: DisconnectEvent) -> None:
-        session = storage.get_session(connection_id)
-        if session is not None:
-            presence_update(session.channel_name)
-
     @ws.handler("chat_message")
     def chat_message(ctx: HandlerContext, message: dict[str, Any]) -> None:
         text = str(message.get("text", "")).strip()[:500]
-        if text:
-            ctx.send(
-                {"type": "chat", "user": ctx.user_id, "text": text},
-                channel=ctx.session.channel_name,
-            )
+        if not text:
+            return
+        given = message.get("id")
+        line_id = given if isinstance(given, str) and LINE_ID.match(given) else uuid.uuid4().hex
+        # Everyone in the room but the sender, whose page shows the line already.
+        ctx.broadcast(
+            {
+                "type": "chat",
+                "id": line_id,
+                "room": ctx.session.channel_name,
+                "user": ctx.user_id,
+                "text": text,
+                "ts": datetime.now(UTC).isoformat(),
+                "device": ctx.attributes.get("device"),
+            }
+        )
 
     @ws.handler("ping")
     def ping(ctx: HandlerContext, message: dict[str, Any]) -> None:
@@ -116,9 +136,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @ws.handler("join")
     def join(ctx: HandlerContext, message: dict[str, Any]) -> None:
-        # Sent by the page once the socket is open. (Not from an on_connect hook: during
-        # $connect API Gateway cannot deliver to the new connection yet and answers 410.)
-        presence_update(ctx.session.channel_name)
+        # Sent by the page once the socket is open (during $connect API Gateway cannot
+        # deliver to the new connection yet): the room's recent lines, from its history.
+        channel = ctx.session.channel_name
+        recent = ws.history(channel, limit=50).messages
+        ctx.reply(
+            {
+                "type": "history",
+                "room": channel,
+                "messages": [json.loads(line.payload) for line in recent],
+            }
+        )
 
     # --- pages ---------------------------------------------------------------------
     @app.route("/login", methods=["GET", "POST"], endpoint="login")

@@ -461,3 +461,13 @@ def test_broadcast_on_a_history_channel_acks_the_sender_with_its_offset():
     report = app.send({"x": 1}, channel="room-1")
     assert (report.offset, report.epoch) == (2, env["epoch"])
     assert app.send({"x": 1}, channel="lobby").offset is None
+
+
+def test_presence_events_on_a_history_channel_are_not_kept():
+    app = make_app(presence_channels=["room-*"], history=HISTORY)
+    watcher = join(app, "1", channel="room-1")
+    join(app, "2", channel="room-1")
+    assert events(app, watcher) == [{"type": "member_added", "channel": "room-1", "user_id": "2"}]
+    assert app.history("room-1").offset == 0
+    report = app.send({"typing": "1"}, channel="room-1", ephemeral=True)
+    assert report.offset is None and app.history("room-1").offset == 0

@@ -150,16 +150,23 @@ def test_apigw_ws_local_with_a_real_websocket_client(example_db: Path):
         with ws_client.connect(url + token("room-general"), origin=base, open_timeout=15) as a:
             a.send(json.dumps({"action": "join"}))
             assert recv(a)["type"] == "history"
+            a.send(json.dumps({"action": "$presence", "channel": "room-general"}))
             presence = recv(a)
-            assert presence["type"] == "presence"
-            assert [u["name"] for u in presence["users"]] == ["alice"]
-            a.send(json.dumps({"action": "chat_message", "text": "through the gateway"}))
-            line = recv(a)
-            assert (line["type"], line["name"], line["text"]) == (
-                "chat_message",
-                "alice",
-                "through the gateway",
-            )
+            assert presence["type"] == "$presence" and len(presence["members"]) == 1
+            with ws_client.connect(
+                url.replace("room-general", "room-general&device=mobile") + token("room-general"),
+                origin=base,
+                open_timeout=15,
+            ) as b:
+                b.send(json.dumps({"action": "chat_message", "text": "through the gateway"}))
+                line = recv(a)["data"]
+                assert (line["type"], line["name"], line["text"], line["device"]) == (
+                    "chat_message",
+                    "alice",
+                    "through the gateway",
+                    "mobile",
+                )
+                assert recv(b)["type"] == "$skip"
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -74,11 +74,50 @@ def test_chat_app_with_test_client(chat_module, tmp_path):
     cid = new_connection_id()
     assert post("connect", cid, query=f"channel=room-random&ws_token={token}").status_code == 200
     assert post("default", cid, {"handler": "join"}).status_code == 200
+    assert (
+        post("default", cid, {"action": "$presence", "channel": "room-random"}).status_code == 200
+    )
     assert transport.messages_for(cid) == [
-        {"type": "presence", "room": "room-random", "users": ["alice"]}
+        {"type": "history", "room": "room-random", "messages": []},
+        {"type": "$presence", "channel": "room-random", "members": ["alice"], "connections": 1},
     ]
-    assert post("default", cid, {"handler": "chat_message", "text": " hi "}).status_code == 200
-    assert transport.messages_for(cid)[-1] == {"type": "chat", "user": "alice", "text": "hi"}
+    # a second tab of bob's: alice hears bob arrive (presence event), then his line
+    bob = new_connection_id()
+    with app.test_client() as bob_browser:
+        login_csrf = _csrf(bob_browser.get("/login").get_data(as_text=True))
+        bob_browser.post(
+            "/login", data={"username": "bob", "password": "demo", "csrf_token": login_csrf}
+        )
+        bob_token = bob_browser.post(
+            "/ws/token",
+            json={"channel": "room-random"},
+            headers={"X-CSRFToken": _csrf(bob_browser.get("/?room=random").get_data(True))},
+        ).get_json()["token"]
+    query = f"channel=room-random&device=mobile&ws_token={bob_token}"
+    assert post("connect", bob, query=query).status_code == 200
+    assert transport.messages_for(cid)[-1] == {
+        "type": "member_added",
+        "channel": "room-random",
+        "user_id": "bob",
+    }
+    line = {"handler": "chat_message", "text": " hi ", "id": "0123456789-abcdef"}
+    assert post("default", bob, line).status_code == 200
+    received = transport.messages_for(cid)[-1]
+    assert received["channel"] == "room-random" and received["offset"] == 1
+    data = received["data"]
+    assert (data["user"], data["text"], data["id"], data["device"]) == (
+        "bob",
+        "hi",
+        "0123456789-abcdef",
+        "mobile",
+    )
+    # not echoed to bob: only the offset of his own line
+    assert transport.messages_for(bob) == [
+        {"type": "$skip", "channel": "room-random", "offset": 1, "epoch": received["epoch"]}
+    ]
+    # the next page load gets the line from the room's history
+    assert post("default", cid, {"handler": "join"}).status_code == 200
+    assert transport.messages_for(cid)[-1]["messages"] == [data]
     # Rooms need a login; other channels do not exist.
     assert post("connect", new_connection_id(), query="channel=room-general").status_code == 401
     assert post("disconnect", cid).status_code == 200
@@ -138,14 +177,14 @@ def test_flask_apigw_ws_local_end_to_end(tmp_path):
         url = f"ws://127.0.0.1:{gw_port}/local?channel=room-general&ws_token={token}"
         with websockets_sync.connect(url, open_timeout=10) as conn:
             conn.send(json.dumps({"handler": "join"}))
+            history = json.loads(conn.recv(timeout=10))
+            assert history == {"type": "history", "room": "room-general", "messages": []}
+            conn.send(json.dumps({"action": "$presence", "channel": "room-general"}))
             presence = json.loads(conn.recv(timeout=10))
-            assert presence == {"type": "presence", "room": "room-general", "users": ["bob"]}
+            assert presence["members"] == ["bob"]
             conn.send(json.dumps({"handler": "chat_message", "text": "hello"}))
-            assert json.loads(conn.recv(timeout=10)) == {
-                "type": "chat",
-                "user": "bob",
-                "text": "hello",
-            }
+            skip = json.loads(conn.recv(timeout=10))  # our own line: its offset, not the line
+            assert (skip["type"], skip["channel"], skip["offset"]) == ("$skip", "room-general", 1)
     except BaseException:
         log.seek(0)
         print(log.read())

@@ -165,9 +165,9 @@ class WebSocketSessionProxy:
 
     def broadcast(self, data: Any, channel: str | None = None) -> SendReport:
         """Send ``data`` to everyone in ``channel`` (default: the ``$connect`` channel) but
-        this connection."""
-        return self.app.send(
-            data, channel=channel or self.record.channel_name, exclude=self.record.connection_id
+        this connection (see :meth:`~apigw_ws_core.app.WebSocketApp.broadcast`)."""
+        return self.app.broadcast(
+            data, sender=self.record.connection_id, channel=channel or self.record.channel_name
         )
 
     def channels(self) -> list[str]:

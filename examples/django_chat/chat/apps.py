@@ -4,11 +4,7 @@ from django.apps import AppConfig
 
 
 class ChatConfig(AppConfig):
-    """Rooms, messages, the WebSocket handlers and the presence signals."""
+    """Rooms, messages and the WebSocket handlers (presence comes from apigw-ws events)."""
 
     name = "chat"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        """Connect the presence receivers."""
-        from chat import signals  # noqa: F401

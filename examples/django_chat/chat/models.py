@@ -44,6 +44,7 @@ class Message(models.Model):
         """The ``chat_message`` event the page renders."""
         return {
             "type": "chat_message",
+            "id": f"line-{self.pk}",
             "room": self.room.channel,
             "user": str(self.user_id),
             "name": self.user.get_username(),

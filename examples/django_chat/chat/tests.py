@@ -33,20 +33,29 @@ class ChatTests(TestCase):
         bob = self.ws.connect(user=self.bob, channel="room-general")
         assert alice.response.status_code == 200
 
+        # presence: alice heard bob arrive; bob asks who is there once connected
+        assert alice.received[-1]["type"] == "member_added"
         bob.send({"action": "join"})
-        history, presence = bob.received
+        bob.send({"action": "$presence", "channel": "room-general"})
+        history, members = bob.received
         assert history["type"] == "history"
-        assert [u["name"] for u in presence["users"]] == ["alice", "bob"]
+        assert members["members"] == sorted([str(self.alice.pk), str(self.bob.pk)])
 
-        alice.send({"action": "chat_message", "text": "  hello  "})
-        line = alice.received[-1]
+        alice.send({"action": "chat_message", "text": "  hello  ", "id": "a1b2c3d4-line"})
+        line = bob.received[-1]["data"]  # rooms are history channels: the envelope's data
         assert (line["type"], line["name"], line["text"]) == ("chat_message", "alice", "hello")
-        assert bob.received[-1] == line
+        assert line["id"] == "a1b2c3d4-line"
+        # not echoed to alice: she gets only the offset of her line ($skip)
+        assert alice.received[-1]["type"] == "$skip"
         assert Message.objects.get().text == "hello"
         # --8<-- [end:test]
 
         bob.disconnect()
-        assert [u["name"] for u in alice.received[-1]["users"]] == ["alice"]
+        assert alice.received[-1] == {
+            "type": "member_removed",
+            "channel": "room-general",
+            "user_id": str(self.bob.pk),
+        }
 
     def test_staff_room(self) -> None:
         refused = self.ws.connect(user=self.bob, channel="room-staff")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
@@ -36,6 +37,10 @@ def chat_page(request: HttpRequest) -> HttpResponse:
             for r in rooms
         ],
         "initialRoom": initial.channel if initial else "",
+        # names for the presence list (apigw-ws's presence events carry user ids)
+        "people": {
+            str(pk): name for pk, name in get_user_model().objects.values_list("pk", "username")
+        },
         "logout": {"url": reverse("logout"), "method": "post", "csrfToken": csrf},
     }
     return render(request, "chat/chat.html", {"chat_config": config})

@@ -96,6 +96,14 @@ APIGW_WS = {
     "ALLOWED_ORIGINS": [o for o in os.environ.get("CHAT_ALLOWED_ORIGINS", "").split(",") if o],
     # Who may join which room (chat/policy.py).
     "CHANNEL_POLICY": "chat.policy.channel_policy",
+    # Rooms keep their last 200 messages for a day: a page that reconnects recovers them.
+    "HISTORY": [{"pattern": "room-*", "size": 200, "ttl": 86400}],
+    # Rooms tell their members who comes and goes (member_added / member_removed).
+    "PRESENCE_CHANNELS": ["room-*"],
+    # ?device=mobile|desktop from the page, validated and kept with the connection.
+    "CONNECTION_ATTRIBUTES": [
+        {"name": "device", "choices": ["mobile", "desktop"], "default": "desktop"}
+    ],
 }
 # The WebSocket URL the page connects to: your API's wss:// URL in production.
 CHAT_WS_URL = os.environ.get("CHAT_WS_URL", "ws://127.0.0.1:8001/local")

@@ -9,22 +9,33 @@
 //     "csrfToken": "...",                       // optional: else meta tag / cookie
 //     "rooms": [{"name": "general", "title": "General", "description": "...", "private": false}],
 //     "initialRoom": "general",
+//     "people": {"1": "alice"},                 // optional: user id -> name, for presence
 //     "logout": {"url": "/logout/", "method": "post", "csrfToken": "..."}
 //   }
 //
 // Wire protocol with the example's handlers:
-//   browser -> server  {"action": "join"}                 after every (re)connect
-//                      {"action": "chat_message", "text"} a line for the current room
-//                      {"action": "ping"}                 the client's keepalive
-//   server -> browser  {"type": "presence", "room", "users": [{"id", "name"}]}
-//                      {"type": "history", "room", "messages": [...]}
-//                      {"type": "chat_message", "room", "user", "name", "text", "ts"}
+//   browser -> server  {"action": "join"}                       after every (re)connect
+//                      {"action": "$presence", "channel"}       the member list, after connect
+//                      {"action": "chat_message", "text", "id"} a line for the current room
+//                      {"action": "ping"}                       the client's keepalive
+//   server -> browser  {"type": "history", "room", "messages": [...]}   recent lines (join)
+//                      {"type": "$presence", "channel", "members": [user ids]}
+//                      {"type": "member_added" | "member_removed", "channel", "user_id"}
+//                      {"type": "chat_message", "room", "user", "name", "text", "ts", "id"}
 //                      {"type": "announcement", "text", "from"}
+//
+// Rooms are history channels: chat lines arrive in the envelope {channel, offset, epoch, data}
+// that the apigw-ws client unwraps; after a reconnect it recovers what was missed (shown with
+// a "recovered" note). The sender's own line is shown at once and not sent back to it (the
+// server excludes the sender); every line has an id, so a line is never shown twice.
+// The connection carries a `device` attribute (mobile / desktop), shown next to each line.
 
 const config = JSON.parse(document.getElementById('chat-config').textContent);
 const { ApigwWsClient } = await import(config.clientUrl);
 
-const rooms = new Map(config.rooms.map((room) => [room.name, { ...room, messages: [], users: [], opened: false, refused: null }]));
+const rooms = new Map(config.rooms.map((room) => [room.name, { ...room, messages: [], seen: new Set(), users: [], opened: false, refused: null }]));
+const people = config.people || {};
+const device = globalThis.matchMedia && matchMedia('(pointer: coarse)').matches ? 'mobile' : 'desktop';
 const me = config.user;
 let current = rooms.has(config.initialRoom) ? config.initialRoom : config.rooms[0].name;
 
@@ -185,7 +196,13 @@ function messageNode(message) {
     h(
       'div',
       { class: 'bubble' },
-      h('div', { class: 'meta' }, h('span', { class: 'author', text: message.name || 'someone' }), h('time', { text: clock(message.ts) })),
+      h(
+        'div',
+        { class: 'meta' },
+        h('span', { class: 'author', text: message.name || 'someone' }),
+        h('time', { text: clock(message.ts) }),
+        message.device ? h('span', { class: 'device', 'data-testid': 'message-device', text: message.device }) : null,
+      ),
       h('p', { class: 'text', 'data-testid': 'message-text', text: message.text }),
     ),
   );
@@ -237,6 +254,10 @@ function setStatus(kind, text) {
 function addMessage(roomName, message) {
   const room = rooms.get(roomName);
   if (!room) return;
+  if (message.id) {
+    if (room.seen.has(message.id)) return; // e.g. in the recent lines and also live
+    room.seen.add(message.id);
+  }
   room.messages.push(message);
   if (room.messages.length > 200) room.messages.shift();
   if (roomName === current) {
@@ -253,6 +274,7 @@ const client = new ApigwWsClient({
   tokenUrl: config.tokenUrl,
   csrfToken: config.csrfToken,
   channel: current,
+  params: { device }, // a declared connection attribute on the server
 });
 
 client.on('open', () => {
@@ -263,7 +285,18 @@ client.on('open', () => {
   }
   setStatus('open', 'Connected');
   client.send('join');
+  client.requestPresence(client.channel);
   renderRoom();
+});
+
+// After a reconnect the client recovers what this room missed; say so on the page.
+client.on('recovered', ({ channel, recovered, count }) => {
+  if (!recovered) {
+    addMessage(channel, { system: true, text: 'Some messages are too old to recover; reloading the room.' });
+    if (channel === client.channel) client.send('join');
+  } else if (count > 0) {
+    addMessage(channel, { system: true, recovered: true, text: `Recovered ${count} message${count === 1 ? '' : 's'} sent while you were offline.` });
+  }
 });
 
 client.on('reconnecting', ({ delay, reason }) => {
@@ -302,8 +335,37 @@ client.onMessage('chat', chatLine);
 client.onMessage('history', (m) => {
   const room = rooms.get(m.room || current);
   if (!room) return;
-  room.messages = [...m.messages];
+  // Recent lines first, then whatever arrived already and is not among them.
+  const ids = new Set(m.messages.map((line) => line.id).filter(Boolean));
+  const newer = room.messages.filter((line) => !line.id || !ids.has(line.id));
+  room.messages = [...m.messages.map((line) => ({ ...line, name: line.name || String(line.user ?? '') })), ...newer];
+  room.seen = new Set([...ids, ...newer.map((line) => line.id).filter(Boolean)]);
   if (room.name === current) renderRoom();
+});
+
+// Presence: the member list once connected, then one event per user who comes or goes.
+function person(id) {
+  return { id: String(id), name: people[id] || String(id) };
+}
+
+function setUsers(room, users) {
+  room.users = users.sort((a, b) => a.name.localeCompare(b.name));
+  if (room.name === current) renderPresence();
+}
+
+client.onMessage('$presence', (m) => {
+  const room = rooms.get(m.channel);
+  if (room) setUsers(room, m.members.map(person));
+});
+
+client.onMessage('member_added', (m) => {
+  const room = rooms.get(m.channel);
+  if (room && !room.users.some((u) => u.id === String(m.user_id))) setUsers(room, [...room.users, person(m.user_id)]);
+});
+
+client.onMessage('member_removed', (m) => {
+  const room = rooms.get(m.channel);
+  if (room) setUsers(room, room.users.filter((u) => u.id !== String(m.user_id)));
 });
 
 client.onMessage('presence', (m) => {
@@ -335,7 +397,10 @@ function onSubmit(event) {
   event.preventDefault();
   const text = input.value.trim();
   if (!text || rooms.get(current).refused) return;
-  client.send('chat_message', { text });
+  const id = globalThis.crypto && crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  client.send('chat_message', { text, id });
+  // Shown at once: the server sends the line to everyone else in the room, not back to us.
+  addMessage(current, { id, user: me.id, name: me.displayName || me.name, text, ts: new Date().toISOString(), device });
   input.value = '';
   input.focus();
 }
