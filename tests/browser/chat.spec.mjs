@@ -45,14 +45,17 @@ async function local(path, init) {
   return response.json();
 }
 
-/** Open gateway connections whose user agent carries `tag`, as {id, channel, token}. */
+/**
+ * Open gateway connections whose user agent carries `tag`, as {id, channel, token, subprotocol}
+ * (`token`: one in the URL, which the client no longer puts there by default).
+ */
 async function connectionsOf(tag) {
   const { connections } = await local('connections');
   return connections
     .filter((c) => c.state === 'OPEN' && c.userAgent.includes(tag))
     .map((c) => {
       const query = Object.fromEntries(c.query);
-      return { id: c.connectionId, channel: query.channel, token: query.ws_token };
+      return { id: c.connectionId, channel: query.channel, token: query.ws_token, subprotocol: c.subprotocol };
     });
 }
 
@@ -75,9 +78,19 @@ async function openUser(browser, role) {
   });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
-  const user = { role, username, tag, page, context, tokenRequests: 0, consoleErrors: [] };
+  const user = { role, username, tag, page, context, tokenRequests: 0, tokens: [], consoleErrors: [] };
   page.on('request', (request) => {
     if (request.method() === 'POST' && /token/i.test(new URL(request.url()).pathname)) user.tokenRequests += 1;
+  });
+  page.on('response', async (response) => {
+    const request = response.request();
+    if (request.method() !== 'POST' || !/token/i.test(new URL(request.url()).pathname)) return;
+    try {
+      const body = await response.json();
+      if (body && body.token) user.tokens.push(body.token);
+    } catch {
+      // not a token answer
+    }
   });
   page.on('console', (message) => {
     if (message.type() === 'error') user.consoleErrors.push(message.text());
@@ -178,6 +191,11 @@ async function main() {
       return open.length === 1 && open[0].channel === PUBLIC_ROOM ? open : null;
     });
     const tokensBefore = member.tokenRequests;
+    const tokenBefore = member.tokens[member.tokens.length - 1];
+    // the token travelled as a subprotocol: not in the URL, and Chromium accepted the
+    // server's selection of the plain protocol (issue 17 item 5)
+    check('token_not_in_url', before.token === undefined);
+    check('subprotocol_selected', before.subprotocol);
     await local(`connections/${encodeURIComponent(before.id)}/close`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
@@ -190,7 +208,8 @@ async function main() {
     await member.page.waitForSelector('[data-testid="status"].status-open');
     const [after] = await connectionsOf(member.tag);
     check('reconnected_new_connection', after.id !== before.id);
-    check('reconnected_new_token', Boolean(after.token) && after.token !== before.token);
+    const tokenAfter = member.tokens[member.tokens.length - 1];
+    check('reconnected_new_token', Boolean(tokenAfter) && tokenAfter !== tokenBefore);
     check('reconnect_fetched_token', member.tokenRequests - tokensBefore);
     check('reconnected_channel', after.channel);
 

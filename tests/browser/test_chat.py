@@ -100,6 +100,8 @@ def _assert_scenario(result: dict) -> None:
     assert checks["member_never_saw_private"] is True
     # dropped by the gateway: a new connection, opened with a newly fetched token
     assert checks["reconnected_new_connection"] is True
+    assert checks["token_not_in_url"] is True  # in Sec-WebSocket-Protocol (issue 17 item 5)
+    assert checks["subprotocol_selected"] == "apigw-ws"
     assert checks["reconnected_new_token"] is True
     assert checks["reconnect_fetched_token"] >= 1
     assert checks["received_after_reconnect"] is True
