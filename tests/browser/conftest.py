@@ -68,8 +68,10 @@ class ChatSite:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-def run_scenario(node: str, site: ChatSite, timeout: float = 240) -> dict:
-    """Run ``chat.spec.mjs`` against ``site``; return its JSON result."""
+def run_scenario(
+    node: str, site: ChatSite, timeout: float = 240, script: Path = SCENARIO
+) -> dict:
+    """Run ``script`` (default ``chat.spec.mjs``) against ``site``; return its JSON result."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -85,7 +87,7 @@ def run_scenario(node: str, site: ChatSite, timeout: float = 240) -> dict:
         **site.extra_env,
     }
     proc = subprocess.run(
-        [node, str(SCENARIO)],
+        [node, str(script)],
         cwd=ROOT,
         env=env,
         capture_output=True,
