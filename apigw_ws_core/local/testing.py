@@ -60,7 +60,9 @@ __all__ = [
 _T = TypeVar("_T")
 
 #: The line the CLI prints once it serves (``ws`` and ``management`` URLs).
-READY_LINE = re.compile(r"apigw-ws local ready ws=(?P<ws>\S+) management=(?P<management>\S+)")
+READY_LINE = re.compile(
+    r"apigw-ws local ready ws=(?P<ws>\S+) management=(?P<management>\S+)(?: ca=(?P<ca>\S+))?"
+)
 
 
 def wait_until(predicate: Callable[[], _T], timeout: float = 5.0, interval: float = 0.01) -> _T:
@@ -144,11 +146,14 @@ class _Inspector:
         """``http://host:port``."""
         raise NotImplementedError
 
+    @property
+    def ca_file(self) -> str | None:
+        """With TLS, the CA file clients trust (``None`` without TLS)."""
+        return None
+
     def _local(self, method: str, path: str, payload: Any = None) -> Any:
         """Call ``/_local/{path}``; ``None`` on 404."""
-        tls: TlsSetup | None = getattr(self, "tls", None)
-        cafile = str(tls.ca_file) if tls is not None else None
-        return _http_json(method, f"{self.base_url}/_local/{path}", payload, cafile=cafile)
+        return _http_json(method, f"{self.base_url}/_local/{path}", payload, cafile=self.ca_file)
 
     def connections(self, *, closed: bool = False) -> list[dict[str, Any]]:
         """Open connections (or, with ``closed=True``, recently closed ones)."""
@@ -196,9 +201,8 @@ class _Inspector:
 
     def management_client(self, **kwargs: Any) -> Any:
         """A boto3 management API client for this gateway (see :func:`management_client`)."""
-        tls: TlsSetup | None = getattr(self, "tls", None)
-        if tls is not None:
-            kwargs.setdefault("verify", str(tls.ca_file))
+        if self.ca_file is not None:
+            kwargs.setdefault("verify", self.ca_file)
         return management_client(self.management_endpoint, **kwargs)
 
     @property
@@ -249,6 +253,11 @@ class LocalGateway(_Inspector):
         if self._gateway is None:
             raise RuntimeError("the gateway is not running")
         return self._gateway
+
+    @property
+    def ca_file(self) -> str | None:
+        """With TLS, the CA file clients trust (``None`` without TLS)."""
+        return str(self.tls.ca_file) if self.tls is not None else None
 
     @property
     def base_url(self) -> str:
@@ -389,6 +398,7 @@ class GatewayProcess(_Inspector):
         self.process: subprocess.Popen[str] | None = None
         self.ws_url = ""
         self._management = ""
+        self._ca_file: str | None = None
         self.output: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
 
@@ -396,6 +406,11 @@ class GatewayProcess(_Inspector):
     def management_endpoint(self) -> str:
         """The boto3 ``endpoint_url`` printed by the gateway."""
         return self._management
+
+    @property
+    def ca_file(self) -> str | None:
+        """With ``--tls``, the CA file the gateway printed."""
+        return self._ca_file
 
     @property
     def base_url(self) -> str:
@@ -454,6 +469,7 @@ class GatewayProcess(_Inspector):
             if match:
                 self.ws_url = match["ws"]
                 self._management = match["management"]
+                self._ca_file = match["ca"]
                 return self
 
     def stop(self, timeout: float = 30.0) -> int | None:

@@ -199,9 +199,9 @@ def test_lambda_config() -> None:
     assert api.routes["chat"].integration.handler is handler
     # As on AWS, a Lambda's return value reaches the client only on declared two-way routes.
     assert not api.routes["chat"].two_way
-    assert config_from_lambda(handler, routes=["chat"], two_way_routes=["chat"]).routes[
-        "chat"
-    ].two_way
+    assert (
+        config_from_lambda(handler, routes=["chat"], two_way_routes=["chat"]).routes["chat"].two_way
+    )
     api2 = config_from_lambda("json:dumps", connect=False, disconnect=False)
     assert set(api2.routes) == {"$default"}
 

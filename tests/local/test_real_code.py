@@ -153,7 +153,10 @@ def test_cli_tls_prints_wss_and_the_ca_and_keeps_the_ca(tmp_path: Any, ws_connec
         assert first.management_endpoint.startswith("https://127.0.0.1:")
         context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         with ws_connect(first.ws_url, ssl=context):
-            pass
+            assert first.ca_file == str(tmp_path / "ca.pem")
+            # The /_local/ helpers and boto3 go over https too, trusting the printed CA.
+            (cid,) = wait_until(first.connection_ids)
+            first.management_client().post_to_connection(ConnectionId=cid, Data=b"x")
         ca = (tmp_path / "ca.pem").read_bytes()
         assert oct((tmp_path / "ca-key.pem").stat().st_mode & 0o777) == "0o600"
     finally:
