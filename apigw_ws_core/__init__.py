@@ -13,6 +13,7 @@ from apigw_ws_core.events import ConnectEvent, DisconnectEvent, MessageEvent, fr
 from apigw_ws_core.fanout import SendReport
 from apigw_ws_core.handlers import WebSocketView, handler
 from apigw_ws_core.history import HistoryRule
+from apigw_ws_core.http1 import ManagementApiTransport
 from apigw_ws_core.memory import MemoryStorage
 from apigw_ws_core.reply import Reply
 from apigw_ws_core.storage import (
@@ -25,7 +26,7 @@ from apigw_ws_core.storage import (
     Subscription,
     Token,
 )
-from apigw_ws_core.transport import ManagementApiTransport, RecordingTransport, Transport
+from apigw_ws_core.transport import RecordingTransport, Transport
 
 __version__ = "0.1.0"
 

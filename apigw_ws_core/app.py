@@ -8,12 +8,8 @@ else, and is logged without secrets. Rejections happen before any write.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
-import json
 import logging
-import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,7 +36,6 @@ from apigw_ws_core.errors import (
     HandlerFailed,
     HandlerForbidden,
     InternalError,
-    InvalidJson,
     InvalidMessage,
     OriginNotAllowed,
     RateLimited,
@@ -70,13 +65,17 @@ from apigw_ws_core.history import (
     parse_recover_request,
     recovery_frames,
 )
+from apigw_ws_core.http1 import ManagementApiTransport
 from apigw_ws_core.jobs import JobStatus, job_status
+from apigw_ws_core.json_rules import parse_json_object
 from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimiter
 from apigw_ws_core.observability import observe_event, observe_handler
+from apigw_ws_core.origins import origin_allowed, parse_origin
 from apigw_ws_core.reply import Reply, encode_payload
 from apigw_ws_core.storage import HistoryPage, Session, Storage
 from apigw_ws_core.tokens import check_bindings, issue_token, take_token
-from apigw_ws_core.transport import ManagementApiTransport, Transport
+from apigw_ws_core.transport import Transport
+from apigw_ws_core.verify import verify_event, verify_secret
 
 __all__ = ["WebSocketApp"]
 
@@ -95,95 +94,6 @@ BackgroundRunner = Callable[[SendJob], Any]
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    """Whether a string (key or value) of a parsed message holds a lone surrogate
-    (``"\\ud800"`` is valid JSON syntax but no valid text: it could not be sent or stored
-    as UTF-8). Nesting depth is not checked here: :func:`_nesting_exceeds` did it exactly,
-    before parsing."""
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if any(_SURROGATE.search(k) for k in item):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str) and _SURROGATE.search(item):
-            return True
-    return False
-
-
-_JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
-
-
-def _nesting_exceeds(raw: bytes, limit: int) -> bool:
-    """Whether JSON text nests containers deeper than ``limit``, found by a flat scan.
-
-    Runs before :func:`json.loads`, whose C parser recurses once per level: a body of
-    100 000 ``[`` overflows the C stack of a thread with a small stack (128 KiB: musl's
-    default, uWSGI's ``thread-stacksize``) and kills the process instead of raising.
-    """
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    depth = 0
-    in_string = False
-    skip = -1
-    for match in _JSON_STRUCTURE.finditer(raw):
-        i = match.start()
-        if i < skip:
-            continue
-        char = raw[i]
-        if in_string:
-            if char == 0x5C:  # backslash: the next byte is escaped
-                skip = i + 2
-            elif char == 0x22:
-                in_string = False
-        elif char == 0x22:
-            in_string = True
-        elif char in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999999 parses to inf: not a JSON number we can echo
-        raise ValueError("number out of range")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # {"action": "a", "action": "b"}: parsers disagree; refuse
-        raise ValueError("duplicate key")
-    return obj
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-
-
-def secret_matches(presented: str | None, expected: str) -> bool:
-    """Constant-time comparison of a presented secret with the configured one.
-
-    Both sides are hashed first, so the time taken reveals neither content nor length;
-    any string (non-ASCII, lone surrogates) is handled without raising.
-    """
-    return hmac.compare_digest(_digest(presented or ""), _digest(expected))
 
 
 #: A subprotocol we may echo: an RFC 7230 token, nothing that could split a header.
@@ -246,7 +156,7 @@ class WebSocketApp:
 
     :param storage: where sessions, tokens and counters live.
     :param transport: how messages reach connections; by default a
-        :class:`~apigw_ws_core.transport.ManagementApiTransport` built on first send from
+        :class:`~apigw_ws_core.http1.ManagementApiTransport` built on first send from
         ``config.management_endpoint`` or the stored gateway record.
     :param policy: the channel authorization policy (default: :func:`default_policy`).
     :param user_loader: ``user_id -> user object`` for ``context.user``.
@@ -443,27 +353,12 @@ class WebSocketApp:
         return Reply.from_error(error)
 
     def _verify_secret(self, presented: str | None) -> None:
-        cfg = self.config
-        if cfg.secret:
-            # with a previous secret set both comparisons run, whichever matches
-            current = secret_matches(presented, cfg.secret)
-            previous = bool(cfg.previous_secret) and secret_matches(
-                presented, cfg.previous_secret or cfg.secret
-            )
-            if not (current or previous):
-                raise Forbidden("Missing or wrong gateway secret.")
-        elif not cfg.allow_insecure_no_secret:
-            raise Forbidden("Gateway secret is not configured on the server.")
+        verify_secret(self.config, presented)
 
     def verify(self, event: Event) -> None:
-        """Prove the call came from our API Gateway; raise ``Forbidden`` otherwise."""
-        cfg = self.config
-        if event.source == "http":
-            self._verify_secret(event.secret)
-        if cfg.allowed_stages and event.stage not in cfg.allowed_stages:
-            raise Forbidden("Stage not allowed.")
-        if cfg.allowed_api_ids and event.api_id not in cfg.allowed_api_ids:
-            raise Forbidden("API not allowed.")
+        """Prove the call came from our API Gateway; raise ``Forbidden`` otherwise (see
+        :func:`apigw_ws_core.verify.verify_event`)."""
+        verify_event(self.config, event)
 
     def _connect(self, event: ConnectEvent) -> Reply:
         cfg = self.config
@@ -546,7 +441,7 @@ class WebSocketApp:
         allowed = self.config.allowed_origins
         if not allowed:
             return
-        if not origin or not _origin_allowed(origin, allowed, self.config.allow_origin_wildcards):
+        if not origin or not origin_allowed(origin, allowed, self.config.allow_origin_wildcards):
             raise OriginNotAllowed()
 
     def _message(self, event: MessageEvent) -> Reply:
@@ -598,24 +493,7 @@ class WebSocketApp:
         Adapters use it for their own JSON endpoints (the token view) so that one rule
         applies everywhere. Raises ``InvalidJson`` or ``InvalidMessage`` (400).
         """
-        if _nesting_exceeds(raw, self.config.max_json_depth):
-            raise InvalidJson("Message is nested too deeply.")
-        try:
-            text = raw.decode("utf-8")
-            value = json.loads(
-                text,
-                parse_constant=_reject_constant,
-                parse_float=_finite_float,
-                object_pairs_hook=_unique_keys,
-            )
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise InvalidJson() from exc
-        if not isinstance(value, dict):
-            raise InvalidMessage()
-        # Lone surrogates can only come from \u escapes (UTF-8 decoding refused raw ones).
-        if b"\\u" in raw and _has_lone_surrogate(value):
-            raise InvalidJson("Message contains an unpaired surrogate.")
-        return value
+        return parse_json_object(raw, max_depth=self.config.max_json_depth)
 
     def _disconnect(self, event: DisconnectEvent) -> Reply:
         left: list[str] = []
@@ -716,7 +594,7 @@ class WebSocketApp:
             # Refuse a channel the user may not join now, with a clean 403, rather than
             # hand out a token that can only fail at $connect.
             self.policy.check(uid, channel)
-        if origin is not None and (len(origin) > 255 or _parse_origin(origin) is None):
+        if origin is not None and (len(origin) > 255 or parse_origin(origin) is None):
             raise BadRequest("Malformed origin.")
         self.limit(self.rate_limiter, f"token:user:{uid}", self.config.token_rate_per_user, now)
         try:
@@ -971,30 +849,6 @@ class WebSocketApp:
             self._transport.close()
 
 
-#: ``scheme://host[:port]`` and nothing else (an optional trailing ``/`` is tolerated).
-_ORIGIN_RE = re.compile(
-    r"\A(?P<scheme>[a-z][a-z0-9+.-]{0,31})://"
-    r"(?P<host>\*\.[a-z0-9_.-]{1,253}|[a-z0-9_.-]{1,253}|\[[0-9a-f:.]{2,45}\])"
-    r"(?::(?P<port>[0-9]{1,5}))?/?\Z",
-    re.IGNORECASE,
-)
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def _parse_origin(value: str) -> tuple[str, str, int | None] | None:
-    """``(scheme, host, port)`` lower-cased with the default port filled in, or ``None``
-    if ``value`` is not exactly ``scheme://host[:port]`` (no user info, path, query,
-    fragment, whitespace or control characters)."""
-    m = _ORIGIN_RE.match(value)
-    if m is None:
-        return None
-    scheme, host = m["scheme"].lower(), m["host"].lower()
-    port = int(m["port"]) if m["port"] else _DEFAULT_PORTS.get(scheme)
-    if port is not None and not 0 < port < 65536:
-        return None
-    return scheme, host, port
-
-
 def _authorizer_user(event: ConnectEvent, key: str | None) -> str | None:
     """The user id an authorizer gave (``key`` of its result, case-insensitive), if any."""
     if not key:
@@ -1030,24 +884,6 @@ def _check_target(
         raise ValueError("say who to send to: connection_id, channel, user_id or everyone")
     if channel is not None:
         validate_channel(channel)
-
-
-def _origin_allowed(origin: str, allowed: tuple[str, ...], wildcards: bool) -> bool:
-    parsed = _parse_origin(origin)
-    if parsed is None or parsed[1].startswith("*"):
-        return False
-    scheme, host, port = parsed
-    for pattern in allowed:
-        p = _parse_origin(pattern.strip())
-        if p is None or p[0] != scheme or p[2] != port:
-            continue
-        if p[1] == host:
-            return True
-        if wildcards and p[1].startswith("*."):
-            suffix = p[1][1:]
-            if host.endswith(suffix) and len(host) > len(suffix):
-                return True
-    return False
 
 
 def _recover(app: WebSocketApp, ctx: HandlerContext, body: dict[str, Any]) -> None:

@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         app = load_app(args.app)
         data = parse_message(args.message, args.text)
         if args.management_endpoint:
-            from apigw_ws_core.transport import ManagementApiTransport
+            from apigw_ws_core.http1 import ManagementApiTransport
 
             app.transport = ManagementApiTransport(args.management_endpoint)
         target: dict[str, Any] = {

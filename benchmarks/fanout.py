@@ -8,7 +8,7 @@ by default) it opens N connections, then broadcasts the same message with:
 (a) a serial boto3 loop, as django-aws-api-gateway-websockets' ``send_message`` does
     (one client, ``post_to_connection`` per recipient);
 (b) apigw-ws: ``WebSocketApp.send(everyone=True)`` (recipients streamed from storage,
-    :class:`~apigw_ws_core.transport.ManagementApiTransport`, bounded concurrency);
+    :class:`~apigw_ws_core.http1.ManagementApiTransport`, bounded concurrency);
 (c) the ceiling: raw aiohttp POSTs with a constant (not computed) SigV4-shaped header, at
     two concurrencies; the better one is the ceiling;
 (d) for reference, a urllib3 thread pool signing with the same cached SigV4 signer (the
@@ -221,9 +221,9 @@ def make_app(endpoint: str, ids: list[str], concurrency: int, storage: Any = Non
 
     from apigw_ws_core.app import WebSocketApp
     from apigw_ws_core.config import Config
+    from apigw_ws_core.http1 import ManagementApiTransport
     from apigw_ws_core.memory import MemoryStorage
     from apigw_ws_core.storage import Session
-    from apigw_ws_core.transport import ManagementApiTransport
 
     storage = storage or MemoryStorage()
     now = datetime.now(UTC)
@@ -302,7 +302,8 @@ def send_urllib3(endpoint: str, ids: list[str], data: bytes, threads: int) -> fl
     import urllib3
     from botocore.credentials import Credentials
 
-    from apigw_ws_core.transport import Payload, SigV4Signer
+    from apigw_ws_core.signer import SigV4Signer
+    from apigw_ws_core.transport import Payload
 
     parts = urlsplit(endpoint)
     host = f"{parts.hostname}:{parts.port}"

@@ -44,9 +44,9 @@ def flask_site(browser_tools: str, tmp_path: Path) -> Iterator[ChatSite]:
     from botocore.credentials import Credentials
     from werkzeug.serving import make_server
 
+    from apigw_ws_core.http1 import ManagementApiTransport
     from apigw_ws_core.local.config import config_from_backend
     from apigw_ws_core.local.testing import LocalGateway
-    from apigw_ws_core.transport import ManagementApiTransport
 
     chat = _load(FLASK_EXAMPLE, "flask_chat_example")
     holder: dict = {}

@@ -22,7 +22,7 @@ from apigw_ws_core.discovery import (
     unregister_local_gateway,
 )
 from apigw_ws_core.errors import ConfigurationError
-from apigw_ws_core.transport import ManagementApiTransport
+from apigw_ws_core.http1 import ManagementApiTransport
 
 SECRET = "a-long-enough-secret-value"
 

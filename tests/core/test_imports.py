@@ -23,6 +23,13 @@ CORE_MODULES = [
     "apigw_ws_core.config",
     "apigw_ws_core.cli",
     "apigw_ws_core.jobs",
+    "apigw_ws_core.http",
+    "apigw_ws_core.http1",
+    "apigw_ws_core.signer",
+    "apigw_ws_core.reply",
+    "apigw_ws_core.verify",
+    "apigw_ws_core.origins",
+    "apigw_ws_core.json_rules",
 ]
 
 
@@ -53,3 +60,24 @@ def test_core_imports_without_frameworks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_storage_backends_import_no_adapter_and_no_private_django_api():
+    """Imports point one way (adapters import storage, never the reverse), and the Django
+    backend uses Django's public API only (no ``QuerySet._raw_delete``)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "storage"
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(("apigw_ws_django", "apigw_ws_flask")), (path, name)
+            if isinstance(node, ast.Attribute):
+                assert node.attr != "_raw_delete", (path, node.lineno)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from botocore.credentials import Credentials
 
-from apigw_ws_core.transport import ManagementApiTransport
+from apigw_ws_core.http1 import ManagementApiTransport
 
 from .server import ScriptedServer
 

@@ -13,8 +13,9 @@ import pytest
 from apigw_ws_core import Config, MemoryStorage, WebSocketApp
 from apigw_ws_core.errors import TransportError
 from apigw_ws_core.fanout import SendJob, fanout
+from apigw_ws_core.http1 import ManagementApiTransport
 from apigw_ws_core.storage import Session
-from apigw_ws_core.transport import ManagementApiTransport, RecordingTransport, Transport
+from apigw_ws_core.transport import RecordingTransport, Transport
 
 from .conftest import CREDS
 from .server import ScriptedServer, make_handler, status

@@ -9,7 +9,9 @@ import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from apigw_ws_core.transport import ManagementApiTransport, Payload, SigV4Signer
+from apigw_ws_core.http1 import ManagementApiTransport
+from apigw_ws_core.signer import SigV4Signer
+from apigw_ws_core.transport import Payload
 
 NOW = dt.datetime(2026, 3, 14, 15, 9, 26)
 

@@ -9,7 +9,7 @@ import ssl
 import pytest
 
 from apigw_ws_core.errors import ConfigurationError
-from apigw_ws_core.transport import ManagementApiTransport
+from apigw_ws_core.http1 import ManagementApiTransport
 
 from .conftest import CREDS
 from .server import ScriptedServer

@@ -18,7 +18,8 @@ from apigw_ws_core.errors import (
     ThrottledError,
     TransportError,
 )
-from apigw_ws_core.transport import ManagementApiTransport, Payload
+from apigw_ws_core.http1 import ManagementApiTransport
+from apigw_ws_core.transport import Payload
 
 from .conftest import CREDS
 from .server import gone, make_handler, status

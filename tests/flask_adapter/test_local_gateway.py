@@ -12,7 +12,7 @@ import pytest
 from botocore.credentials import Credentials
 from werkzeug.serving import make_server
 
-from apigw_ws_core.transport import ManagementApiTransport
+from apigw_ws_core.http1 import ManagementApiTransport
 from tests.flask_adapter.conftest import SECRET, build_app
 from tests.sqla.dbs import Database
 

@@ -14,7 +14,7 @@ import pytest
 from botocore.credentials import Credentials
 
 from apigw_ws_core import Config, WebSocketApp
-from apigw_ws_core.transport import ManagementApiTransport
+from apigw_ws_core.http1 import ManagementApiTransport
 from apigw_ws_core.wsgi import make_wsgi_app
 from apigw_ws_storage.sqla import SqlaStorage
 from tests.local.conftest import SECRET, _ws_connect

@@ -418,7 +418,7 @@ def test_deep_nesting_cannot_crash_a_thread_with_a_small_stack():
 @settings(max_examples=200, deadline=None)
 @given(JSON_VALUES_FOR_DEPTH)
 def test_the_nesting_prescan_agrees_with_the_parsed_depth(value):
-    from apigw_ws_core.app import _nesting_exceeds
+    from apigw_ws_core.json_rules import nesting_exceeds as _nesting_exceeds
 
     raw = json.dumps(value).encode()
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-import apigw_ws_core.app as app_module
+import apigw_ws_core.verify as verify_module
 from apigw_ws_core import Config
 from apigw_ws_core.aws_lambda import make_handler
-from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.errors import BadRequest, ConfigurationError
 from apigw_ws_core.events import from_http
 from apigw_ws_core.testing import gateway_headers, lambda_event, new_connection_id
 from apigw_ws_core.wsgi import make_wsgi_app
@@ -257,13 +257,13 @@ def test_comparison_is_constant_time_over_digests(monkeypatch):
     """Both sides go through ``hmac.compare_digest`` as equal-length digests, so neither the
     content nor the length of the secret shows in the timing."""
     seen: list[tuple[bytes, bytes]] = []
-    real = app_module.hmac.compare_digest
+    real = verify_module.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(app_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(verify_module.hmac, "compare_digest", spy)
     app = make_app(require_token=False)
     for presented in ("x", SECRET, SECRET * 50, "\u00e9\ud800"):
         connect(app, secret=presented)
@@ -279,7 +279,7 @@ def test_secret_never_appears_in_logs_or_event_repr():
         event = from_http("connect", headers, f"secret={SECRET}&ws_token=abc")
         app.handle(event)  # 403 (stage) with the right secret
         app.handle(from_http("connect", gateway_headers("connect", cid, secret=SECRET[:-2])))
-        app.reject(app_module.BadRequest("x"), gateway_headers("connect", cid, secret=SECRET))
+        app.reject(BadRequest("x"), gateway_headers("connect", cid, secret=SECRET))
         logging_repr = repr(event)
     logs.assert_absent(SECRET, SECRET[:-2])
     assert SECRET not in logging_repr

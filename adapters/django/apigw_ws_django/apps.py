@@ -13,10 +13,13 @@ class ApigwWsConfig(AppConfig):
     verbose_name = "apigw-ws"
 
     def ready(self) -> None:
-        """Register the system checks and drop cached apps when settings change."""
+        """Register the system checks, drop cached apps when settings change, and make
+        the adapter's app the one ``WebSocketSession.objects...send_message()`` uses."""
         from django.core.signals import setting_changed
 
         from apigw_ws_django import checks  # noqa: F401  (registers the checks)
-        from apigw_ws_django.runtime import on_setting_changed
+        from apigw_ws_django.runtime import get_app, on_setting_changed
+        from apigw_ws_storage.django_orm.models import set_default_app
 
+        set_default_app(get_app)
         setting_changed.connect(on_setting_changed, dispatch_uid="apigw_ws_setting_changed")

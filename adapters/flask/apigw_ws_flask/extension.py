@@ -108,7 +108,7 @@ class ApigwWebSocket:
 
     :param storage: where sessions, tokens and counters live (required).
     :param transport: how messages reach clients (default: the Management API, see the
-        core's :class:`~apigw_ws_core.transport.ManagementApiTransport`).
+        core's :class:`~apigw_ws_core.http1.ManagementApiTransport`).
     :param policy: channel authorization (default: the core's ``default_policy()``).
     :param user_loader: ``user_id -> user`` for ``ctx.user``; by default Flask-Login's
         ``@login_manager.user_loader`` when the app has a ``LoginManager``.

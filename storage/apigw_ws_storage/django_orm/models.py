@@ -22,7 +22,7 @@ Connection attributes are a JSON field of the session:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -45,18 +45,28 @@ __all__ = [
     "WebSocketSessionQuerySet",
     "WebSocketSubscription",
     "WebSocketToken",
+    "set_default_app",
 ]
 
 
+#: Returns the app ``send_message()`` uses when none is given. The Django adapter sets it
+#: (``apigw_ws_django`` in ``INSTALLED_APPS``); this app never imports the adapter.
+_default_app_provider: Callable[[], WebSocketApp] | None = None
+
+
+def set_default_app(provider: Callable[[], WebSocketApp] | None) -> None:
+    """Set what :meth:`WebSocketSessionQuerySet.send_message` sends through by default."""
+    global _default_app_provider
+    _default_app_provider = provider
+
+
 def _default_app() -> WebSocketApp:
-    """The process-wide app of the Django adapter (needed to send)."""
-    try:
-        from apigw_ws_django.runtime import get_app
-    except ImportError as exc:  # pragma: no cover - the adapter ships in the same wheel
+    if _default_app_provider is None:
         raise RuntimeError(
-            "sending needs the Django adapter: add 'apigw_ws_django' to INSTALLED_APPS"
-        ) from exc
-    return get_app()
+            "send_message() needs an app: pass app=..., or add 'apigw_ws_django' to "
+            "INSTALLED_APPS"
+        )
+    return _default_app_provider()
 
 
 class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):

@@ -185,7 +185,7 @@ class DjangoStorage(Storage):
         try:
             self._insert_subscriptions(row.pk, names, session.connected_at)
         except BaseException:
-            sessions.filter(pk=row.pk)._raw_delete(self.using)
+            self._delete_rows(m.WebSocketSession, "id", [row.pk])
             raise
 
     def _insert_subscriptions(self, session_pk: int, names: Sequence[str], at: datetime) -> None:
@@ -215,9 +215,7 @@ class DjangoStorage(Storage):
             )
             if pk is None:
                 return False
-            m.WebSocketSubscription.objects.using(self.using).filter(session_id=pk)._raw_delete(
-                self.using
-            )
+            self._delete_subscriptions("id", [pk])
             sessions.filter(pk=pk).update(**fields)
             if session.connected:
                 self._insert_subscriptions(pk, names, session.connected_at)
@@ -275,17 +273,41 @@ class DjangoStorage(Storage):
                 connected=False, disconnected_at=at
             )
             if count:
-                self._delete_subscriptions(sessions.filter(connection_id__in=batch))
+                self._delete_subscriptions("connection_id", batch)
             changed += count
         return changed
 
-    def _delete_subscriptions(self, sessions: m.WebSocketSessionQuerySet) -> int:
-        """One DELETE of the subscriptions of ``sessions`` (a subquery, never loaded)."""
-        return (
-            m.WebSocketSubscription.objects.using(self.using)
-            .filter(session__in=sessions.values("pk"))
-            ._raw_delete(self.using)
+    def _delete_subscriptions(
+        self, column: str, values: Sequence[Any], channel: str | None = None
+    ) -> int:
+        """One DELETE of the subscriptions (to ``channel``, or all) of the sessions whose
+        ``column`` is in ``values`` (a subquery: sessions are never loaded). Plain SQL, as
+        in :meth:`subscribe`: ``QuerySet.delete()`` would add a transaction (two round
+        trips) to every ``$disconnect``."""
+        q = self._q
+        marks = ", ".join(["%s"] * len(values))
+        sql = (
+            f"DELETE FROM {q(m.WebSocketSubscription._meta.db_table)} "  # noqa: S608 - quoted identifiers only
+            f"WHERE {q('session_id')} IN (SELECT {q('id')} FROM "
+            f"{q(m.WebSocketSession._meta.db_table)} WHERE {q(column)} IN ({marks}))"
         )
+        params: list[Any] = list(values)
+        if channel is not None:
+            sql += f" AND {q('channel_name')} = %s"
+            params.append(channel)
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
+
+    def _delete_rows(self, model: type[Any], column: str, values: Sequence[Any]) -> int:
+        """One ``DELETE FROM model WHERE column IN (values)`` (no rows loaded, no signals:
+        these tables have no dependants)."""
+        q = self._q
+        marks = ", ".join(["%s"] * len(values))
+        sql = f"DELETE FROM {q(model._meta.db_table)} WHERE {q(column)} IN ({marks})"  # noqa: S608
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, list(values))
+            return int(cursor.rowcount)
 
     # --- channels ------------------------------------------------------------------
 
@@ -312,12 +334,7 @@ class DjangoStorage(Storage):
 
     def unsubscribe(self, connection_id: str, channel_name: str) -> bool:
         """See :meth:`Storage.unsubscribe` (one DELETE)."""
-        sessions = m.WebSocketSession.objects.using(self.using).filter(connection_id=connection_id)
-        deleted = (
-            m.WebSocketSubscription.objects.using(self.using)
-            .filter(session__in=sessions.values("pk"), channel_name=channel_name)
-            ._raw_delete(self.using)
-        )
+        deleted = self._delete_subscriptions("connection_id", [connection_id], channel_name)
         return deleted > 0
 
     def channels_of(self, connection_id: str) -> list[str]:
@@ -667,7 +684,7 @@ class DjangoStorage(Storage):
                 expires_at=None if ttl_seconds is None else now + timedelta(seconds=ttl_seconds),
             )
             if size is not None and offset % self.TRIM_EVERY == 0 and offset > size:
-                messages.filter(channel=channel, offset__lte=offset - size)._raw_delete(self.using)
+                messages.filter(channel=channel, offset__lte=offset - size).delete()
         return offset, epoch
 
     def _bump_position_portable(self, channel: str, now: datetime) -> tuple[int, str]:
@@ -725,12 +742,8 @@ class DjangoStorage(Storage):
     def reset_history(self, channel: str) -> None:
         """See :meth:`Storage.reset_history` (two DELETEs, one transaction)."""
         with transaction.atomic(using=self.using):
-            m.HistoryMessage.objects.using(self.using).filter(channel=channel)._raw_delete(
-                self.using
-            )
-            m.ChannelHistory.objects.using(self.using).filter(channel=channel)._raw_delete(
-                self.using
-            )
+            m.HistoryMessage.objects.using(self.using).filter(channel=channel).delete()
+            m.ChannelHistory.objects.using(self.using).filter(channel=channel).delete()
 
     # --- tokens --------------------------------------------------------------------
 
@@ -909,17 +922,16 @@ class DjangoStorage(Storage):
                 counters=counters.count(),
                 history_messages=messages.count(),
             )
-        expired_tokens = tokens._raw_delete(self.using)
-        expired_counters = counters._raw_delete(self.using)
-        expired_messages = messages._raw_delete(self.using)
+        expired_tokens = tokens.delete()[0]
+        expired_counters = counters.delete()[0]
+        expired_messages = messages.delete()[0]
         old_count = 0
         while True:  # bounded batches keep each statement short on big tables
             ids = list(old.values_list("pk", flat=True)[:BULK_BATCH])
             if not ids:
                 break
-            batch = sessions.filter(pk__in=ids)
-            self._delete_subscriptions(batch)
-            old_count += batch._raw_delete(self.using)
+            self._delete_subscriptions("id", ids)
+            old_count += self._delete_rows(m.WebSocketSession, "id", ids)
         stale_count = 0
         while True:
             cids = list(stale.values_list("connection_id", flat=True)[:BULK_BATCH])
