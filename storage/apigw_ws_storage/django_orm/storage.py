@@ -607,7 +607,7 @@ class DjangoStorage(Storage):
         )
         if ids and not dry_run:
             for i in range(0, len(ids), BULK_BATCH):
-                jobs.filter(job_id__in=ids[i : i + BULK_BATCH])._raw_delete(self.using)
+                self._delete_rows(m.SendJobPart, "job_id", ids[i : i + BULK_BATCH])
         return len(ids)
 
     def presence(self, channel_name: str) -> Presence:
