@@ -353,8 +353,9 @@ class GatewayOptions:
     :ivar idle_timeout: seconds without a data frame (either direction) before
         the connection is closed with 1001 (AWS: 600).
     :ivar max_duration: seconds after which any connection is closed with 1001 (AWS: 7200).
-    :ivar management_latency_ms: delay added to every management API call, to
-        mimic the network distance to AWS.
+    :ivar management_latency_ms: round-trip delay added to every management API call, to
+        mimic the network distance to AWS: half before the call is handled, half after
+        (a call whose caller went away after sending it is still carried out).
     :ivar throttle_rps: token-bucket rate for the management API (``None``: off);
         excess calls get 429 ``LimitExceededException``.
     :ivar throttle_burst: bucket size (defaults to ``max(1, throttle_rps)``).

@@ -627,10 +627,23 @@ class Gateway:
         return bytes(data)
 
     async def _management(self, request: web.Request) -> web.StreamResponse:
-        """``POST|GET|DELETE @connections/{id}``, answering like AWS."""
+        """``POST|GET|DELETE @connections/{id}``, answering like AWS.
+
+        ``management_latency_ms`` is a round trip: half of it passes before the call is
+        handled (the request on its way), half after (the answer on its way). A caller
+        that goes away once its request has arrived still has it carried out, as with AWS.
+        """
         self.counters["management_requests"] += 1
-        if self.options.management_latency_ms > 0:
-            await asyncio.sleep(self.options.management_latency_ms / 1000)
+        half = self.options.management_latency_ms / 2000
+        if half > 0:
+            await asyncio.sleep(half)
+        response = await asyncio.shield(self._management_call(request))
+        if half > 0:
+            await asyncio.sleep(half)
+        return response
+
+    async def _management_call(self, request: web.Request) -> web.StreamResponse:
+        """The management call itself, once the request has arrived."""
         error, read = await self._check_caller(request)
         if error is not None:
             return error

@@ -229,3 +229,36 @@ def test_job_target_exclude_attributes_and_history() -> None:
     )
     part = run_job_part(app, single)
     assert part is not None and part.status == "done" and part.counts.recipients == 0
+
+
+@pytest.mark.redis
+def test_redis_rate_cap_is_shared_by_every_worker() -> None:
+    import os
+    import threading
+    import uuid
+
+    url = os.environ.get("APIGW_WS_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("APIGW_WS_TEST_REDIS_URL not set")
+    from apigw_ws_core.jobs import RedisRateCap
+
+    key = f"apigw_ws:test-rate:{uuid.uuid4().hex}"
+    caps = [RedisRateCap.from_url(url, 100, key=key) for _ in range(4)]  # four "workers"
+    seconds: list[int] = []
+    lock = threading.Lock()
+
+    def worker(cap: RedisRateCap) -> None:
+        cap.acquire(50)
+        second = int(cap.client.time()[0])
+        with lock:
+            seconds.append(second)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in caps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    # 200 calls at 100/s for the fleet: at most 100 (two workers) in any one second
+    assert len(seconds) == 4
+    assert max(seconds.count(s) for s in set(seconds)) <= 2
+    assert len(set(seconds)) >= 2
