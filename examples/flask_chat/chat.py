@@ -27,13 +27,12 @@ from typing import Any
 from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from apigw_ws_core import HandlerContext
 from apigw_ws_core.channels import AUTHENTICATED, AUTHORIZED, ChannelPolicy, ChannelRule
 from apigw_ws_flask import ApigwWebSocket
-from apigw_ws_storage.sqla import SqlaStorage
+from apigw_ws_storage.sqla import SqlaStorage, create_bounded_engine
 
 #: room -> (title, description, private). Channels are named ``room-<room>``.
 ROOM_INFO = {
@@ -85,7 +84,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
 
     # --- storage: SQLAlchemy, tables created on start for the demo -------------------
-    engine = create_engine(app.config["DATABASE_URL"])
+    engine = create_bounded_engine(app.config["DATABASE_URL"])  # pre-ping, bounded timeouts
     storage = SqlaStorage(sessionmaker(engine))
     storage.create_tables()
 
