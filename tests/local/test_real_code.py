@@ -169,3 +169,40 @@ def test_cli_tls_prints_wss_and_the_ca_and_keeps_the_ca(tmp_path: Any, ws_connec
             client.post_to_connection(ConnectionId="R0oXAdfD0kwCH6w=", Data=b"x")
     finally:
         second.stop()
+
+
+@pytest.mark.slow
+def test_documented_chalice_command_line(
+    tmp_path: Any, ws_connect: Any, lambda_like_environment: None
+) -> None:
+    """The docs' recipe, as a command: ``apigw-ws local --tls --lambda-route ...``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    }
+    module = "tests.local.samples.chalice_chat"
+    args = [
+        "--tls",
+        "--tls-dir",
+        str(tmp_path),
+        "--lambda-route",
+        f"$connect={module}:connect",
+        "--lambda-route",
+        f"$default={module}:message",
+        "--lambda-route",
+        f"$disconnect={module}:disconnect",
+    ]
+    gateway = GatewayProcess(args, env=env).start()
+    try:
+        assert gateway.ca_file is not None
+        context = ssl.create_default_context(cafile=gateway.ca_file)
+        with (
+            ws_connect(gateway.ws_url, ssl=context) as alice,
+            ws_connect(gateway.ws_url, ssl=context) as bob,
+        ):
+            alice.send("/name alice")
+            assert alice.recv(timeout=10) == "ok"
+            bob.send("hi")
+            assert alice.recv(timeout=10) == "anonymous: hi"
+    finally:
+        assert gateway.stop() == 0
