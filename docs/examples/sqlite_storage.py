@@ -14,6 +14,8 @@ Design choices worth copying into any backend:
 * connection ids are streamed with keyset pagination, never loaded all at once;
 * a channel's history position is one upsert ``... RETURNING`` in the same transaction as
   the message insert, so offsets are handed out and committed in order;
+* a durable send job's checkpoint is one compare-and-set ``UPDATE`` (the part must still be
+  at the cursor the worker read), so of two workers on the same part only one moves on;
 * times are stored as integer microseconds since the epoch, which round-trip exactly.
 """
 
@@ -27,11 +29,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
+
 from apigw_ws_core.storage import (
+    JOB_FINISHED,
+    JOB_RUNNING,
     CleanupReport,
     GatewayRecord,
     HistoryMessage,
     HistoryPage,
+    JobCounts,
+    JobPart,
     Presence,
     Session,
     Storage,
@@ -89,6 +97,15 @@ CREATE TABLE IF NOT EXISTS history_messages (
     PRIMARY KEY (channel, "offset")
 );
 CREATE INDEX IF NOT EXISTS history_messages_expires_at ON history_messages (expires_at);
+CREATE TABLE IF NOT EXISTS job_parts (
+    job_id TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    status TEXT NOT NULL,
+    "cursor" TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, part)
+);
 """
 
 
@@ -231,16 +248,12 @@ class SqliteStorage(Storage):
             ).fetchall()
         return [row[0] for row in rows]
 
-    def iter_connection_ids(
-        self,
-        *,
-        channel: str | None = None,
-        user_id: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        batch_size: int = 500,
-    ) -> Iterator[list[str]]:
-        """Connected ids in batches, by keyset pagination on the primary key."""
-        where = ["s.connected = 1", "s.connection_id > ?"]
+    @staticmethod
+    def _target(
+        channel: str | None, user_id: str | None, attributes: Mapping[str, str] | None
+    ) -> tuple[list[str], list[Any]]:
+        """WHERE clauses and parameters selecting the connected sessions of a target."""
+        where = ["s.connected = 1"]
         params: list[Any] = []
         if channel is not None:
             where.append(
@@ -254,20 +267,230 @@ class SqliteStorage(Storage):
         for name, value in (attributes or {}).items():
             where.append("json_extract(s.attributes, ?) = ?")
             params.extend([f'$."{name}"', value])
-        sql = (
-            f"SELECT s.connection_id FROM sessions s WHERE {' AND '.join(where)} "  # noqa: S608
-            "ORDER BY s.connection_id LIMIT ?"
-        )
-        after = ""
+        return where, params
+
+    def iter_connection_ids(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        batch_size: int = 500,
+    ) -> Iterator[list[str]]:
+        """Connected ids in batches, by keyset pagination on the primary key."""
+        after: str | None = None
         while True:
-            with self._transaction() as db:
-                batch = [row[0] for row in db.execute(sql, [after, *params, batch_size])]
+            batch, after = self.recipient_page(
+                channel=channel,
+                user_id=user_id,
+                attributes=attributes,
+                after=after,
+                limit=batch_size,
+            )
             if not batch:
                 return
             yield batch
             if len(batch) < batch_size:
                 return
-            after = batch[-1]
+
+    def count_recipients(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> int:
+        """How many connected sessions the target has."""
+        where, params = self._target(channel, user_id, attributes)
+        sql = f"SELECT count(*) FROM sessions s WHERE {' AND '.join(where)}"  # noqa: S608
+        with self._transaction() as db:
+            return int(db.execute(sql, params).fetchone()[0])
+
+    def recipient_page(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        after: str | None = None,
+        upto: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[str], str | None]:
+        """One keyset page; the cursor is the connection id."""
+        where, params = self._target(channel, user_id, attributes)
+        if after is not None:
+            where.append("s.connection_id > ?")
+            params.append(after)
+        if upto is not None:
+            where.append("s.connection_id <= ?")
+            params.append(upto)
+        sql = (
+            f"SELECT s.connection_id FROM sessions s WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY s.connection_id LIMIT ?"
+        )
+        with self._transaction() as db:
+            ids = [row[0] for row in db.execute(sql, [*params, limit])]
+        return ids, (ids[-1] if ids else None)
+
+    def recipient_splits(
+        self,
+        *,
+        channel: str | None = None,
+        user_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        every: int = 50_000,
+    ) -> list[str]:
+        """The cursor of every ``every``-th recipient (one OFFSET query per cut)."""
+        cuts: list[str] = []
+        while True:
+            where, params = self._target(channel, user_id, attributes)
+            if cuts:
+                where.append("s.connection_id > ?")
+                params.append(cuts[-1])
+            sql = (
+                f"SELECT s.connection_id FROM sessions s WHERE {' AND '.join(where)} "  # noqa: S608
+                "ORDER BY s.connection_id LIMIT 2 OFFSET ?"
+            )
+            with self._transaction() as db:
+                rows = [row[0] for row in db.execute(sql, [*params, every - 1])]
+            if len(rows) < 2:
+                return cuts
+            cuts.append(rows[0])
+
+    # --- durable send jobs ------------------------------------------------------------
+    # Each part is stored as JSON (``record``) beside the columns the updates test.
+
+    @staticmethod
+    def _part_json(part: JobPart) -> str:
+        return json.dumps(
+            {
+                "target": part.target,
+                "lower": part.lower,
+                "upper": part.upper,
+                "expected": part.expected,
+                "counts": part.counts.as_dict(),
+                "runs": part.runs,
+                "first_error": part.first_error,
+                "created_at": _us(part.created_at),
+                "finished_at": None if part.finished_at is None else _us(part.finished_at),
+            }
+        )
+
+    @staticmethod
+    def _part(row: sqlite3.Row) -> JobPart:
+        data = json.loads(row["record"])
+        return JobPart(
+            job_id=row["job_id"],
+            index=row["part"],
+            target=data["target"],
+            lower=data["lower"],
+            upper=data["upper"],
+            cursor=row["cursor"],
+            status=row["status"],
+            expected=data["expected"],
+            counts=JobCounts(**data["counts"]),
+            runs=data["runs"],
+            first_error=data["first_error"],
+            created_at=EPOCH + timedelta(microseconds=data["created_at"]),
+            updated_at=EPOCH + timedelta(microseconds=row["updated_at"]),
+            finished_at=_dt(data["finished_at"]),
+        )
+
+    def create_job_parts(self, parts: Sequence[JobPart]) -> int:
+        """Insert the parts that do not exist yet."""
+        with self._transaction() as db:
+            added = 0
+            for p in parts:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO job_parts VALUES (?, ?, ?, ?, ?, ?)",
+                    (p.job_id, p.index, self._part_json(p), p.status, p.cursor, _us(p.updated_at)),
+                )
+                added += cur.rowcount
+        return added
+
+    def get_job_parts(self, job_id: str) -> list[JobPart]:
+        """Every part of a job, by index."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT * FROM job_parts WHERE job_id = ? ORDER BY part", (job_id,))
+            return [self._part(row) for row in rows]
+
+    def _update_part(
+        self, db: sqlite3.Connection, part: JobPart, *, where_cursor: bool = False, old: Any = None
+    ) -> bool:
+        sql = (
+            'UPDATE job_parts SET record = ?, status = ?, "cursor" = ?, updated_at = ? '
+            "WHERE job_id = ? AND part = ?"
+        )
+        params: list[Any] = [self._part_json(part), part.status, part.cursor]
+        params += [_us(part.updated_at), part.job_id, part.index]
+        if where_cursor:
+            sql += ' AND status = ? AND "cursor" IS ?'
+            params += [JOB_RUNNING, old]
+        return db.execute(sql, params).rowcount == 1
+
+    def start_job_part(self, job_id: str, index: int, now: datetime) -> JobPart | None:
+        """Take a part (running, one more run) unless it is finished."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT * FROM job_parts WHERE job_id = ? AND part = ?", (job_id, index)
+            ).fetchone()
+            if row is None:
+                return None
+            part = self._part(row)
+            if part.status in JOB_FINISHED:
+                return part
+            part = attrs.evolve(part, status=JOB_RUNNING, runs=part.runs + 1, updated_at=now)
+            self._update_part(db, part)
+            return part
+
+    def checkpoint_job_part(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        expected_cursor: str | None,
+        cursor: str | None,
+        add: JobCounts,
+        now: datetime,
+        status: str | None = None,
+        first_error: str | None = None,
+        expected: int | None = None,
+    ) -> bool:
+        """Compare-and-set: only a running part still at ``expected_cursor`` moves on."""
+        with self._transaction() as db:  # BEGIN IMMEDIATE: read and write under one lock
+            row = db.execute(
+                "SELECT * FROM job_parts WHERE job_id = ? AND part = ?", (job_id, index)
+            ).fetchone()
+            if row is None:
+                return False
+            part = self._part(row)
+            if part.status != JOB_RUNNING or part.cursor != expected_cursor:
+                return False
+            changed = {
+                "cursor": cursor,
+                "counts": part.counts + add,
+                "first_error": part.first_error or first_error,
+                "expected": part.expected if expected is None else expected,
+                "updated_at": now,
+                "status": status or part.status,
+                "finished_at": now if status in JOB_FINISHED else part.finished_at,
+            }
+            new = attrs.evolve(part, **changed)
+            return self._update_part(db, new, where_cursor=True, old=expected_cursor)
+
+    def delete_jobs(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete jobs none of whose parts was updated since ``before``."""
+        with self._transaction() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT job_id FROM job_parts GROUP BY job_id HAVING max(updated_at) < ?",
+                    (_us(before),),
+                )
+            ]
+            if not dry_run:
+                db.executemany("DELETE FROM job_parts WHERE job_id = ?", [(i,) for i in ids])
+        return len(ids)
 
     def presence(self, channel_name: str) -> Presence:
         """Distinct signed-in users and the number of live connections in a channel."""
