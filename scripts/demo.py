@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -113,11 +115,13 @@ EXAMPLE_DEFS = {
 }
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _wait_http(
+    url: str, process: subprocess.Popen[bytes], what: str = "app", timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"demo: the app exited with status {process.returncode}")
+            raise SystemExit(f"demo: the {what} exited with status {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
                 return
@@ -149,15 +153,64 @@ def _state_dir() -> Path:
     return Path(os.environ.get("APIGW_WS_DEMO_STATE", ROOT / ".demo"))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _running_demo(running_file: Path) -> dict[str, Any] | None:
+    """The running demo's record, or ``None`` (a record left by a killed demo is ignored)."""
+    try:
+        running: dict[str, Any] = json.loads(running_file.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = running.get("pid")
+    if isinstance(pid, int) and _pid_alive(pid):
+        return running
+    return None
+
+
+def _refuse_second_demo(running_file: Path, ports: list[int]) -> str | None:
+    """Why this demo must not start (another demo runs, or a port is taken), or ``None``.
+    Nothing of the running demo is touched."""
+    other = _running_demo(running_file)
+    if other is not None:
+        return (
+            f"demo: a demo is already running (pid {other['pid']}, {other.get('url')}); "
+            "stop it first (Ctrl-C in its terminal)"
+        )
+    taken = [port for port in ports if _port_taken(port)]
+    if taken:
+        listed = " and ".join(str(p) for p in taken)
+        return (
+            f"demo: port {listed} is in use by another program; stop it or choose "
+            "others with --port / --gateway-port"
+        )
+    return None
+
+
 def announce(argv: list[str]) -> int:
     """``scripts/demo announce TEXT``: broadcast to every browser of the running demo."""
     parser = argparse.ArgumentParser(prog="scripts/demo announce")
     parser.add_argument("text")
     args = parser.parse_args(argv)
-    try:
-        running = json.loads((_state_dir() / "running.json").read_text())
-    except FileNotFoundError:
-        raise SystemExit("demo: no demo is running (start it with scripts/demo)") from None
+    running = _running_demo(_state_dir() / "running.json")
+    if running is None:
+        raise SystemExit("demo: no demo is running (start it with scripts/demo)")
     example = EXAMPLE_DEFS[running["example"]]
     if example.broadcast is None:
         raise SystemExit(f"demo: the {example.name} example has no broadcast command")
@@ -198,9 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     env = {**_inherited_env(), **demo_env}
     running_file = state / "running.json"
+    refusal = _refuse_second_demo(running_file, [args.port, args.gateway_port])
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 1
 
     gateway = app = None
     stopping = False
+    wrote_running_file = False
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -225,15 +283,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         app = subprocess.Popen(example.command(args.port), cwd=example.directory, env=env)
         base = f"http://127.0.0.1:{args.port}"
-        _wait_http(f"http://127.0.0.1:{args.gateway_port}/_local/stats", gateway)
+        _wait_http(f"http://127.0.0.1:{args.gateway_port}/_local/stats", gateway, "gateway")
         _wait_http(base + example.login_path, app)
         width = max(len(user) for user, _, _ in example.logins)
         logins = "\n".join(
             f"      {user:<{width}}  password {password}   ({note})"
             for user, password, note in example.logins
         )
-        running_file.write_text(json.dumps({"example": name, "env": demo_env}))
+        running_file.write_text(
+            json.dumps({"example": name, "env": demo_env, "pid": os.getpid(), "url": base + "/"})
+        )
         running_file.chmod(0o600)
+        wrote_running_file = True
         broadcast = (
             '  Broadcast to everyone, as an admin:  scripts/demo announce "Hello, everyone"\n'
             if example.broadcast
@@ -257,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndemo: stopping", file=sys.stderr)
         return 0
     finally:
-        running_file.unlink(missing_ok=True)
+        if wrote_running_file:
+            running_file.unlink(missing_ok=True)
         _stop(app)
         _stop(gateway)
 

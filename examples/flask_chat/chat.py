@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
-from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
-from flask_wtf.csrf import CSRFProtect
+from flask_login import (
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_user,
+    logout_user,
+)
+from flask_wtf.csrf import CSRFProtect, generate_csrf
 from sqlalchemy.orm import sessionmaker
 
 from apigw_ws_core import HandlerContext
@@ -159,6 +166,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             error = "Unknown user or wrong password."
         return render_template("login.html", users=sorted(USERS), error=error)
 
+    @app.post("/logout", endpoint="logout")
+    def logout_page() -> Any:
+        """POST only (with the CSRF token), so that no link or image can log anyone out."""
+        logout_user()
+        return redirect(url_for("login"))
+
     @app.get("/")
     @login_required
     def chat_page() -> Any:
@@ -175,6 +188,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 for name, (title, text, private) in ROOM_INFO.items()
             ],
             "initialRoom": f"room-{room}",
+            "logout": {
+                "url": url_for("logout"),
+                "method": "post",
+                "csrfToken": generate_csrf(),
+                "csrfField": "csrf_token",
+            },
         }
         return render_template("chat.html", chat_config=chat_config)
 

@@ -141,7 +141,7 @@ document.getElementById('app').replaceChildren(
     h(
       'header',
       { class: 'topbar' },
-      h('div', { class: 'brand' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true', text: '⇄' }), h('span', { text: 'apigw-ws chat' })),
+      h('div', { class: 'brand' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true', text: '⇄' }), h('span', { class: 'brand-name', text: 'apigw-ws chat' })),
       statusPill,
       h('div', { class: 'me' }, avatar(me.displayName || me.name), h('span', { class: 'me-name', 'data-testid': 'me', text: me.displayName || me.name }), logoutControl()),
     ),
