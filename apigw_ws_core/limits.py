@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ import attrs
 from apigw_ws_core.config import RateLimit
 from apigw_ws_core.errors import RateLimited
 from apigw_ws_core.storage import Storage
+
+log = logging.getLogger("apigw_ws")
 
 __all__ = [
     "MemoryRateLimiter",
@@ -113,11 +116,39 @@ class MemoryRateLimiter(RateLimiter):
 
 
 class RedisRateLimiter(RateLimiter):
-    """Counters in Redis: ``INCR`` + ``EXPIRE`` in one pipeline. Pass a ``redis.Redis``."""
+    """Counters in Redis: ``INCR`` + ``EXPIRE`` in one pipeline. Pass a ``redis.Redis``, or
+    build one with :meth:`from_url` (bounded timeouts).
+
+    redis-py waits forever by default: give your client ``socket_connect_timeout`` and
+    ``socket_timeout``, or a hung Redis holds every request until API Gateway gives up
+    after 29 s (a warning is logged for a client without them). What a failing Redis does
+    to requests is ``Config.rate_limiter_failure``.
+    """
 
     def __init__(self, client: Any, prefix: str = "apigw-ws:rl:"):
         self.client = client
         self.prefix = prefix
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+        if isinstance(kwargs, dict) and (
+            kwargs.get("socket_timeout") is None or kwargs.get("socket_connect_timeout") is None
+        ):
+            log.warning(
+                "RedisRateLimiter: the Redis client has no socket_timeout/socket_connect_timeout;"
+                " a hung Redis will hold requests (use RedisRateLimiter.from_url or set both)"
+            )
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, timeout: float = 1.0, prefix: str = "apigw-ws:rl:", **kwargs: Any
+    ) -> RedisRateLimiter:
+        """A limiter on ``redis.Redis.from_url(url)`` whose connects and reads give up after
+        ``timeout`` seconds (``socket_connect_timeout``, ``socket_timeout``); other
+        keyword arguments go to redis-py. Needs the ``redis`` package."""
+        import redis
+
+        kwargs.setdefault("socket_connect_timeout", timeout)
+        kwargs.setdefault("socket_timeout", timeout)
+        return cls(redis.Redis.from_url(url, **kwargs), prefix=prefix)
 
     def incr(self, key: str, window: int, now: datetime) -> int:
         """See :meth:`RateLimiter.incr`."""

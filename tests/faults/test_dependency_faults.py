@@ -182,18 +182,17 @@ def test_database_killed_black_holed_and_restored(storage_stack: Stack) -> None:
 
 @pytest.fixture
 def redis_stack(redis_url: str) -> Iterator[Stack]:
-    import redis
-
     target = urlsplit(redis_url)
     with FaultProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy:
-        client = redis.Redis.from_url(
-            proxy.url_for(redis_url), socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT
+        limiter = RedisRateLimiter.from_url(
+            proxy.url_for(redis_url), timeout=TIMEOUT, prefix=f"flt-{time.time_ns()}:"
         )
+        client = limiter.client
         app = WebSocketApp(
             storage=MemoryStorage(),
             transport=RecordingTransport(),
             config=Config(secret=SECRET),
-            message_rate_limiter=RedisRateLimiter(client, prefix=f"flt-{time.time_ns()}:"),
+            message_rate_limiter=limiter,
         )
         try:
             yield from _serve(app, proxy)

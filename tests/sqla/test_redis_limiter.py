@@ -19,7 +19,7 @@ pytestmark = pytest.mark.redis
 def limiter(redis_url: str):
     import redis
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
     prefix = f"apigw-ws-test:{secrets.token_hex(4)}:"
     yield RedisRateLimiter(client, prefix=prefix)
     keys = list(client.scan_iter(match=prefix + "*"))
@@ -71,3 +71,18 @@ def test_concurrent_increments_are_exact(limiter: RedisRateLimiter):
     for t in threads:
         t.join(10)
     assert sorted(results) == list(range(1, 101))
+
+
+def test_from_url_bounds_the_client_and_a_client_without_timeouts_is_warned_about(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+):
+    import redis
+
+    limiter = RedisRateLimiter.from_url(redis_url, timeout=0.5, prefix="apigw-ws-test:u:")
+    kwargs = limiter.client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.5, 0.5)
+    assert limiter.incr(secrets.token_hex(4), 60, datetime.now(UTC)) == 1
+    limiter.client.close()
+    assert "no socket_timeout" not in caplog.text
+    RedisRateLimiter(redis.Redis.from_url(redis_url)).client.close()
+    assert "no socket_timeout/socket_connect_timeout" in caplog.text
