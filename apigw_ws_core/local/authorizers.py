@@ -8,7 +8,9 @@ against ``methodArn``: an explicit ``Deny`` or no matching ``Allow`` gives 403, 
 that raises ``Exception("Unauthorized")`` 401, any other failure (an exception, a timeout,
 a malformed answer) 500. On ``Allow`` the principal and the ``context`` map are remembered
 for the connection: Lambda integrations see them in ``requestContext.authorizer`` and
-HTTP integrations through ``context.authorizer.*`` mappings, on every route.
+HTTP integrations through ``context.authorizer.*`` mappings, on every route. Context values
+arrive as strings, as on AWS (its documentation's example output: ``"numberKey": "1"``,
+``"booleanKey": "true"``).
 """
 
 from __future__ import annotations
@@ -163,4 +165,15 @@ def evaluate_authorizer_result(value: Any, arn: str) -> AuthorizerDecision:
         return AuthorizerDecision(
             500, reason="context values must be strings, numbers or booleans (no objects)"
         )
-    return AuthorizerDecision(None, {"principalId": str(principal), **dict(extra)})
+    # Integrations see every value as a string ("numberKey": "1", "booleanKey": "true").
+    strings = {str(k): _stringify(v) for k, v in extra.items()}
+    return AuthorizerDecision(None, {"principalId": str(principal), **strings})
+
+
+def _stringify(value: str | int | float | bool) -> str:
+    """A context value the way integrations receive it (booleans lower-case, as in JSON)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -174,7 +174,7 @@ def test_authorizer_event_and_context_match_the_captures(
                 "Version": "2012-10-17",
                 "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "*"}],
             },
-            "context": {"tenant": "acme", "level": 3},
+            "context": {"tenant": "acme", "level": 3, "admin": False},
         }
 
     handler = Recorder()
@@ -193,7 +193,8 @@ def test_authorizer_event_and_context_match_the_captures(
     assert event["queryStringParameters"] == {} and event["stageVariables"] == {}
     assert event["headers"]["Authorization"] == "Leo"
     assert set(event["requestContext"]) == CONNECT_CONTEXT
-    expected = {"principalId": "user-1", "tenant": "acme", "level": 3}
+    # Context values reach integrations as strings (AWS's documented authorizer output).
+    expected = {"principalId": "user-1", "tenant": "acme", "level": "3", "admin": "false"}
     for kind, keys in (
         ("CONNECT", CONNECT_CONTEXT),
         ("MESSAGE", MESSAGE_CONTEXT),
