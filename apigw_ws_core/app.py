@@ -12,8 +12,9 @@ import ipaddress
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar, copy_context
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -194,7 +195,12 @@ class WebSocketApp:
         self._transport = transport
         self._transport_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        #: Where :meth:`send_in_background` hands its jobs (a Celery runner, ...);
+        #: ``None``: the app's own small thread pool.
         self.background_runner: BackgroundRunner | None = None
+        #: A context manager factory the thread pool runs each job in (the Flask
+        #: extension sets ``flask_app.app_context``).
+        self.background_context: Callable[[], AbstractContextManager[Any]] | None = None
         self.connect_hooks: list[ConnectHook] = []
         self.message_hooks: list[MessageHook] = []
         self.disconnect_hooks: list[DisconnectHook] = []
@@ -701,6 +707,7 @@ class WebSocketApp:
         attributes: Mapping[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
         ephemeral: bool = False,
+        deadline: float | None = None,
     ) -> SendReport:
         """Send ``data`` (dict/list → JSON, str, bytes) to one connection, a channel, a
         user's connections, or every connected session. Blocks until done; see
@@ -717,7 +724,8 @@ class WebSocketApp:
         sent as it is and not kept (presence events, typing indicators).
 
         ``progress`` is called with the number of recipients just finished (progress bars;
-        see :func:`~apigw_ws_core.fanout.fanout`)."""
+        see :func:`~apigw_ws_core.fanout.fanout`); ``deadline`` overrides
+        ``Config.send_deadline`` for this send (CLIs)."""
         payload = check_size(encode_payload(data))
         batches = self.recipients(
             connection_id=connection_id,
@@ -728,17 +736,39 @@ class WebSocketApp:
             attributes=attributes,
         )
         payload, offset, epoch = self._with_history(payload, None if ephemeral else channel)
-        report = fanout(
+        report = self.deliver(
+            payload,
+            batches,
+            progress=progress,
+            concurrency=1 if connection_id else None,
+            deadline=deadline,
+        )
+        if offset is None:
+            return report
+        return attrs.evolve(report, offset=offset, epoch=epoch)
+
+    def deliver(
+        self,
+        payload: bytes,
+        batches: Iterable[Sequence[str] | str],
+        *,
+        progress: Callable[[int], None] | None = None,
+        concurrency: int | None = None,
+        deadline: float | None = None,
+    ) -> SendReport:
+        """Post ``payload`` (encoded, size-checked) to every id in ``batches``: the one
+        fan-out call built from this app's transport, storage (410s are marked gone) and
+        send settings (``Config.send_options``), with ``concurrency``/``deadline``
+        overrides. Every send path ends here: :meth:`send`, the send commands,
+        ``WebSocketSession.objects...send_message()`` and durable jobs."""
+        return fanout(
             self.transport,
             payload,
             batches,
             storage=self.storage,
             progress=progress,
-            **self.config.send_options(concurrency=1 if connection_id else None),
+            **self.config.send_options(concurrency=concurrency, deadline=deadline),
         )
-        if offset is None:
-            return report
-        return attrs.evolve(report, offset=offset, epoch=epoch)
 
     def broadcast(self, data: Any, *, sender: str, channel: str, **target: Any) -> SendReport:
         """Send ``data`` to everyone in ``channel`` but the connection ``sender`` (the
@@ -815,7 +845,11 @@ class WebSocketApp:
                 self._executor = ThreadPoolExecutor(2, thread_name_prefix="apigw-ws-bg")
         # Same context as a direct send (a hook's send during $connect skips that id).
         # A failure is logged at ERROR whether or not anyone reads the Future.
-        return self._executor.submit(copy_context().run, job.run_logged)
+        return self._executor.submit(copy_context().run, self._run_background, job)
+
+    def _run_background(self, job: SendJob) -> SendReport:
+        with (self.background_context or nullcontext)():
+            return job.run_logged()
 
     def run_send_job(self, job: SendJob | dict[str, Any]) -> SendReport:
         """Run a job made by :meth:`send_in_background` (or its ``as_dict()`` form, as a

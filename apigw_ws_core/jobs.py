@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import attrs
 
 from apigw_ws_core.errors import ConfigurationError
-from apigw_ws_core.fanout import SendReport, check_size, fanout
+from apigw_ws_core.fanout import SendReport, check_size
 from apigw_ws_core.storage import (
     JOB_DONE,
     JOB_FAILED,
@@ -546,13 +546,7 @@ def _run_single(
 def _send(
     app: WebSocketApp, payload: bytes, batches: Any, concurrency: int | None = None
 ) -> SendReport:
-    return fanout(
-        app.transport,
-        payload,
-        batches,
-        storage=app.storage,
-        **app.config.send_options(concurrency=concurrency),
-    )
+    return app.deliver(payload, batches, concurrency=concurrency)
 
 
 def _run_range(

@@ -81,3 +81,22 @@ def test_storage_backends_import_no_adapter_and_no_private_django_api():
                 assert not name.startswith(("apigw_ws_django", "apigw_ws_flask")), (path, name)
             if isinstance(node, ast.Attribute):
                 assert node.attr != "_raw_delete", (path, node.lineno)
+
+
+def test_one_fanout_call_site():
+    """Every send path (app.send, CLIs, QuerySet.send_message, durable jobs) goes through
+    ``WebSocketApp.deliver``: nothing else in the library calls ``fanout()``."""
+    import ast
+    from pathlib import Path
+
+    top = Path(__file__).resolve().parents[2]
+    callers = []
+    for folder in ("apigw_ws_core", "adapters", "storage"):
+        for path in (top / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    name = getattr(func, "id", None) or getattr(func, "attr", None)
+                    if name == "fanout":
+                        callers.append(f"{path.relative_to(top)}:{node.lineno}")
+    assert len(callers) == 1 and callers[0].startswith("apigw_ws_core/app.py"), callers

@@ -116,3 +116,25 @@ def test_send_reads_stdin(ws: WebSocketTestClient, alice: Any, monkeypatch: pyte
     monkeypatch.setattr("sys.stdin", io.StringIO('{"from": "stdin"}'))
     run("apigw_ws_send", "-", "--all")
     assert ws.received(conn.connection_id) == [{"from": "stdin"}]
+
+
+def test_every_django_send_goes_through_the_apps_one_fanout_call(
+    ws: WebSocketTestClient, alice: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """The send command and ``QuerySet.send_message`` end in ``WebSocketApp.deliver`` (one
+    fan-out call built from configuration), with the command's deadline passed on."""
+    from apigw_ws_core.app import WebSocketApp
+
+    calls: list[dict[str, Any]] = []
+    real = WebSocketApp.deliver
+
+    def spy(self: WebSocketApp, payload: bytes, batches: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(self, payload, batches, **kwargs)
+
+    monkeypatch.setattr(WebSocketApp, "deliver", spy)
+    a = ws.connect(user=alice, channel="lobby")
+    run("apigw_ws_send", '{"n": 1}', "--channel", "lobby", "--deadline", "3", "--no-progress")
+    m.WebSocketSession.objects.filter(channel_name="lobby").send_message({"n": 2})
+    assert ws.received(a.connection_id) == [{"n": 1}, {"n": 2}]
+    assert len(calls) == 2 and calls[0]["deadline"] == 3.0

@@ -9,10 +9,8 @@ module only wires it into Flask.
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import attrs
@@ -135,7 +133,6 @@ class ApigwWebSocket:
         self._current_user_loader: CurrentUserLoader | None = None
         self._apps: list[ApigwWsState] = []
         self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
         if app is not None:
             self.init_app(app)
 
@@ -172,9 +169,12 @@ class ApigwWebSocket:
             user_loader=self.user_loader or _flask_login_user,
             rate_limiter=self.rate_limiter,
         )
+        # Background sends run in an app context: in the core's thread pool, or through
+        # the configured runner (Celery).
+        core.background_context = app.app_context
         core.background_runner = build_runner(
             app.config["APIGW_WS_BACKGROUND_RUNNER"], core, context=app.app_context
-        ) or self._background_runner(app)
+        )
         prefix = "/" + str(app.config["APIGW_WS_URL_PREFIX"] or "").strip("/")
         prefix = "" if prefix == "/" else prefix
         token_path = app.config["APIGW_WS_TOKEN_PATH"]
@@ -210,25 +210,6 @@ class ApigwWebSocket:
             return Config.from_mapping(values)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{exc} (Flask config keys are APIGW_WS_<NAME>)") from exc
-
-    def _background_runner(
-        self, app: Flask
-    ) -> Callable[[Callable[[], SendReport]], Future[SendReport]]:
-        def run(job: Callable[[], SendReport]) -> Future[SendReport]:
-            # Keep the caller's context variables (a send from a $connect hook must still
-            # skip the connecting connection) and give the job an app context.
-            caller = contextvars.copy_context()
-
-            def in_context() -> SendReport:
-                with app.app_context():
-                    return caller.run(job)
-
-            with self._lock:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(2, thread_name_prefix="apigw-ws-flask")
-            return self._executor.submit(in_context)
-
-        return run
 
     def _on_every_core(self, step: Callable[[WebSocketApp], Any]) -> None:
         """Apply ``step`` to every core app now and to those created by later

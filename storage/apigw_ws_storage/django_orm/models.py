@@ -116,18 +116,11 @@ class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
             return self.exclude(connection_id__in=ids).send_message(
                 data, app=app, batch_size=batch_size
             )
-        from apigw_ws_core.fanout import check_size, fanout
+        from apigw_ws_core.fanout import check_size
         from apigw_ws_core.reply import encode_payload
 
         app = app or _default_app()
-        payload = check_size(encode_payload(data))
-        return fanout(
-            app.transport,
-            payload,
-            self.iter_connection_ids(batch_size),
-            storage=app.storage,
-            **app.config.send_options(),
-        )
+        return app.deliver(check_size(encode_payload(data)), self.iter_connection_ids(batch_size))
 
 
 class WebSocketSession(models.Model):

@@ -30,7 +30,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.errors import ApigwWsError, PayloadTooLarge
-from apigw_ws_core.fanout import SendReport, check_size, fanout
+from apigw_ws_core.fanout import SendReport, check_size
 from apigw_ws_core.reply import encode_payload
 from apigw_ws_core.send_cli import cli_error_message
 from apigw_ws_django.runtime import get_app
@@ -118,18 +118,9 @@ class Command(BaseCommand):
         target = self._target(options)
         total = self._total(app, target)
         progress = Progress(total, self.stderr, enabled=not options["no_progress"])
-        cfg = app.config
         try:
-            report = fanout(
-                app.transport,
-                payload,
-                app.recipients(**target),
-                storage=app.storage,
-                progress=progress.advance,
-                **cfg.send_options(
-                    concurrency=1 if "connection_id" in target else None,
-                    deadline=options["deadline"] or None,
-                ),
+            report = app.send(
+                payload, progress=progress.advance, deadline=options["deadline"], **target
             )
         except ApigwWsError as exc:
             raise CommandError(str(exc)) from exc
