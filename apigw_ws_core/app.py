@@ -650,17 +650,22 @@ class WebSocketApp:
             if record is not None:
                 endpoint = record.management_endpoint or None
                 region = region or record.region or None
+        verify: bool | str = True
         if not endpoint:
             local = find_local_gateway(self.config.secret)
             if local is not None:
                 endpoint = local.management_endpoint
+                verify = local.ca_bundle or True  # a --tls gateway's own CA bundle
         if not endpoint:
             raise ConfigurationError(
                 "no Management API endpoint: start the local gateway (apigw-ws local), "
                 "set management_endpoint (APIGW_WS_MANAGEMENT_ENDPOINT) or provision a gateway"
             )
         return ManagementApiTransport(
-            endpoint, region=region, max_connections=max(8, self.config.send_concurrency)
+            endpoint,
+            region=region,
+            max_connections=max(8, self.config.send_concurrency),
+            verify=verify,
         )
 
     def recipients(

@@ -71,6 +71,9 @@ class LocalGateway:
     backend: str | None
     started: float
     path: Path = attrs.field(eq=False)
+    #: With ``--tls``: the CA bundle (the usual roots plus the gateway's local CA) that
+    #: senders verify the gateway's certificate with.
+    ca_bundle: str | None = None
 
 
 def runtime_dir() -> Path:
@@ -123,6 +126,7 @@ def register_local_gateway(
     secret: str | None = None,
     backend: str | None = None,
     tls: bool = False,
+    ca_bundle: str | None = None,
 ) -> Path | None:
     """Write this process's discovery file; return its path (``None``: not recorded,
     because the gateway does not listen on loopback or the directory is not writable).
@@ -141,6 +145,7 @@ def register_local_gateway(
         "secret_sha256": secret_digest(secret),
         "backend": backend,
         "started": time.time(),
+        "ca_bundle": ca_bundle if tls else None,
     }
     directory = runtime_dir()
     path = directory / f"gateway-{os.getpid()}-{port}.json"
@@ -196,6 +201,7 @@ def _load(path: Path) -> LocalGateway | None:
             backend=data.get("backend") or None,
             started=float(data.get("started", 0.0)),
             path=path,
+            ca_bundle=data.get("ca_bundle") or None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -324,8 +324,9 @@ class ManagementApiTransport(AsyncTransport):
     signed with SigV4 (service ``execute-api``) using ``credentials`` or botocore's
     standard chain (environment, profile, SSO, container or instance role); refreshable
     credentials are re-read before every send, in the sending thread. HTTPS certificates
-    are verified against botocore's CA bundle (``certifi``'s when installed) unless
-    ``verify`` is ``False`` or a CA bundle path. HTTP proxies are not supported.
+    are verified against the CA bundle botocore would use (``AWS_CA_BUNDLE`` or the profile's
+    ``ca_bundle``, else ``certifi``'s) unless ``verify`` is ``False`` or a CA bundle path
+    (the local gateway's ``--tls`` bundle, for instance). HTTP proxies are not supported.
 
     Thread-safe: one instance per process serves every thread. Network I/O runs on an
     event loop in a daemon thread that the transport starts on first use (and again in a
@@ -429,8 +430,18 @@ class ManagementApiTransport(AsyncTransport):
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
-        cafile = self.verify if isinstance(self.verify, str) else get_cert_path(True)
+        cafile = self.verify if isinstance(self.verify, str) else self._configured_ca_bundle()
         return ssl.create_default_context(cafile=cafile)
+
+    def _configured_ca_bundle(self) -> str:
+        """The CA bundle botocore would use: ``AWS_CA_BUNDLE`` / the profile's ``ca_bundle``,
+        else its default (``certifi``'s when installed)."""
+        try:
+            session = self._session or botocore.session.get_session()
+            configured = session.get_config_variable("ca_bundle")
+        except Exception:  # pragma: no cover - a broken profile must not break sending
+            configured = None
+        return str(configured) if configured else str(get_cert_path(True))
 
     def _get_pool(self) -> _HttpPool:
         pool = self._pool

@@ -513,6 +513,7 @@ async def _serve(api: ApiConfig, options: GatewayOptions, args: argparse.Namespa
         backend=getattr(args, "backend", None)
         or (f"lambda:{args.lambda_handler}" if getattr(args, "lambda_handler", None) else None),
         tls=tls is not None,
+        ca_bundle=str(tls.bundle_file) if tls is not None else None,
     )
     print(ready_line(args.host, port, api.stage, str(tls.ca_file) if tls else None), flush=True)
     try:

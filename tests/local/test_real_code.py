@@ -206,3 +206,51 @@ def test_documented_chalice_command_line(
             assert alice.recv(timeout=10) == "anonymous: hi"
     finally:
         assert gateway.stop() == 0
+
+
+def test_the_library_transport_trusts_aws_ca_bundle_like_botocore(
+    gateway_factory: Any, ws_connect: Any, tls: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apigw_ws_core.errors import ConfigurationError
+    from apigw_ws_core.http1 import ManagementApiTransport
+
+    gw = gateway_factory(config_from_lambda(lambda event, context: None), tls=tls)
+    with ws_connect(gw.ws_url, ssl=_client_ssl(tls)) as ws:
+        (cid,) = wait_until(gw.connection_ids)
+        monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+        plain = ManagementApiTransport(gw.management_endpoint, timeout=5)
+        with pytest.raises(ConfigurationError, match="certificate verification failed"):
+            plain.post(cid, b"untrusted")
+        plain.close()
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(tls.bundle_file))
+        trusted = ManagementApiTransport(gw.management_endpoint, timeout=5)
+        trusted.post(cid, b"via AWS_CA_BUNDLE")
+        trusted.close()
+        assert ws.recv(timeout=5) == "via AWS_CA_BUNDLE"
+
+
+@pytest.mark.slow
+def test_a_tls_gateway_is_discovered_with_its_ca_bundle(
+    tmp_path: Any, ws_connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apigw_ws_core import MemoryStorage, WebSocketApp
+    from apigw_ws_core.config import Config
+
+    monkeypatch.setenv("APIGW_WS_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    }
+    gateway = GatewayProcess(["--tls", "--tls-dir", str(tmp_path / "tls")], env=env).start()
+    try:
+        app = WebSocketApp(storage=MemoryStorage(), config=Config(allow_insecure_no_secret=True))
+        context = ssl.create_default_context(cafile=gateway.ca_file)
+        with ws_connect(gateway.ws_url, ssl=context) as ws:
+            (cid,) = wait_until(gateway.connection_ids)
+            report = app.send({"hello": "tls"}, connection_id=cid)
+            assert report.delivered == 1
+            assert json.loads(ws.recv(timeout=10)) == {"hello": "tls"}
+        app.close()
+    finally:
+        gateway.stop()
