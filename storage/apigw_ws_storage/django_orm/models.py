@@ -63,8 +63,7 @@ def set_default_app(provider: Callable[[], WebSocketApp] | None) -> None:
 def _default_app() -> WebSocketApp:
     if _default_app_provider is None:
         raise RuntimeError(
-            "send_message() needs an app: pass app=..., or add 'apigw_ws_django' to "
-            "INSTALLED_APPS"
+            "send_message() needs an app: pass app=..., or add 'apigw_ws_django' to INSTALLED_APPS"
         )
     return _default_app_provider()
 

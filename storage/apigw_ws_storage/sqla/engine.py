@@ -26,6 +26,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
+from apigw_ws_storage.deadline import bounded_psycopg_connection
+
 __all__ = ["create_bounded_engine"]
 
 
@@ -53,42 +55,10 @@ def create_bounded_engine(url: str | URL, *, timeout: float = 2.0, **kwargs: Any
         connect_args.setdefault("connect_timeout", max(2, whole))  # libpq's minimum is 2
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     if psycopg:
-        connection_class = _bounded_psycopg_connection(timeout)
+        connection_class = bounded_psycopg_connection(timeout)
 
         @event.listens_for(engine, "do_connect")
         def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
             return connection_class.connect(*cargs, **cparams)
 
     return engine
-
-
-def _bounded_psycopg_connection(limit: float) -> Any:
-    """A ``psycopg.Connection`` subclass whose every wait for the server ends after
-    ``limit`` seconds with the connection closed and ``OperationalError`` raised."""
-    import psycopg
-
-    # psycopg raises its (private) _WaitTimeout when a wait's timeout expires
-    wait_timeout: type[BaseException] = getattr(
-        psycopg.errors, "_WaitTimeout", psycopg.OperationalError
-    )
-
-    class BoundedConnection(psycopg.Connection[Any]):
-        """psycopg's connection with a deadline on each round trip."""
-
-        deadline: float = limit
-
-        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-            try:
-                return super().wait(
-                    gen, interval=interval, timeout=self.deadline if timeout is None else timeout
-                )
-            except wait_timeout as exc:
-                if self.closed or not str(exc).startswith("wait timeout"):
-                    raise
-                # mid-statement without an answer: the connection is unusable
-                self.pgconn.finish()
-                raise psycopg.OperationalError(
-                    f"no answer from the server within {self.deadline} s; connection closed"
-                ) from exc
-
-    return BoundedConnection

@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend with a read deadline: see :mod:`.base`."""
