@@ -298,3 +298,33 @@ def test_cli_local_commands():
         "dev",
     ]
     assert json.dumps(gateway_cmd)  # plain strings only
+
+
+def test_pages_get_csrf_token_when_the_token_endpoint_checks_it():
+    """Flask-WTF installed, no CSRFProtect: the token endpoint checks a CSRF token itself, so
+    templates get ``csrf_token()`` to put in the page (the quickstart's page does)."""
+    from apigw_ws_core import MemoryStorage
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", APIGW_WS_SECRET=SECRET)
+    ws = ApigwWebSocket(app, storage=MemoryStorage())
+    ws.current_user_loader(lambda: "alice")
+    assert app.jinja_env.globals["csrf_token"] is generate_csrf
+
+    @app.get("/page")
+    def page():
+        from flask import render_template_string
+
+        return render_template_string("{{ csrf_token() if csrf_token is defined else '' }}")
+
+    client = app.test_client()
+    token = client.get("/page").get_data(as_text=True)
+    assert len(token) > 20
+    assert client.post("/ws/token", json={}).status_code == 400  # no CSRF token
+    response = client.post("/ws/token", json={}, headers={"X-CSRFToken": token})
+    assert response.status_code == 200, response.get_json()
+
+    off = Flask(__name__)
+    off.config.update(APIGW_WS_SECRET=SECRET, APIGW_WS_TOKEN_CSRF=False)
+    ApigwWebSocket(off, storage=MemoryStorage())
+    assert "csrf_token" not in off.jinja_env.globals

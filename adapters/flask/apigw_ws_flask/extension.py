@@ -64,6 +64,18 @@ def _config_defaults() -> dict[str, Any]:
     return defaults
 
 
+def _offer_csrf_token(app: Flask) -> None:
+    """With Flask-WTF installed, the token endpoint checks a CSRF token even without
+    ``CSRFProtect``: give templates Flask-WTF's ``csrf_token()`` to put in the page (``<meta
+    name="csrf-token" content="{{ csrf_token() }}">``, which the browser client sends).
+    ``CSRFProtect`` sets the very same global."""
+    try:
+        from flask_wtf.csrf import generate_csrf
+    except ImportError:
+        return
+    app.jinja_env.globals.setdefault("csrf_token", generate_csrf)
+
+
 def user_id_of(user: Any) -> str | None:
     """The string id of a user object (Flask-Login ``get_id()``, else ``.id``) or of an id."""
     if user is None:
@@ -198,6 +210,8 @@ class ApigwWebSocket:
 
         register_views(app, state)
         app.cli.add_command(cli_group)
+        if state.csrf_check and state.token_path:
+            _offer_csrf_token(app)
 
     @staticmethod
     def _core_config(app: Flask) -> Config:

@@ -56,6 +56,7 @@ def whoami(ctx: HandlerContext, message: dict) -> dict:
 
 PAGE = """<!doctype html>
 <title>apigw-ws chat</title>
+<meta name="csrf-token" content="{{ csrf_token() if csrf_token is defined else '' }}">
 <ul id="lines"></ul>
 <form id="form"><input id="text" autocomplete="off"> <button>Send</button></form>
 <script type="module">
