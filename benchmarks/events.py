@@ -13,7 +13,15 @@ Measured per event (median of ``--repeat`` passes over ``--events`` connections)
 * connect: verify, rate limit, store the session and its channel membership;
 * message: verify, load the session, rate limit, dispatch to an ``echo`` handler, reply;
 * disconnect: mark the session gone;
-* floor: the bare view.
+* floor: the bare view;
+* send plain / send history: a message whose handler sends ``{"text": ...}`` to a channel
+  with no members, once without history and once to a history channel (``Config.history``
+  rule ``hist-*``, size 100): the difference is what channel history costs per send (the
+  append), since the fan-out is the same for both.
+
+Beside the time, each case reports the SQL statements it made per event (``BEGIN``/``COMMIT``
+not counted), from a statement counter on the connection (Django ``execute_wrapper``,
+SQLAlchemy ``before_cursor_execute``).
 
 The rate limiter is the default (``$connect`` and token counters in the database, the
 per-connection message counter in process), and also every counter in Django's cache
@@ -120,19 +128,33 @@ def gateway(route: str, cid: str) -> dict[str, str]:
     return gateway_headers(route, cid, secret=SECRET, source_ip=ip)
 
 
-def measure(app: WSGIApp, prefix: str, floor_path: str, n: int, repeat: int) -> dict[str, float]:
-    """Median µs per event over ``repeat`` passes of n connects, messages, disconnects."""
+CASES = ("connect", "message", "disconnect", "floor", "send_plain", "send_history")
+
+
+def measure(
+    app: WSGIApp,
+    prefix: str,
+    floor_path: str,
+    n: int,
+    repeat: int,
+    statements: Callable[[], int] = lambda: 0,
+) -> dict[str, float]:
+    """Median µs per event over ``repeat`` passes of n connects, messages, disconnects (and
+    ``<case>_sql``: statements per event, from the ``statements`` counter)."""
     from apigw_ws_core.testing import new_connection_id
 
-    samples: dict[str, list[float]] = {k: [] for k in ("connect", "message", "disconnect", "floor")}
+    samples: dict[str, list[float]] = {k: [] for k in CASES}
+    sql: dict[str, float] = {}
 
     def timed(key: str, envs: list[dict[str, Any]], expect: str) -> None:
+        before = statements()
         start = time.perf_counter()
         for env in envs:
             status, body = call(app, env)
             if not status.startswith(expect):
                 raise RuntimeError(f"{key}: {status} {body[:200]!r}")
         samples[key].append((time.perf_counter() - start) / len(envs) * 1e6)
+        sql[f"{key}_sql"] = (statements() - before) / len(envs)
 
     message = json.dumps({"action": "echo", "text": "hello"}).encode()
     for r in range(repeat + 1):  # the first pass warms up and is not counted
@@ -155,6 +177,10 @@ def measure(app: WSGIApp, prefix: str, floor_path: str, n: int, repeat: int) -> 
             [environ(floor_path, gateway("default", c), message) for c in ids],
             "200",
         )
+        for case, room in (("send_plain", "plain-room"), ("send_history", "hist-room")):
+            say = json.dumps({"action": "say", "text": "hello", "room": room}).encode()
+            envs = [environ(f"{prefix}/default", gateway("default", c), say) for c in ids]
+            timed(case, envs, "200")
         timed(
             "disconnect",
             [environ(f"{prefix}/disconnect", gateway("disconnect", c)) for c in ids],
@@ -163,7 +189,7 @@ def measure(app: WSGIApp, prefix: str, floor_path: str, n: int, repeat: int) -> 
         if r == 0:
             for v in samples.values():
                 v.clear()
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return {**{k: statistics.median(v) for k, v in samples.items()}, **sql}
 
 
 # --- databases -----------------------------------------------------------------------------
@@ -228,6 +254,7 @@ def django_worker(db: str, n: int, repeat: int, limiter: str) -> dict[str, Any]:
             "SECRET": SECRET,
             "REQUIRE_TOKEN": False,
             "TRANSPORT": "apigw_ws_core.transport.RecordingTransport",
+            "HISTORY": [{"pattern": "hist-*", "size": 100}],
         }
         if limiter == "cache":
             apigw["RATE_LIMITER"] = "apigw_ws_django.limits.CacheRateLimiter"
@@ -275,6 +302,10 @@ def django_worker(db: str, n: int, repeat: int, limiter: str) -> dict[str, Any]:
             def echo(self, request: Any, message: dict[str, Any]) -> dict[str, Any]:
                 return {"type": "echo", "text": message.get("text")}
 
+            @handler
+            def say(self, request: Any, message: dict[str, Any]) -> None:
+                self.context.send({"text": message.get("text")}, channel=message["room"])
+
         @csrf_exempt
         def bare(request: HttpRequest) -> JsonResponse:
             """The floor: read the request, one indexed SELECT, answer JSON."""
@@ -290,9 +321,16 @@ def django_worker(db: str, n: int, repeat: int, limiter: str) -> dict[str, Any]:
         global urlpatterns
         urlpatterns = [path("ws/", include(BenchView.urls())), path("bare", bare)]
         call_command("migrate", verbosity=0)
-        result = measure(get_wsgi_application(), "/ws", "/bare", n, repeat)
-        from django.db import connections
+        from django.db import connection, connections
 
+        count = [0]
+
+        def counting(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            count[0] += 1
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(counting):
+            result = measure(get_wsgi_application(), "/ws", "/bare", n, repeat, lambda: count[0])
         connections.close_all()
         return result
     finally:
@@ -329,7 +367,11 @@ def flask_worker(db: str, n: int, repeat: int, limiter: str) -> dict[str, Any]:
 
             rate_limiter = MemoryRateLimiter()
         app = Flask("bench")
-        app.config.update(APIGW_WS_SECRET=SECRET, APIGW_WS_REQUIRE_TOKEN=False)
+        app.config.update(
+            APIGW_WS_SECRET=SECRET,
+            APIGW_WS_REQUIRE_TOKEN=False,
+            APIGW_WS_HISTORY=[{"pattern": "hist-*", "size": 100}],
+        )
         ws = ApigwWebSocket(
             storage=storage, transport=RecordingTransport(), rate_limiter=rate_limiter
         )
@@ -338,7 +380,19 @@ def flask_worker(db: str, n: int, repeat: int, limiter: str) -> dict[str, Any]:
         def echo(ctx: Any, message: dict[str, Any]) -> dict[str, Any]:
             return {"type": "echo", "text": message.get("text")}
 
+        @ws.handler("say")
+        def say(ctx: Any, message: dict[str, Any]) -> None:
+            ctx.send({"text": message.get("text")}, channel=message["room"])
+
         ws.init_app(app)
+        from sqlalchemy import event
+
+        count = [0]
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def counting(*args: Any) -> None:
+            count[0] += 1
+
         sessions = storage.models.session_table
 
         @app.post("/bare")
@@ -353,7 +407,7 @@ def flask_worker(db: str, n: int, repeat: int, limiter: str) -> dict[str, Any]:
             return {"channel": channel, "action": body.get("action")}
 
         try:
-            return measure(app.wsgi_app, "/ws", "/bare", n, repeat)
+            return measure(app.wsgi_app, "/ws", "/bare", n, repeat, lambda: count[0])
         finally:
             engine.dispose()
     finally:
@@ -391,7 +445,8 @@ def main() -> None:
     )
     header = (
         f"{'framework':<8} {'database':<9} {'limiter':<8} {'floor':>7} {'connect':>8} "
-        f"{'message':>8} {'disconn.':>8}  message/floor"
+        f"{'message':>8} {'disconn.':>8} {'send':>6} {'send+h':>7}  message/floor"
+        "  SQL statements per event: connect/message/disconnect/send/send+history"
     )
     print(header)
     print("-" * len(header))
@@ -417,16 +472,23 @@ def main() -> None:
                     print(f"{framework:<8} {db:<9} {limiter:<8} failed:\n{proc.stderr[-2000:]}")
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
+                stmts = "/".join(
+                    f"{r[f'{k}_sql']:g}"
+                    for k in ("connect", "message", "disconnect", "send_plain", "send_history")
+                )
                 print(
                     f"{framework:<8} {db:<9} {limiter:<8} {r['floor']:7.0f} {r['connect']:8.0f} "
-                    f"{r['message']:8.0f} {r['disconnect']:8.0f}  {r['message'] / r['floor']:.2f}x",
+                    f"{r['message']:8.0f} {r['disconnect']:8.0f} {r['send_plain']:6.0f} "
+                    f"{r['send_history']:7.0f}  {r['message'] / r['floor']:.2f}x"
+                    f"          {stmts}",
                     flush=True,
                 )
     print(
         "\nfloor: a bare view of the same framework and database (request parsed, one indexed "
         "SELECT, JSON answer).\nlimiter db: the default, connect counters in the database and "
         "message counters in process; cache: every counter in Django's cache (locmem) / the "
-        "core's in-process MemoryRateLimiter (Flask)."
+        "core's in-process MemoryRateLimiter (Flask).\nsend / send+h: a message whose handler "
+        "sends to a channel without members, without / with channel history (the append)."
     )
 
 
