@@ -62,7 +62,8 @@ ZONE_PARAMETER = "HostedZoneId"
 
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 
-_SECRET_TARGET = f"integration.request.header.{SECRET_HEADER}"
+#: The request parameter carrying the secret header.
+SECRET_TARGET = f"integration.request.header.{SECRET_HEADER}"
 _SECRET_PATTERN = "^[A-Za-z0-9_.~+/=-]{16,256}$"
 _SECRET_ID_RE = re.compile(r"\A[A-Za-z0-9/_+=.@:-]{1,2048}\Z")
 _JSON_KEY_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,256}\Z")
@@ -160,7 +161,7 @@ def _route_uri_suffix(spec: GatewaySpec, route_key: str) -> str | None:
 
 def _secret_parameters_without_secret(spec: GatewaySpec) -> dict[str, str]:
     params = dict(request_parameters(spec.secret, spec.authorizer))
-    del params[_SECRET_TARGET]
+    del params[SECRET_TARGET]
     return dict(sorted(params.items()))
 
 
@@ -248,7 +249,7 @@ def _cfn_template(spec: GatewaySpec, secret: SecretSource, *, sam: bool) -> dict
         suffix = _route_uri_suffix(spec, route.key)
         uri: Any = route.uri if suffix is None else {"Fn::Sub": f"${{{TARGET_PARAMETER}}}{suffix}"}
         request_params: dict[str, Any] = _secret_parameters_without_secret(spec)
-        request_params[_SECRET_TARGET] = secret_value
+        request_params[SECRET_TARGET] = secret_value
         resources[f"{name}Integration"] = {
             "Type": "AWS::ApiGatewayV2::Integration",
             "Properties": {
@@ -489,7 +490,7 @@ def _terraform(spec: GatewaySpec, secret: SecretSource) -> dict[str, Any]:
         suffix = _route_uri_suffix(spec, route.key)
         uri = route.uri if suffix is None else f"${{var.target_base_url}}{suffix}"
         request_params: dict[str, str] = _secret_parameters_without_secret(spec)
-        request_params[_SECRET_TARGET] = f"'${{{secret_expr}}}'"
+        request_params[SECRET_TARGET] = f"'${{{secret_expr}}}'"
         integrations[name] = {
             "api_id": _tf("aws_apigatewayv2_api.this.id"),
             "integration_type": "HTTP_PROXY",
