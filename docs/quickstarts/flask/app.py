@@ -6,12 +6,11 @@ Run it:  flask --app app apigw-ws local      (then open http://127.0.0.1:5000/?n
 import os
 
 from flask import Flask, render_template_string, request, session
-from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from apigw_ws_core import HandlerContext
 from apigw_ws_flask import ApigwWebSocket
-from apigw_ws_storage.sqla import SqlaStorage
+from apigw_ws_storage.sqla import SqlaStorage, create_bounded_engine
 
 app = Flask(__name__)
 app.config.update(
@@ -22,7 +21,8 @@ app.config.update(
 )
 
 # Storage: SQLAlchemy 2.x. create_tables() is for trying things out; use Alembic in a project.
-engine = create_engine(os.environ.get("DATABASE_URL", "sqlite:///chat.sqlite3"))
+# create_bounded_engine: create_engine with every wait on the database bounded (2 s).
+engine = create_bounded_engine(os.environ.get("DATABASE_URL", "sqlite:///chat.sqlite3"))
 storage = SqlaStorage(sessionmaker(engine))
 storage.create_tables()
 

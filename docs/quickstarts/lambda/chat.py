@@ -15,15 +15,15 @@ import json
 import os
 from typing import Any
 
-from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from apigw_ws_core import Config, HandlerContext, WebSocketApp
 from apigw_ws_core.aws_lambda import make_handler
 from apigw_ws_core.errors import RequestError
-from apigw_ws_storage.sqla import SqlaStorage
+from apigw_ws_storage.sqla import SqlaStorage, create_bounded_engine
 
-engine = create_engine(os.environ.get("DATABASE_URL", "sqlite:///chat.sqlite3"))
+# create_bounded_engine: create_engine with every wait on the database bounded (2 s).
+engine = create_bounded_engine(os.environ.get("DATABASE_URL", "sqlite:///chat.sqlite3"))
 storage = SqlaStorage(sessionmaker(engine))
 
 app = WebSocketApp(

@@ -5,14 +5,14 @@ Serve it with any WSGI server: `gunicorn app:application`, or `python app.py` to
 
 import os
 
-from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from apigw_ws_core import Config, HandlerContext, WebSocketApp
 from apigw_ws_core.wsgi import make_wsgi_app
-from apigw_ws_storage.sqla import SqlaStorage
+from apigw_ws_storage.sqla import SqlaStorage, create_bounded_engine
 
-engine = create_engine(os.environ.get("DATABASE_URL", "sqlite:///chat.sqlite3"))
+# create_bounded_engine: create_engine with every wait on the database bounded (2 s).
+engine = create_bounded_engine(os.environ.get("DATABASE_URL", "sqlite:///chat.sqlite3"))
 storage = SqlaStorage(sessionmaker(engine))
 storage.create_tables()  # for trying things out; in a project, Alembic creates the tables
 
