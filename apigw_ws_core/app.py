@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import attrs
 
 from apigw_ws_core import presence
+from apigw_ws_core.asyncsupport import resolve
 from apigw_ws_core.attributes import check_filter, read_attributes
 from apigw_ws_core.channels import ChannelPolicy, default_policy, validate_channel
 from apigw_ws_core.config import Config, RateLimit
@@ -418,7 +419,7 @@ class WebSocketApp:
         try:
             self._announce(presence.announce_join, self, session, channel)
             for hook in self.connect_hooks:
-                hook(session, event)
+                resolve(hook(session, event))
         finally:
             _CONNECTING.reset(connecting)
         headers = {}
@@ -473,13 +474,13 @@ class WebSocketApp:
             return Reply(200)
         spec = self.handlers.get(body[key])
         ctx = HandlerContext(self, event, session, body, spec.name)
-        if spec.permission is not None and not spec.permission(ctx):
+        if spec.permission is not None and not resolve(spec.permission(ctx)):
             raise HandlerForbidden()
         for hook in self.message_hooks:
-            hook(ctx)
+            resolve(hook(ctx))
         try:
             with observe_handler(spec.name):
-                result = spec.func(ctx, body)
+                result = resolve(spec.func(ctx, body))  # async def handlers too
         except RequestError:
             raise
         except Exception as exc:
@@ -519,7 +520,7 @@ class WebSocketApp:
             for channel in left:
                 self._announce(presence.announce_leave, self, user_id, channel)
             for hook in self.disconnect_hooks:
-                hook(event.connection_id, event)
+                resolve(hook(event.connection_id, event))
         return Reply(200)
 
     def _announce(self, announce: Callable[..., bool], *args: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -76,6 +77,15 @@ class HandlerContext:
         return self.app.broadcast(
             data, sender=self.connection_id, channel=channel or self.session.channel_name, **target
         )
+
+    async def asend(self, data: Any, **target: Any) -> SendReport:
+        """:meth:`send` for ``async def`` handlers: the send runs in a worker thread, so
+        the event loop keeps serving other requests meanwhile."""
+        return await asyncio.to_thread(self.app.send, data, **target)
+
+    async def areply(self, data: Any) -> SendReport:
+        """:meth:`reply` for ``async def`` handlers (see :meth:`asend`)."""
+        return await self.asend(data, connection_id=self.connection_id)
 
     def subscribe(self, channel: str) -> bool:
         """Join ``channel`` through the channel policy (raises ``ChannelForbidden``)."""

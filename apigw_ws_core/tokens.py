@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import attrs
 
@@ -107,10 +108,6 @@ def check_bindings(record: Token, *, channel: str | None, origin: str | None) ->
 MAX_TOKEN_BODY = 4096
 
 
-def _no_form() -> Mapping[str, Any]:
-    return {}
-
-
 def _no_body(size: int) -> bytes:
     return b""
 
@@ -129,7 +126,8 @@ class TokenRequest:
         ``Content-Length`` are read.
     :param read: reads the body (used for JSON bodies, at most :data:`MAX_TOKEN_BODY`).
     :param form: returns the parsed form fields of a non-JSON body (the framework parsed
-        them already, e.g. for its CSRF check).
+        them already, e.g. for its CSRF check); ``None``: a form-encoded body is parsed
+        here (at most :data:`MAX_TOKEN_BODY`).
     :param check: the adapter's own check before anything else (Flask's CSRF check); it
         gets a function returning the parsed fields and raises a ``RequestError``.
     """
@@ -138,14 +136,27 @@ class TokenRequest:
     method: str = "POST"
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_lower_keys)
     read: BodyReader = _no_body
-    form: Callable[[], Mapping[str, Any]] = _no_form
+    form: Callable[[], Mapping[str, Any]] | None = None
     check: Callable[[Callable[[], Mapping[str, Any]]], None] | None = None
 
 
 def _fields(app: WebSocketApp, request: TokenRequest) -> Mapping[str, Any]:
     """The body's fields: a JSON object parsed with the pipeline's rules, or the form."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        return request.form()
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        if request.form is not None:
+            return request.form()
+        if kind != "application/x-www-form-urlencoded":
+            return {}
+        raw = _token_body(request)
+        try:
+            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError as exc:
+            raise BadRequest("Form body is not UTF-8.") from exc
+    return app.parse_message(_token_body(request) or b"{}")
+
+
+def _token_body(request: TokenRequest) -> bytes:
     length = content_length(request.headers)
     if length is not None and length > MAX_TOKEN_BODY:
         raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.")
@@ -153,7 +164,7 @@ def _fields(app: WebSocketApp, request: TokenRequest) -> Mapping[str, Any]:
         raw = read_bounded(request.read, MAX_TOKEN_BODY)
     except BodyTooLarge as exc:
         raise BodyTooLarge(f"Token request body exceeds {MAX_TOKEN_BODY} bytes.") from exc
-    return app.parse_message(raw or b"{}")
+    return raw
 
 
 def _optional_str(fields: Mapping[str, Any], key: str, error: type[RequestError]) -> str | None:

@@ -24,6 +24,8 @@ CORE_MODULES = [
     "apigw_ws_core.cli",
     "apigw_ws_core.jobs",
     "apigw_ws_core.http",
+    "apigw_ws_core.asgi",
+    "apigw_ws_core.asyncsupport",
     "apigw_ws_core.http1",
     "apigw_ws_core.signer",
     "apigw_ws_core.reply",

@@ -1,12 +1,13 @@
 """ONE table of integration requests and the answers every HTTP adapter must give.
 
-Each row is run, byte for byte the same, against the plain WSGI app (memory storage), the
-Django adapter (Django ORM storage) and the Flask adapter (SQLAlchemy storage), all on
-SQLite, as raw WSGI calls (so that short and chunked bodies can be sent). Each adapter holds
-one live connection on ``lobby`` before the row runs. A row states the status, the error
-code and whether the call may change anything: a refused call leaves storage as it was
-and sends nothing. The adapters only translate; :mod:`apigw_ws_core.http` decides, so a
-row that passes on one adapter and fails on another is adapter drift.
+Each row is run, byte for byte the same, against the plain WSGI app, the pure ASGI app and
+the FastAPI router (memory storage), the Django adapter (Django ORM storage) and the Flask
+adapter (SQLAlchemy storage), all on SQLite, as raw WSGI calls or ASGI messages (so that
+short and chunked bodies can be sent). Each adapter holds one live connection on ``lobby``
+before the row runs. A row states the status, the error code and whether the call may
+change anything: a refused call leaves storage as it was and sends nothing. The adapters
+only translate; :mod:`apigw_ws_core.http` decides, so a row that passes on one adapter and
+fails on another is adapter drift.
 """
 
 from __future__ import annotations
@@ -249,6 +250,77 @@ class WsgiDriver(Driver):
         return call_wsgi(self.wsgi, environ)
 
 
+class AsgiDriver(WsgiDriver):
+    """The pure ASGI app (:func:`apigw_ws_core.asgi.make_asgi_app`) on the same core app,
+    called with the scope and body messages a server would pass. A short body ends with
+    ``http.disconnect``; ASGI servers always know where a chunked body ends."""
+
+    name = "asgi"
+
+    def __init__(self) -> None:
+        from apigw_ws_core.asgi import make_asgi_app
+
+        super().__init__()
+        self.asgi = make_asgi_app(self.app, prefix="/ws")
+
+    def call(self, environ: dict[str, Any]) -> tuple[int, bytes]:
+        import asyncio
+
+        if environ.get("HTTP_TRANSFER_ENCODING") and not environ.get("wsgi.input_terminated"):
+            return 400, b'{"error": "bad_request"}'  # cannot happen under ASGI (see above)
+        body = environ["wsgi.input"].getvalue()
+        declared = environ.get("CONTENT_LENGTH")
+        short = declared is not None and declared.isdigit() and int(declared) > len(body)
+        headers = [
+            (k[5:].replace("_", "-").lower().encode(), v.encode("latin-1"))
+            for k, v in environ.items()
+            if k.startswith("HTTP_")
+        ]
+        if declared is not None:
+            headers.append((b"content-length", declared.encode()))
+        headers.append((b"content-type", environ.get("CONTENT_TYPE", "").encode()))
+        scope = {
+            "type": "http",
+            "method": environ["REQUEST_METHOD"],
+            "path": environ["PATH_INFO"],
+            "root_path": "",
+            "query_string": environ["QUERY_STRING"].encode("latin-1"),
+            "headers": headers,
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": short}]
+        if short:
+            messages.append({"type": "http.disconnect"})
+        out: dict[str, Any] = {"body": b""}
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                out["status"] = message["status"]
+            else:
+                out["body"] += message.get("body", b"")
+
+        asyncio.run(self.asgi(scope, receive, send))
+        return out["status"], out["body"]
+
+
+class FastApiDriver(AsgiDriver):
+    """The FastAPI integration (:class:`apigw_ws_core.fastapi.ApigwWs`'s router)."""
+
+    name = "fastapi"
+
+    def __init__(self) -> None:
+        from fastapi import FastAPI
+
+        from apigw_ws_core.fastapi import ApigwWs
+
+        super().__init__()
+        api = FastAPI()
+        api.include_router(ApigwWs(self.app, prefix="/ws").router)
+        self.asgi = api
+
+
 class DjangoDriver(Driver):
     name = "django"
 
@@ -297,10 +369,15 @@ class FlaskDriver(Driver):
         return call_wsgi(self.env["client"].application, environ)
 
 
-@pytest.fixture(params=["wsgi", "django", "flask"])
+@pytest.fixture(params=["wsgi", "asgi", "fastapi", "django", "flask"])
 def driver(request: pytest.FixtureRequest) -> Iterator[Driver]:
     if request.param == "wsgi":
         yield WsgiDriver()
+    elif request.param == "asgi":
+        yield AsgiDriver()
+    elif request.param == "fastapi":
+        pytest.importorskip("fastapi")
+        yield FastApiDriver()
     elif request.param == "django":
         request.applymarker(pytest.mark.django_db)
         yield DjangoDriver(request.getfixturevalue("django_env"))
