@@ -47,8 +47,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["OtelInstrumentation", "span_context_from_xray"]
 
 _SCOPE = "apigw_ws"
-_XRAY_ROOT = re.compile(r"\A1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})\Z")
-_HEX16 = re.compile(r"\A[0-9a-fA-F]{16}\Z")
+# Fields of ``Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1``.
+_ROOT = re.compile(r"(?:^|;)\s*Root=1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})\s*(?:;|$)")
+_PARENT = re.compile(r"(?:^|;)\s*Parent=([0-9a-fA-F]{16})\s*(?:;|$)")
+_SAMPLED = re.compile(r"(?:^|;)\s*Sampled=([^;\s]*)")
 
 
 def span_context_from_xray(header: str | None) -> trace.SpanContext | None:
@@ -61,20 +63,19 @@ def span_context_from_xray(header: str | None) -> trace.SpanContext | None:
     """
     if not header:
         return None
-    parts: dict[str, str] = {}
-    for item in header.split(";"):
-        key, _, value = item.strip().partition("=")
-        parts[key] = value
-    root = _XRAY_ROOT.match(parts.get("Root", ""))
-    parent = parts.get("Parent", "")
-    if root is None or not _HEX16.match(parent):
+    root = _ROOT.search(header)
+    parent = _PARENT.search(header)
+    if root is None or parent is None:
         return None
     trace_id = int(root.group(1) + root.group(2), 16)
-    span_id = int(parent, 16)
+    span_id = int(parent.group(1), 16)
     if trace_id == 0 or span_id == 0:
         return None
+    sampled = _SAMPLED.search(header)
     flags = trace.TraceFlags(
-        trace.TraceFlags.SAMPLED if parts.get("Sampled") == "1" else trace.TraceFlags.DEFAULT
+        trace.TraceFlags.SAMPLED
+        if sampled is not None and sampled.group(1) == "1"
+        else trace.TraceFlags.DEFAULT
     )
     return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
 
