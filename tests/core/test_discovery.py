@@ -256,3 +256,25 @@ def test_token_commands(tmp_path, runtime):
 
     with app.app_context():
         assert take_token(ws.core.storage, token, now=ws.core.clock()).user_id == "bob"
+
+
+@pytest.mark.django_db
+def test_django_token_command(runtime):
+    pytest.importorskip("django")
+    from io import StringIO
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import CommandError, call_command
+
+    from apigw_ws_core.tokens import take_token
+    from apigw_ws_django import get_app
+
+    alice = get_user_model().objects.create_user("alice-token", password="x")
+    out = StringIO()
+    call_command("apigw_ws_token", "alice-token", stdout=out)
+    app = get_app()
+    assert take_token(app.storage, out.getvalue().strip(), now=app.clock()).user_id == str(
+        alice.pk
+    )
+    with pytest.raises(CommandError, match="no user with id or username 'nobody'"):
+        call_command("apigw_ws_token", "nobody")

@@ -236,10 +236,7 @@ def test_django_quickstart(venv: Path, base: Path):
     try:
         project.wait_port(port)
         project.wait_port(app_port)
-        token = project.run(
-            "python", "manage.py", "shell", "-v", "0", "-c",
-            "from apigw_ws_django import get_app; print(get_app().issue_token(1)[0])",
-        ).strip()
+        token = project.run("python", "manage.py", "apigw_ws_token", "alice").strip()
         chat_round_trip(project, f"ws://127.0.0.1:{port}/local", token,
                         ["python", "manage.py", "apigw_ws_send", ANNOUNCEMENT, "--all"])
     finally:
