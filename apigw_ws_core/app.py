@@ -665,7 +665,7 @@ class WebSocketApp:
         return ManagementApiTransport(
             endpoint,
             region=region,
-            max_connections=max(8, self.config.send_concurrency),
+            max_connections=max(8, self.config.send_concurrency, self.config.send_max_concurrency),
             verify=verify,
         )
 

@@ -215,8 +215,12 @@ class Config:
     region: str | None = None
     #: Gateway record to read the endpoint from when ``management_endpoint`` is not set.
     gateway_name: str = "default"
-    #: Fan-out: concurrent Management API calls, overall deadline, retries per call.
+    #: Fan-out: concurrent Management API calls at first, overall deadline, retries per
+    #: call. While no 429 comes back, calls in flight double every round trip up to
+    #: ``send_max_concurrency`` (then halve on throttling and grow by one per round trip),
+    #: so a broadcast keeps up with the Management API's latency; set both equal to pin it.
     send_concurrency: int = 64
+    send_max_concurrency: int = attrs.field(default=256, validator=attrs.validators.ge(1))
     send_deadline: float = 25.0
     send_max_attempts: int = 5
     #: Seconds one Management API call may take before it is given up and retried
@@ -238,6 +242,7 @@ class Config:
         (``None`` values are ignored)."""
         options: dict[str, Any] = {
             "concurrency": self.send_concurrency,
+            "max_concurrency": max(self.send_concurrency, self.send_max_concurrency),
             "deadline": self.send_deadline,
             "max_attempts": self.send_max_attempts,
             "call_timeout": self.send_call_timeout,

@@ -294,12 +294,17 @@ class _State:
 class _Gate:
     """Bounds calls in flight, adapting to throttling (async engine, one event loop).
 
-    Additive increase, multiplicative decrease, as TCP does: while 429s are a real share
-    of the answers (over ``THRESHOLD`` of the recent ones), a 429 halves the limit (at most
-    once per round trip, so one burst counts once); every success adds ``1 / limit`` back
-    until ``ceiling`` (the configured concurrency). A throttled account thus gets calls at
-    about the rate it accepts instead of a storm of retries, while the odd 429 (one
-    client's full buffer) does not slow a broadcast down.
+    As TCP does. The limit starts at ``initial`` (the configured concurrency) and, while no
+    429 has come back, every success adds one (*slow start*: the limit doubles each round
+    trip) up to ``ceiling``: with more latency, more calls are in flight, and a broadcast
+    runs near the network's rate instead of ``initial / round trip``. While 429s are a real
+    share of the answers (over ``THRESHOLD`` of the recent ones), a 429 halves the limit
+    (at most once per round trip, so one burst counts once) and growth turns additive:
+    every success adds ``1 / limit`` (about one per round trip). A throttled account thus
+    gets calls at about the rate it accepts instead of a storm of retries, while the odd
+    429 (one client's full buffer) does not slow a broadcast down. Calls held back by the
+    ``max_rate`` pacer do not make the limit grow: the rate cap, not the window, is then
+    what bounds the send.
     """
 
     #: Share of recent answers that must be 429 before the limit is cut.
@@ -307,9 +312,10 @@ class _Gate:
     #: Weight of the newest answer in that share (about the last 20 answers count).
     WEIGHT = 0.05
 
-    def __init__(self, ceiling: int):
-        self.ceiling = ceiling
-        self.limit = float(ceiling)
+    def __init__(self, initial: int, ceiling: int | None = None):
+        self.ceiling = max(initial, ceiling or initial)
+        self.limit = float(initial)
+        self.peak = float(initial)
         self.inflight = 0
         self.rtt = 0.05
         self._last_cut = 0.0
@@ -341,11 +347,13 @@ class _Gate:
                 waiter.set_result(None)
                 free -= 1
 
-    def succeeded(self, seconds: float) -> None:
+    def succeeded(self, seconds: float, grow: bool = True) -> None:
         self.rtt = 0.8 * self.rtt + 0.2 * seconds
         self.share *= 1 - self.WEIGHT
-        if self.limit < self.ceiling:
-            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+        if grow and self.limit < self.ceiling:
+            step = 1.0 if self.cuts == 0 else 1.0 / self.limit
+            self.limit = min(float(self.ceiling), self.limit + step)
+            self.peak = max(self.peak, self.limit)
             self._wake()
 
     def throttled(self, now: float) -> None:
@@ -375,6 +383,7 @@ def fanout(
     policy: RetryPolicy | None = None,
     progress: Callable[[int], None] | None = None,
     call_timeout: float = 5.0,
+    max_concurrency: int | None = None,
 ) -> SendReport:
     """Send ``data`` to every id in ``batches``; block until done or the deadline.
 
@@ -383,7 +392,12 @@ def fanout(
         It is consumed lazily in the calling thread: at most about two batches are held
         ahead of the sends.
     :param storage: where ids answered 410 are marked disconnected (one bulk call).
-    :param concurrency: Management API calls in flight at most.
+    :param concurrency: Management API calls in flight at first (at most, for a
+        :class:`~apigw_ws_core.transport.Transport` that is not async).
+    :param max_concurrency: with an ``AsyncTransport``, calls in flight grow from
+        ``concurrency`` up to this many while no 429 comes back (slow start, then AIMD:
+        see ``_Gate``); ``None`` keeps ``concurrency`` fixed. The transport's connection
+        pool bounds it too.
     :param deadline: seconds for the whole send; retries that cannot start before it are
         not made, and ids not attempted by then are reported as failed.
     :param max_attempts: calls per recipient at most (first call included).
@@ -429,7 +443,15 @@ def fanout(
             transport = inner
         if isinstance(transport, AsyncTransport):
             payload = Payload.of(data)
-            _run_async(transport, payload, _iter_ids(batches), state, concurrency, skipped)
+            _run_async(
+                transport,
+                payload,
+                _iter_ids(batches),
+                state,
+                concurrency,
+                skipped,
+                max_concurrency,
+            )
         elif concurrency == 1:
             _run_inline(transport, data, _iter_ids(batches), state, skipped)
         else:
@@ -471,13 +493,16 @@ def _run_async(
     state: _State,
     concurrency: int,
     skipped: list[str],
+    max_concurrency: int | None = None,
 ) -> None:
     """Feed batches from this thread to an engine coroutine on the transport's loop."""
     transport.refresh()
     loop = transport.loop
     queue: asyncio.Queue[Sequence[str] | None] = asyncio.Queue()
     slots = threading.Semaphore(2)  # batches handed over but not yet dispatched
-    engine = transport.submit(_engine(transport, payload, queue, slots, state, concurrency))
+    engine = transport.submit(
+        _engine(transport, payload, queue, slots, state, concurrency, max_concurrency)
+    )
     try:
         for batch in batches:
             while not slots.acquire(timeout=0.5):
@@ -505,8 +530,9 @@ async def _engine(
     slots: threading.Semaphore,
     state: _State,
     concurrency: int,
+    max_concurrency: int | None = None,
 ) -> None:
-    gate = _Gate(concurrency)
+    gate = _Gate(concurrency, max_concurrency)
     loop = asyncio.get_running_loop()
     outstanding = 0
     all_done = asyncio.Event()
@@ -540,9 +566,11 @@ async def _engine(
                     state.advance()
                 finish()
                 return
+            paced = False
             if state.pacer is not None:
                 pause = state.pacer.reserve()
                 if pause > 0:
+                    paced = True
                     await asyncio.sleep(pause)
             error: BaseException | None = None
             started = time.monotonic()
@@ -552,7 +580,7 @@ async def _engine(
                 error = exc
             ended = time.monotonic()
             if error is None:
-                gate.succeeded(ended - started)
+                gate.succeeded(ended - started, grow=not paced)
             elif isinstance(error, ThrottledError):
                 gate.throttled(ended)
             delay = state.outcome(cid, error, attempt, ended)

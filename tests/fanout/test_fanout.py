@@ -367,3 +367,46 @@ def test_throttled_calls_may_be_retried_more_often():
     assert policy.allows(2, TransportError("x", status=503))
     assert not policy.allows(3, TransportError("x", status=503))
     assert policy.allows(9, ThrottledError()) and not policy.allows(10, ThrottledError())
+
+
+def test_gate_slow_start_grows_to_the_ceiling_then_aimd():
+    from apigw_ws_core.fanout import _Gate
+
+    gate = _Gate(8, 32)
+    assert gate.limit == 8
+    for _ in range(8):  # one round trip of successes: the limit doubles
+        gate.succeeded(0.02)
+    assert gate.limit == 16
+    for _ in range(100):
+        gate.succeeded(0.02)
+    assert gate.limit == 32 == gate.peak  # never above the ceiling
+    gate.rtt = 0.02
+    for i in range(10):  # throttled: halve, then grow by 1/limit per success
+        gate.throttled(10.0 + i)
+    assert gate.limit < 32 and gate.cuts >= 1
+    before = gate.limit
+    gate.succeeded(0.02)
+    assert gate.limit == pytest.approx(before + 1 / before)
+    paced = _Gate(8, 32)
+    for _ in range(20):  # held back by the rate cap: no growth
+        paced.succeeded(0.02, grow=False)
+    assert paced.limit == 8
+
+
+def test_calls_in_flight_grow_while_no_429_comes_back(server, transport):
+    """At 20 ms per call, 4 calls in flight at first grow to the ceiling of 32."""
+    server.delay = 0.02
+    peak = 0
+
+    def handler(req):
+        nonlocal peak
+        peak = max(peak, server.inflight)
+        return status(200, {}, b"{}")
+
+    server.handler = handler
+    report = fanout(transport, b"x", [ids(400)], concurrency=4, max_concurrency=32)
+    assert report.delivered == 400
+    assert 16 < peak <= 32
+    peak = 0
+    fixed = fanout(transport, b"x", [ids(100)], concurrency=4)
+    assert fixed.delivered == 100 and peak <= 4
