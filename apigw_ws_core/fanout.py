@@ -304,18 +304,23 @@ class _Gate:
     gets calls at about the rate it accepts instead of a storm of retries, while the odd
     429 (one client's full buffer) does not slow a broadcast down. Calls held back by the
     ``max_rate`` pacer do not make the limit grow: the rate cap, not the window, is then
-    what bounds the send.
+    what bounds the send. Nor do calls that took more than ``QUEUEING`` times the fastest
+    round trip seen (as TCP Vegas does): more calls in flight would then only wait in a
+    queue (a busy CPU here or at the other end) instead of going faster.
     """
 
     #: Share of recent answers that must be 429 before the limit is cut.
     THRESHOLD = 0.2
     #: Weight of the newest answer in that share (about the last 20 answers count).
     WEIGHT = 0.05
+    #: Round trips this many times the fastest one mean calls are queueing: stop growing.
+    QUEUEING = 2.0
 
     def __init__(self, initial: int, ceiling: int | None = None):
         self.ceiling = max(initial, ceiling or initial)
         self.limit = float(initial)
         self.peak = float(initial)
+        self.base_rtt = float("inf")
         self.inflight = 0
         self.rtt = 0.05
         self._last_cut = 0.0
@@ -350,7 +355,9 @@ class _Gate:
     def succeeded(self, seconds: float, grow: bool = True) -> None:
         self.rtt = 0.8 * self.rtt + 0.2 * seconds
         self.share *= 1 - self.WEIGHT
-        if grow and self.limit < self.ceiling:
+        self.base_rtt = min(self.base_rtt, seconds)
+        queueing = seconds > self.QUEUEING * self.base_rtt
+        if grow and not queueing and self.limit < self.ceiling:
             step = 1.0 if self.cuts == 0 else 1.0 / self.limit
             self.limit = min(float(self.ceiling), self.limit + step)
             self.peak = max(self.peak, self.limit)

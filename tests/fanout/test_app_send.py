@@ -102,7 +102,8 @@ def test_default_transport_from_gateway_record_with_region():
             name="default", region="eu-central-1", management_endpoint="https://ws.example.com/prod"
         )
     )
-    app = WebSocketApp(storage=storage, config=Config(secret="s", send_concurrency=16))
+    config = Config(secret="s", send_concurrency=16, send_max_concurrency=16)
+    app = WebSocketApp(storage=storage, config=config)
     t = app.transport
     assert isinstance(t, ManagementApiTransport)
     assert (t.endpoint, t.region, t.max_connections) == (
@@ -114,6 +115,8 @@ def test_default_transport_from_gateway_record_with_region():
         storage=storage,
         config=Config(secret="s", management_endpoint="http://127.0.0.1:9/dev", region="us-west-2"),
     )
+    # the pool holds as many connections as the fan-out may grow to
+    assert explicit.transport.max_connections == Config().send_max_concurrency
     assert (explicit.transport.endpoint, explicit.transport.region) == (
         "http://127.0.0.1:9/dev",
         "us-west-2",

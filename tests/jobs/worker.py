@@ -35,7 +35,8 @@ def build_app() -> WebSocketApp:
         job_batch_size=int(ENV.get("JOBS_BATCH", "10")),
         job_shard_size=int(ENV.get("JOBS_SHARD", "50000")),
         job_rate_limit=None,
-        send_concurrency=16,
+        send_concurrency=int(ENV.get("JOBS_CONCURRENCY", "16")),
+        send_max_concurrency=int(ENV.get("JOBS_MAX_CONCURRENCY", "16")),
     )
     transport = ManagementApiTransport(
         ENV["JOBS_MANAGEMENT_ENDPOINT"], credentials=Credentials("test", "test")
