@@ -70,3 +70,58 @@ def test_every_message_has_a_hint():
     with override_settings(APIGW_WS={"SECRET": "s", "MANAGEMENT_ENDPOINT": "x"}, USE_TZ=False):
         messages = check_settings()
     assert messages and all(m.hint for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("database", "warned"),
+    [
+        ({"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}, 0),
+        ({"ENGINE": "django.db.backends.sqlite3", "NAME": "x", "CONN_MAX_AGE": 60}, 1),
+        (
+            {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": "x",
+                "CONN_MAX_AGE": 60,
+                "CONN_HEALTH_CHECKS": True,
+            },
+            0,
+        ),
+        ({"ENGINE": "django.db.backends.mysql", "NAME": "x"}, 1),
+        (
+            {
+                "ENGINE": "django.db.backends.mysql",
+                "NAME": "x",
+                "OPTIONS": {"connect_timeout": 2, "read_timeout": 2},
+            },
+            0,
+        ),
+        ({"ENGINE": "django.db.backends.postgresql", "NAME": "x"}, 1),
+        ({"ENGINE": "apigw_ws_storage.django_orm.postgresql", "NAME": "x"}, 1),
+        (
+            {
+                "ENGINE": "apigw_ws_storage.django_orm.postgresql",
+                "NAME": "x",
+                "OPTIONS": {"connect_timeout": 2, "read_timeout": 2},
+            },
+            0,
+        ),
+    ],
+)
+def test_unbounded_database_waits_are_warned_about(database: dict[str, Any], warned: int):
+    """apigw_ws.W004 (issue 12): the storage's alias, and only without DEBUG."""
+    from apigw_ws_django.checks import _check_database_timeouts
+
+    found = _check_database_timeouts("default", {"default": database})
+    assert [m.id for m in found] == ["apigw_ws.W004"] * warned
+    assert all(m.hint for m in found)
+
+
+def test_the_database_check_runs_on_the_storage_alias_without_debug(monkeypatch: Any):
+    from apigw_ws_django import checks
+
+    seen: list[str] = []
+    monkeypatch.setattr(checks, "_check_database_timeouts", lambda alias: seen.append(alias) or [])
+    ids({**GOOD, "STORAGE_OPTIONS": {"using": "other"}})
+    ids(GOOD)
+    ids(GOOD, DEBUG=True)
+    assert seen == ["other", "default"]

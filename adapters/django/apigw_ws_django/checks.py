@@ -19,6 +19,10 @@ apigw_ws.W002      ``ALLOWED_ORIGINS`` is empty with ``DEBUG = False``: any web 
                    connections (tokens still bind users)
 apigw_ws.W003      ``REQUIRE_TOKEN`` is ``False`` with ``DEBUG = False``: anonymous
                    connections are accepted
+apigw_ws.W004      with ``DEBUG = False``, the storage's database (the default storage's
+                   ``using`` alias) has unbounded waits: a hung database would hold
+                   requests until API Gateway gives up (29 s); see docs/security.rst,
+                   "When a dependency fails"
 =================  ==========================================================================
 """
 
@@ -168,4 +172,46 @@ def check_settings(
                 id="apigw_ws.W003",
             )
         )
+    if not debug and adapter.storage == DJANGO_DEFAULTS["STORAGE"]:
+        errors.extend(_check_database_timeouts(adapter.storage_options.get("using", "default")))
     return errors
+
+
+#: Django's PostgreSQL backends: its own, and ours with a read deadline.
+_BOUNDED_POSTGRES = "apigw_ws_storage.django_orm.postgresql"
+
+
+def _check_database_timeouts(
+    alias: str, databases: dict[str, Any] | None = None
+) -> list[CheckMessage]:
+    """``apigw_ws.W004`` for each unbounded wait of the storage's database (``databases``:
+    ``settings.DATABASES`` unless given)."""
+    entry = (settings.DATABASES if databases is None else databases).get(alias)
+    if not entry:
+        return []
+    engine = str(entry.get("ENGINE", ""))
+    options = entry.get("OPTIONS") or {}
+    problems = []
+    if (entry.get("CONN_MAX_AGE") or 0) != 0 and not entry.get("CONN_HEALTH_CHECKS"):
+        problems.append(
+            "persistent connections (CONN_MAX_AGE) without CONN_HEALTH_CHECKS: a restarted "
+            "database fails one request per worker"
+        )
+    if engine.endswith("mysql") and not {"connect_timeout", "read_timeout"} <= set(options):
+        problems.append("no connect_timeout/read_timeout in OPTIONS")
+    if engine == _BOUNDED_POSTGRES and "connect_timeout" not in options:
+        problems.append("no connect_timeout in OPTIONS")
+    if engine.endswith("postgresql") and engine != _BOUNDED_POSTGRES:
+        problems.append(
+            "Django's PostgreSQL backend has no read timeout (libpq has none); use "
+            f"ENGINE '{_BOUNDED_POSTGRES}' with OPTIONS connect_timeout and read_timeout"
+        )
+    return [
+        Warning(
+            f"DATABASES[{alias!r}] (apigw-ws storage): {problem}.",
+            hint="A hung or restarted database must cost a request seconds; see "
+            "docs/security.rst, 'When a dependency fails'.",
+            id="apigw_ws.W004",
+        )
+        for problem in problems
+    ]
