@@ -17,7 +17,6 @@ from apigw_ws_core.http1 import ManagementApiTransport
 from apigw_ws_core.memory import MemoryStorage
 from apigw_ws_core.reply import Reply
 from apigw_ws_core.storage import (
-    GatewayRecord,
     HistoryMessage,
     HistoryPage,
     Presence,
@@ -39,7 +38,6 @@ __all__ = [
     "ConfigurationError",
     "ConnectEvent",
     "DisconnectEvent",
-    "GatewayRecord",
     "HandlerContext",
     "HistoryMessage",
     "HistoryPage",

@@ -59,6 +59,7 @@ from apigw_ws_core.events import (
     MessageEvent,
 )
 from apigw_ws_core.fanout import SendJob, SendReport, check_size, fanout
+from apigw_ws_core.gateways import GatewayStore
 from apigw_ws_core.handlers import HandlerFunc, HandlerRegistry, Permission, WebSocketView
 from apigw_ws_core.history import (
     ENVELOPE_OVERHEAD,
@@ -646,7 +647,7 @@ class WebSocketApp:
     def _default_transport(self) -> Transport:
         endpoint = self.config.management_endpoint
         region = self.config.region
-        if not endpoint:
+        if not endpoint and isinstance(self.storage, GatewayStore):  # a provisioned API
             record = self.storage.get_gateway(self.config.gateway_name)
             if record is not None:
                 endpoint = record.management_endpoint or None

@@ -49,6 +49,8 @@ __all__ = [
     "HttpRequest",
     "content_length",
     "handle_http",
+    "lower_keys",
+    "no_body",
     "read_body",
     "read_bounded",
     "read_exactly",
@@ -59,11 +61,13 @@ __all__ = [
 BodyReader = Callable[[int], bytes]
 
 
-def _no_body(size: int) -> bytes:
+def no_body(size: int) -> bytes:
+    """The :data:`BodyReader` of a request without a body."""
     return b""
 
 
-def _lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
+def lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` with lower-cased names."""
     return {k.lower(): v for k, v in headers.items()}
 
 
@@ -85,9 +89,9 @@ class HttpRequest:
 
     method: str
     route: str | None
-    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_lower_keys)
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=lower_keys)
     query_string: str = ""
-    read: BodyReader = _no_body
+    read: BodyReader = no_body
     input_terminated: bool = False
 
 

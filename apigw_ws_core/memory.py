@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
     CleanupReport,
-    GatewayRecord,
     HistoryMessage,
     HistoryPage,
     JobCounts,

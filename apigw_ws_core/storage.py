@@ -21,7 +21,6 @@ from apigw_ws_core.errors import StorageUnavailable
 
 __all__ = [
     "CleanupReport",
-    "GatewayRecord",
     "HistoryMessage",
     "HistoryPage",
     "JobCounts",
@@ -81,29 +80,6 @@ class Token:
     expires_at: datetime
     channel: str | None = None
     origin: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class GatewayRecord:
-    """What provisioning created for one named WebSocket API, and where to reach it.
-
-    ``resources`` maps logical names (``"api"``, ``"integration:connect"``,
-    ``"route:$default"``, ``"stage"``, ``"domain"`` ...) to AWS ids; ``spec_hash`` is the hash
-    of the spec last applied successfully; ``status`` is ``"ready"``, ``"partial"`` or
-    ``"destroyed"``.
-    """
-
-    name: str
-    api_id: str = ""
-    region: str = ""
-    stage: str = ""
-    api_endpoint: str = ""
-    management_endpoint: str = ""
-    custom_domain: str = ""
-    resources: dict[str, str] = attrs.field(factory=dict)
-    spec_hash: str = ""
-    status: str = "partial"
-    updated_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -441,16 +417,6 @@ class Storage(abc.ABC):
         """Atomically add one to the counter ``(key, window_start)`` (creating it at 1) and
         return the new value. ``expires_at`` tells cleanup when the row may go."""
 
-    # --- gateway records -----------------------------------------------------------
-
-    @abc.abstractmethod
-    def get_gateway(self, name: str) -> GatewayRecord | None:
-        """The gateway record with this name, or ``None``."""
-
-    @abc.abstractmethod
-    def save_gateway(self, record: GatewayRecord) -> None:
-        """Insert or replace the gateway record named ``record.name``."""
-
     # --- housekeeping --------------------------------------------------------------
 
     @abc.abstractmethod
@@ -485,3 +451,13 @@ class Storage(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Short description for logs and ``apigw-ws`` diagnostics."""
         return {"backend": type(self).__name__}
+
+
+def __getattr__(name: str) -> Any:
+    """``apigw_ws_core.storage.GatewayRecord`` still imports: provisioning records now live
+    in :mod:`apigw_ws_core.gateways` (they are not part of the ``Storage`` contract)."""
+    if name == "GatewayRecord":
+        from apigw_ws_core.gateways import GatewayRecord
+
+        return GatewayRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

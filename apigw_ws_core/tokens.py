@@ -30,7 +30,7 @@ from apigw_ws_core.errors import (
     MethodNotAllowed,
     RequestError,
 )
-from apigw_ws_core.http import BodyReader, content_length, read_bounded
+from apigw_ws_core.http import BodyReader, content_length, lower_keys, no_body, read_bounded
 from apigw_ws_core.reply import Reply
 from apigw_ws_core.storage import Storage, Token
 
@@ -108,14 +108,6 @@ def check_bindings(record: Token, *, channel: str | None, origin: str | None) ->
 MAX_TOKEN_BODY = 4096
 
 
-def _no_body(size: int) -> bytes:
-    return b""
-
-
-def _lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
-
-
 @attrs.frozen(kw_only=True)
 class TokenRequest:
     """A token request as an adapter sees it.
@@ -134,8 +126,8 @@ class TokenRequest:
 
     user_id: Any
     method: str = "POST"
-    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_lower_keys)
-    read: BodyReader = _no_body
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=lower_keys)
+    read: BodyReader = no_body
     form: Callable[[], Mapping[str, Any]] | None = None
     check: Callable[[Callable[[], Mapping[str, Any]]], None] | None = None
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.errors import NotFound
-from apigw_ws_core.http import HttpRequest, handle_http, route_from_path
+from apigw_ws_core.http import HttpRequest, handle_http, no_body, route_from_path
 from apigw_ws_core.reply import Reply
 
 __all__ = ["environ_headers", "make_wsgi_app", "request_from_environ", "respond"]
@@ -42,7 +42,7 @@ def request_from_environ(environ: dict[str, Any], route: str | None) -> HttpRequ
         route=route,
         headers=environ_headers(environ),
         query_string=environ.get("QUERY_STRING", ""),
-        read=stream.read if stream is not None else (lambda size: b""),
+        read=stream.read if stream is not None else no_body,
         input_terminated=bool(environ.get("wsgi.input_terminated")),
     )
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import attrs
 
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.provision.aws import (
     AwsClients,
     client_error,
@@ -45,7 +46,6 @@ from apigw_ws_core.provision.state import (
     wait_for_validation_record,
 )
 from apigw_ws_core.provision.store import GatewayStore, MemoryGatewayStore
-from apigw_ws_core.storage import GatewayRecord
 
 __all__ = [
     "ApplyResult",

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.provision.spec import (
     SECRET_HEADER,
     GatewaySpec,
@@ -23,7 +24,6 @@ from apigw_ws_core.provision.spec import (
     secret_fingerprint,
 )
 from apigw_ws_core.provision.state import CertificateState, DomainState, Observed
-from apigw_ws_core.storage import GatewayRecord
 
 __all__ = [
     "Action",

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.provision.aws import (
     AwsClients,
     client_error,
@@ -25,7 +26,6 @@ from apigw_ws_core.provision.aws import (
 )
 from apigw_ws_core.provision.errors import ProvisionError
 from apigw_ws_core.provision.spec import GATEWAY_TAG, GatewaySpec
-from apigw_ws_core.storage import GatewayRecord
 
 __all__ = [
     "CertificateState",

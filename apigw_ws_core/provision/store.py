@@ -1,8 +1,8 @@
 """Where gateway records are kept between runs.
 
-Provisioning only needs two methods of :class:`apigw_ws_core.storage.Storage`:
-``get_gateway`` and ``save_gateway``. :class:`GatewayStore` names that pair, so any
-``Storage`` works, and so does :class:`FileGatewayStore` (a JSON state file for the CLI when
+Provisioning needs two methods, ``get_gateway`` and ``save_gateway``:
+:class:`~apigw_ws_core.gateways.GatewayStore` names that pair. The built-in storages
+implement it, and so does :class:`FileGatewayStore` (a JSON state file for the CLI when
 there is no database) or :class:`MemoryGatewayStore` (a dict, for one-off runs and tests).
 """
 
@@ -14,12 +14,12 @@ import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import attrs
 
+from apigw_ws_core.gateways import GatewayRecord, GatewayStore
 from apigw_ws_core.provision.errors import ProvisionError
-from apigw_ws_core.storage import GatewayRecord
 
 __all__ = [
     "FileGatewayStore",
@@ -28,17 +28,6 @@ __all__ = [
     "record_from_dict",
     "record_to_dict",
 ]
-
-
-@runtime_checkable
-class GatewayStore(Protocol):
-    """Anything that can load and save gateway records (every ``Storage`` can)."""
-
-    def get_gateway(self, name: str) -> GatewayRecord | None:
-        """The record with this name, or ``None``."""
-
-    def save_gateway(self, record: GatewayRecord) -> None:
-        """Insert or replace the record named ``record.name``."""
 
 
 def record_to_dict(record: GatewayRecord) -> dict[str, Any]:

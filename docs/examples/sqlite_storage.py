@@ -35,7 +35,6 @@ from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
     CleanupReport,
-    GatewayRecord,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -81,7 +80,6 @@ CREATE TABLE IF NOT EXISTS counters (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (key, window_start)
 );
-CREATE TABLE IF NOT EXISTS gateways (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS channel_history (
     channel TEXT PRIMARY KEY,
     epoch TEXT NOT NULL,
@@ -642,40 +640,6 @@ class SqliteStorage(Storage):
                 (key, _us(window_start), _us(expires_at)),
             ).fetchone()
         return int(row[0])
-
-    # --- gateway records -----------------------------------------------------------
-
-    def get_gateway(self, name: str) -> GatewayRecord | None:
-        """The named gateway record, or ``None``."""
-        with self._transaction() as db:
-            row = db.execute("SELECT record FROM gateways WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return None
-        data = json.loads(row[0])
-        updated = data.pop("updated_at")
-        return GatewayRecord(
-            **data, updated_at=None if updated is None else datetime.fromisoformat(updated)
-        )
-
-    def save_gateway(self, record: GatewayRecord) -> None:
-        """Insert or replace the record (stored as JSON)."""
-        data = {
-            "name": record.name,
-            "api_id": record.api_id,
-            "region": record.region,
-            "stage": record.stage,
-            "api_endpoint": record.api_endpoint,
-            "management_endpoint": record.management_endpoint,
-            "custom_domain": record.custom_domain,
-            "resources": dict(record.resources),
-            "spec_hash": record.spec_hash,
-            "status": record.status,
-            "updated_at": None if record.updated_at is None else record.updated_at.isoformat(),
-        }
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO gateways VALUES (?, ?)", (record.name, json.dumps(data))
-            )
 
     # --- housekeeping --------------------------------------------------------------
 

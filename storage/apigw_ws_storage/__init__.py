@@ -7,3 +7,5 @@
 Each backend passes the storage contract suite in :mod:`apigw_ws_core.testing`. This package
 itself imports nothing, so installing one backend never requires the other's library.
 """
+
+__all__: list[str] = []

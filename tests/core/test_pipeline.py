@@ -393,8 +393,8 @@ def test_no_secret_configured_rejects_http_unless_insecure_flag():
 
 
 def test_default_transport_from_gateway_record():
+    from apigw_ws_core.gateways import GatewayRecord
     from apigw_ws_core.http1 import ManagementApiTransport
-    from apigw_ws_core.storage import GatewayRecord
 
     storage = MemoryStorage()
     storage.save_gateway(

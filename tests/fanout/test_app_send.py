@@ -12,8 +12,9 @@ from apigw_ws_core import Config, MemoryStorage, WebSocketApp
 from apigw_ws_core.errors import ConfigurationError, PayloadTooLarge
 from apigw_ws_core.events import MAX_BODY_BYTES
 from apigw_ws_core.fanout import SendJob, SendReport
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.http1 import ManagementApiTransport
-from apigw_ws_core.storage import GatewayRecord, Session
+from apigw_ws_core.storage import Session
 from apigw_ws_core.transport import RecordingTransport
 
 from .conftest import CREDS

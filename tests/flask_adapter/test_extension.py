@@ -12,7 +12,8 @@ from flask_wtf.csrf import CSRFProtect, generate_csrf
 from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.testing import RecordingTransport, new_connection_id
-from apigw_ws_flask import ApigwWebSocket, ApigwWsState
+from apigw_ws_flask import ApigwWebSocket
+from apigw_ws_flask.extension import ApigwWsState
 from tests.flask_adapter.conftest import SECRET, Gateway, build_app
 from tests.sqla.dbs import Database
 

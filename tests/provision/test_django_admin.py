@@ -13,8 +13,8 @@ pytest.importorskip("apigw_ws_django.runtime")
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.provision import AwsClients
-from apigw_ws_core.storage import GatewayRecord
 from apigw_ws_django.runtime import get_runtime
 from apigw_ws_storage.django_orm.models import GatewayRecord as GatewayRow
 from tests.provision.conftest import REGION, AwsEnv

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.provision import (
     FileGatewayStore,
     GatewaySpec,
@@ -19,7 +20,6 @@ from apigw_ws_core.provision import (
     request_parameters,
     spec_from_dict,
 )
-from apigw_ws_core.storage import GatewayRecord
 from tests.provision.conftest import SECRET, make_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "apigw-ws.toml"

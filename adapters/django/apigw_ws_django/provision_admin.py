@@ -31,6 +31,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from apigw_ws_core.errors import ApigwWsError
+from apigw_ws_core.gateways import GatewayStore
 from apigw_ws_core.provision import (
     AwsClients,
     GatewaySpec,
@@ -42,7 +43,6 @@ from apigw_ws_core.provision import (
     render_changes,
 )
 from apigw_ws_core.provision_cli import ProgressPrinter
-from apigw_ws_core.storage import Storage
 from apigw_ws_django.runtime import get_runtime
 
 __all__ = [
@@ -79,7 +79,7 @@ def _spec_for(name: str, secret: str | None) -> GatewaySpec:
     return spec
 
 
-def _destroy_spec(name: str, storage: Storage, secret: str | None) -> GatewaySpec:
+def _destroy_spec(name: str, storage: GatewayStore, secret: str | None) -> GatewaySpec:
     """The config's spec, or one rebuilt from the record (destroy needs only ids and names)."""
     try:
         return _spec_for(name, secret)
@@ -122,7 +122,7 @@ def _run(
     queryset: QuerySet[Any],
 ) -> TemplateResponse:
     runtime = get_runtime()
-    storage = runtime.storage
+    storage = runtime.gateway_store
     secret = runtime.config.secret
     confirmed = action != "plan" and request.POST.get("confirm") == "yes"
     results: list[dict[str, Any]] = []

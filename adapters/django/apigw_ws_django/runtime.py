@@ -25,6 +25,7 @@ from django.core.exceptions import ValidationError
 from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.channels import ChannelPolicy, default_policy
 from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.gateways import GatewayStore
 from apigw_ws_core.handlers import WebSocketView as CoreWebSocketView
 from apigw_ws_core.jobs import build_runner
 from apigw_ws_core.storage import Storage
@@ -140,6 +141,17 @@ class Runtime:
                 app.register_view(view)
                 self._apps[view] = app
         return app
+
+    @property
+    def gateway_store(self) -> GatewayStore:
+        """The storage, as the store of provisioning records (the admin and
+        ``apigw_ws_provision`` keep the gateway record in the database)."""
+        if not isinstance(self.storage, GatewayStore):
+            raise ConfigurationError(
+                f"{type(self.storage).__name__} keeps no gateway records (get_gateway/"
+                "save_gateway): provision with `apigw-ws provision` and its state file"
+            )
+        return self.storage
 
     @property
     def transport(self) -> Transport:

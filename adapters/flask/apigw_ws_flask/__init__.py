@@ -19,25 +19,9 @@ See ``docs/quickstart-flask.rst``.
 
 from apigw_ws_core.context import HandlerContext
 from apigw_ws_core.handlers import WebSocketView, handler
-from apigw_ws_flask.extension import (
-    ADAPTER_DEFAULTS,
-    EXTENSION_KEY,
-    ApigwWebSocket,
-    ApigwWsState,
-    user_id_of,
-)
-from apigw_ws_flask.views import CsrfFailed, LoginRequired, to_response
+from apigw_ws_flask.extension import ApigwWebSocket, user_id_of
 
-__all__ = [
-    "ADAPTER_DEFAULTS",
-    "EXTENSION_KEY",
-    "ApigwWebSocket",
-    "ApigwWsState",
-    "CsrfFailed",
-    "HandlerContext",
-    "LoginRequired",
-    "WebSocketView",
-    "handler",
-    "to_response",
-    "user_id_of",
-]
+# What users import. The rest is importable from its module and documented there:
+# ``apigw_ws_flask.extension`` (ApigwWsState, EXTENSION_KEY, ADAPTER_DEFAULTS) and
+# ``apigw_ws_flask.views`` (to_response, CsrfFailed).
+__all__ = ["ApigwWebSocket", "HandlerContext", "WebSocketView", "handler", "user_id_of"]

@@ -8,3 +8,5 @@ the models (:class:`~apigw_ws_storage.django_orm.models.WebSocketSession` and fr
 Import models and the storage class from their modules (``.models``, ``.storage``): this
 package's ``__init__`` stays import-light so it can be listed in ``INSTALLED_APPS``.
 """
+
+__all__: list[str] = []

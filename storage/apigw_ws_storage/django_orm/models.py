@@ -45,6 +45,7 @@ __all__ = [
     "WebSocketSessionQuerySet",
     "WebSocketSubscription",
     "WebSocketToken",
+    "keyset_pages",
     "set_default_app",
 ]
 
@@ -68,6 +69,24 @@ def _default_app() -> WebSocketApp:
     return _default_app_provider()
 
 
+def keyset_pages(
+    queryset: models.QuerySet[Any], key: str, value: str, batch_size: int
+) -> Iterator[list[str]]:
+    """Stream ``value`` of every row of ``queryset`` in batches of ``batch_size``, by keyset
+    pagination on the unique, indexed ``key`` (never loads all rows, never ``OFFSET``)."""
+    ordered = queryset.order_by(key)
+    last: Any = None
+    while True:
+        page = ordered if last is None else ordered.filter(**{f"{key}__gt": last})
+        rows = list(page.values_list(key, value)[:batch_size])
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [item for _, item in rows]
+        if len(rows) < batch_size:
+            return
+
+
 class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
     """Sessions, with bulk sending: ``WebSocketSession.objects.filter(...).send_message()``."""
 
@@ -83,17 +102,7 @@ class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
     def iter_connection_ids(self, batch_size: int = 500) -> Iterator[list[str]]:
         """Stream the connection ids of the **connected** sessions in this queryset, in
         batches, with keyset pagination on the primary key (never loads all rows)."""
-        base = self.filter(connected=True).order_by("pk")
-        last: Any = None
-        while True:
-            page = base if last is None else base.filter(pk__gt=last)
-            rows = list(page.values_list("pk", "connection_id")[:batch_size])
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield [cid for _, cid in rows]
-            if len(rows) < batch_size:
-                return
+        return keyset_pages(self.filter(connected=True), "pk", "connection_id", batch_size)
 
     def send_message(
         self,

@@ -53,11 +53,11 @@ from django.db.models import Count, F, Max, Value
 from django.db.models.functions import Coalesce
 from django.utils.dateparse import parse_datetime
 
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
     CleanupReport,
-    GatewayRecord,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -379,17 +379,7 @@ class DjangoStorage(Storage):
             for name, wanted in (attributes or {}).items():
                 qs = qs.filter(**{f"attributes__{name}": wanted})
             key, value = "id", "connection_id"
-        qs = qs.order_by(key)
-        last: int | None = None
-        while True:
-            page = qs if last is None else qs.filter(**{f"{key}__gt": last})
-            rows = list(page.values_list(key, value)[:batch_size])
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield [cid for _, cid in rows]
-            if len(rows) < batch_size:
-                return
+        yield from m.keyset_pages(qs, key, value, batch_size)
 
     def user_sessions(
         self, user_id: str, *, channel: str | None = None, limit: int = 100

@@ -53,11 +53,11 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
     CleanupReport,
-    GatewayRecord,
     HistoryMessage,
     HistoryPage,
     JobCounts,

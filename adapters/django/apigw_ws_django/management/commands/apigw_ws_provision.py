@@ -36,7 +36,7 @@ class Command(BaseCommand):
         self.stderr.ending = ""
         code = run_provision(
             argparse.Namespace(**options),
-            store=runtime.storage,
+            store=runtime.gateway_store,
             app_secret=runtime.config.secret,
             gateway_name=runtime.config.gateway_name,
             out=self.stdout,  # type: ignore[arg-type]

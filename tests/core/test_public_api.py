@@ -1,0 +1,120 @@
+"""The public surface, guarded: each package root exports exactly what users import, every
+public module says what it exports (``__all__``), and every exported name exists.
+
+Changing a root's exports is an API change: update :data:`ROOT_EXPORTS`, the CHANGELOG and
+the docs together."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+ROOT_EXPORTS: dict[str, set[str]] = {
+    "apigw_ws_core": {
+        # the app, its configuration and handlers
+        "WebSocketApp",
+        "Config",
+        "RateLimit",
+        "HandlerContext",
+        "handler",
+        "WebSocketView",
+        "ChannelPolicy",
+        "ChannelRule",
+        "default_policy",
+        "AttributeSpec",
+        "HistoryRule",
+        # storage: the interface, the memory backend, the records
+        "Storage",
+        "MemoryStorage",
+        "Session",
+        "Subscription",
+        "Token",
+        "Presence",
+        "HistoryMessage",
+        "HistoryPage",
+        # sending
+        "SendReport",
+        "Transport",
+        "RecordingTransport",
+        "ManagementApiTransport",
+        # events and replies (for custom entry points)
+        "ConnectEvent",
+        "MessageEvent",
+        "DisconnectEvent",
+        "from_http",
+        "from_lambda",
+        "Reply",
+        # errors users catch
+        "ApigwWsError",
+        "ConfigurationError",
+        "RequestError",
+        "PayloadTooLarge",
+        "__version__",
+    },
+    "apigw_ws_django": {
+        "WebSocketView",
+        "WebSocketTokenView",
+        "handler",
+        "get_app",
+        "websocket_urlpatterns",
+    },
+    "apigw_ws_flask": {
+        "ApigwWebSocket",
+        "HandlerContext",
+        "WebSocketView",
+        "handler",
+        "user_id_of",
+    },
+    # import-light packages: users import their submodules
+    "apigw_ws_storage": set(),
+    "apigw_ws_storage.django_orm": set(),
+    "apigw_ws_storage.sqla": {
+        "SqlaStorage",
+        "make_models",
+        "Models",
+        "DEFAULT_MODELS",
+        "NAMING_CONVENTION",
+        "SessionSource",
+        "UTCDateTime",
+        "binary_string",
+        "create_bounded_engine",
+        "metadata",
+    },
+}
+
+#: Modules that need an optional extra not installed everywhere, or a configured Django.
+_SKIP_WALK = ("apigw_ws_core.local", "apigw_ws_core.provision", "apigw_ws_core.client")
+
+
+@pytest.mark.parametrize("package", sorted(ROOT_EXPORTS))
+def test_package_roots_export_what_users_import(package: str) -> None:
+    module = importlib.import_module(package)
+    exported = set(getattr(module, "__all__", ()))
+    assert exported == ROOT_EXPORTS[package], (
+        f"{package}.__all__ changed: added {sorted(exported - ROOT_EXPORTS[package])}, "
+        f"removed {sorted(ROOT_EXPORTS[package] - exported)}"
+    )
+    for name in exported:
+        assert hasattr(module, name), f"{package}.{name} is exported but missing"
+
+
+def test_every_public_core_module_declares_its_exports() -> None:
+    import apigw_ws_core
+
+    missing = []
+    for info in pkgutil.walk_packages(apigw_ws_core.__path__, "apigw_ws_core."):
+        name = info.name
+        if any(part.startswith("_") for part in name.split(".")) or name.startswith(_SKIP_WALK):
+            continue
+        if name in ("apigw_ws_core.celery", "apigw_ws_core.fastapi"):
+            pytest.importorskip(name.rsplit(".", 1)[1])
+        module = importlib.import_module(name)
+        exported = getattr(module, "__all__", None)
+        if exported is None:
+            missing.append(name)
+            continue
+        for item in exported:
+            assert hasattr(module, item), f"{name}.{item} is exported but missing"
+    assert not missing, f"modules without __all__: {missing}"
