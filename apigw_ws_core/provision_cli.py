@@ -261,6 +261,12 @@ def add_provision_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", "-o", metavar="FILE", help="export: write to FILE (default: standard output)"
     )
     export.add_argument(
+        "--alarms",
+        action="store_true",
+        help="export: add CloudWatch alarms (failed-call rate, execution errors, p99 latency) "
+        "notifying the SNS topic given at deploy time",
+    )
+    export.add_argument(
         "--secret-from",
         default="parameter",
         metavar="SOURCE",
@@ -357,7 +363,10 @@ def run_export(
             raise ProvisionError("Terraform is exported as JSON (write it to a *.tf.json file)")
         spec = load_config(args.config, need_secret=False).spec
         source = parse_secret_source(args.secret_from)
-        text = render_template(export_template(spec, args.format, secret=source), syntax)
+        template = export_template(
+            spec, args.format, secret=source, alarms=bool(getattr(args, "alarms", False))
+        )
+        text = render_template(template, syntax)
     except ApigwWsError as exc:
         err.write(f"error: {exc}\n")
         return 1

@@ -40,6 +40,7 @@ from apigw_ws_core.provision.spec import (
 )
 
 __all__ = [
+    "ALARMS",
     "FORMATS",
     "SYNTAXES",
     "ExportFormat",
@@ -59,6 +60,7 @@ SYNTAXES = ("json", "yaml")
 SECRET_PARAMETER = "SharedSecret"
 TARGET_PARAMETER = "TargetBaseUrl"
 ZONE_PARAMETER = "HostedZoneId"
+ALARM_TOPIC_PARAMETER = "AlarmTopicArn"
 
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 
@@ -177,7 +179,9 @@ def _cfn_tags_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
-def _cfn_template(spec: GatewaySpec, secret: SecretSource, *, sam: bool) -> dict[str, Any]:
+def _cfn_template(
+    spec: GatewaySpec, secret: SecretSource, *, sam: bool, alarms: bool = False
+) -> dict[str, Any]:
     routes = spec.resolved_routes()
     names = _unique_names([r.key for r in routes], _camel)
     params: dict[str, Any] = {}
@@ -324,6 +328,7 @@ def _cfn_template(spec: GatewaySpec, secret: SecretSource, *, sam: bool) -> dict
     }
     if spec.domain is not None:
         _cfn_domain(spec, params, resources, outputs)
+    conditions = _cfn_alarms(spec, params, resources) if alarms else {}
     template: dict[str, Any] = {"AWSTemplateFormatVersion": "2010-09-09"}
     if sam:
         template["Transform"] = SAM_TRANSFORM
@@ -331,9 +336,119 @@ def _cfn_template(spec: GatewaySpec, secret: SecretSource, *, sam: bool) -> dict
         f"apigw-ws gateway {spec.name}: WebSocket API {spec.effective_api_name}"
     )
     template["Parameters"] = params
+    if conditions:
+        template["Conditions"] = conditions
     template["Resources"] = resources
     template["Outputs"] = outputs
     return template
+
+
+#: The alarms ``--alarms`` adds: (name, what it watches, metric math or metric, threshold).
+#: IntegrationError counts calls your app answered 4xx/5xx or did not answer in time (a
+#: rejected ``$connect`` included); ExecutionError calls API Gateway could not make at all.
+ALARMS = (
+    ("IntegrationErrorRate", "more than 5 % of calls to the app failed (5 minutes)"),
+    ("ExecutionErrors", "API Gateway could not call the app (any, 5 minutes)"),
+    ("IntegrationLatencyP99", "p99 of the app's answer time above 2 s (3 x 5 minutes)"),
+)
+
+
+#: Failed calls in percent of all calls (messages and connects) over the period.
+_RATE_EXPRESSION = "IF(messages + connects > 0, 100 * FILL(errors, 0) / (messages + connects), 0)"
+
+
+def _cfn_alarms(
+    spec: GatewaySpec, params: dict[str, Any], resources: dict[str, Any]
+) -> dict[str, Any]:
+    """Add the :data:`ALARMS`; returns the template's ``Conditions``."""
+    params[ALARM_TOPIC_PARAMETER] = {
+        "Type": "String",
+        "Default": "",
+        "Description": "SNS topic ARN the alarms notify (empty: alarms without actions)",
+    }
+    conditions = {
+        "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": ALARM_TOPIC_PARAMETER}, ""]}]}
+    }
+    actions = {
+        "Fn::If": ["HasAlarmTopic", [{"Ref": ALARM_TOPIC_PARAMETER}], {"Ref": "AWS::NoValue"}]
+    }
+    dimensions = [
+        {"Name": "ApiId", "Value": {"Ref": "Api"}},
+        {"Name": "Stage", "Value": spec.stage},
+    ]
+
+    def metric(name: str, stat: str, id_: str) -> dict[str, Any]:
+        return {
+            "Id": id_,
+            "ReturnData": False,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": "AWS/ApiGateway",
+                    "MetricName": name,
+                    "Dimensions": dimensions,
+                },
+                "Period": 300,
+                "Stat": stat,
+            },
+        }
+
+    common: dict[str, Any] = {"AlarmActions": actions, "OKActions": actions}
+    descriptions = dict(ALARMS)
+    resources["IntegrationErrorRateAlarm"] = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            **common,
+            "AlarmDescription": f"apigw-ws {spec.name}: {descriptions['IntegrationErrorRate']}",
+            "ComparisonOperator": "GreaterThanThreshold",
+            "EvaluationPeriods": 1,
+            "Threshold": 5,
+            "TreatMissingData": "notBreaching",
+            "Metrics": [
+                metric("IntegrationError", "Sum", "errors"),
+                metric("MessageCount", "Sum", "messages"),
+                metric("ConnectCount", "Sum", "connects"),
+                {
+                    "Id": "rate",
+                    "Label": "failed calls, %",
+                    "Expression": _RATE_EXPRESSION,
+                    "ReturnData": True,
+                },
+            ],
+        },
+    }
+    resources["ExecutionErrorsAlarm"] = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            **common,
+            "AlarmDescription": f"apigw-ws {spec.name}: {descriptions['ExecutionErrors']}",
+            "Namespace": "AWS/ApiGateway",
+            "MetricName": "ExecutionError",
+            "Dimensions": dimensions,
+            "Statistic": "Sum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+        },
+    }
+    resources["IntegrationLatencyP99Alarm"] = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            **common,
+            "AlarmDescription": f"apigw-ws {spec.name}: {descriptions['IntegrationLatencyP99']}",
+            "Namespace": "AWS/ApiGateway",
+            "MetricName": "IntegrationLatency",
+            "Dimensions": dimensions,
+            "ExtendedStatistic": "p99",
+            "Period": 300,
+            "EvaluationPeriods": 3,
+            "Threshold": 2000,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+        },
+    }
+    return conditions
 
 
 def _throttle_settings(spec: GatewaySpec) -> dict[str, Any]:
@@ -421,7 +536,84 @@ def _tf(ref: str) -> str:
     return f"${{{ref}}}"
 
 
-def _terraform(spec: GatewaySpec, secret: SecretSource) -> dict[str, Any]:
+def _tf_alarms(spec: GatewaySpec, variables: dict[str, Any], resource: dict[str, Any]) -> None:
+    variables["alarm_topic_arn"] = {
+        "type": "string",
+        "default": "",
+        "description": "SNS topic ARN the alarms notify (empty: alarms without actions)",
+    }
+    actions = '${var.alarm_topic_arn == "" ? [] : [var.alarm_topic_arn]}'
+    dimensions = {"ApiId": _tf("aws_apigatewayv2_api.this.id"), "Stage": spec.stage}
+    descriptions = dict(ALARMS)
+
+    def query(id_: str, name: str) -> dict[str, Any]:
+        return {
+            "id": id_,
+            "return_data": False,
+            "metric": [
+                {
+                    "namespace": "AWS/ApiGateway",
+                    "metric_name": name,
+                    "dimensions": dimensions,
+                    "period": 300,
+                    "stat": "Sum",
+                }
+            ],
+        }
+
+    common: dict[str, Any] = {
+        "alarm_actions": actions,
+        "ok_actions": actions,
+        "treat_missing_data": "notBreaching",
+        "comparison_operator": "GreaterThanThreshold",
+    }
+    resource["aws_cloudwatch_metric_alarm"] = {
+        "integration_error_rate": {
+            **common,
+            "alarm_name": f"apigw-ws-{spec.name}-integration-error-rate",
+            "alarm_description": descriptions["IntegrationErrorRate"],
+            "evaluation_periods": 1,
+            "threshold": 5,
+            "metric_query": [
+                query("errors", "IntegrationError"),
+                query("messages", "MessageCount"),
+                query("connects", "ConnectCount"),
+                {
+                    "id": "rate",
+                    "label": "failed calls, %",
+                    "expression": _RATE_EXPRESSION,
+                    "return_data": True,
+                },
+            ],
+        },
+        "execution_errors": {
+            **common,
+            "alarm_name": f"apigw-ws-{spec.name}-execution-errors",
+            "alarm_description": descriptions["ExecutionErrors"],
+            "namespace": "AWS/ApiGateway",
+            "metric_name": "ExecutionError",
+            "dimensions": dimensions,
+            "statistic": "Sum",
+            "period": 300,
+            "evaluation_periods": 1,
+            "threshold": 0,
+        },
+        "integration_latency_p99": {
+            **common,
+            "alarm_name": f"apigw-ws-{spec.name}-integration-latency-p99",
+            "alarm_description": descriptions["IntegrationLatencyP99"],
+            "namespace": "AWS/ApiGateway",
+            "metric_name": "IntegrationLatency",
+            "dimensions": dimensions,
+            "extended_statistic": "p99",
+            "period": 300,
+            "evaluation_periods": 3,
+            "threshold": 2000,
+        },
+    }
+
+
+def _terraform(spec: GatewaySpec, secret: SecretSource, *, alarms: bool = False) -> dict[str, Any]:
     routes = spec.resolved_routes()
     names = _unique_names([r.key for r in routes], _snake)
     variables: dict[str, Any] = {}
@@ -576,6 +768,8 @@ def _terraform(spec: GatewaySpec, secret: SecretSource) -> dict[str, Any]:
     }
     if spec.domain is not None:
         _tf_domain(spec, variables, resource, outputs)
+    if alarms:
+        _tf_alarms(spec, variables, resource)
     config: dict[str, Any] = {
         "//": f"apigw-ws gateway {spec.name}: WebSocket API {spec.effective_api_name} "
         "(generated by apigw-ws provision export)",
@@ -689,17 +883,20 @@ def export_template(
     format: ExportFormat,
     *,
     secret: SecretSource | None = None,
+    alarms: bool = False,
 ) -> dict[str, Any]:
     """The spec as infrastructure code: a CloudFormation or SAM template, or a Terraform JSON
     configuration, as plain JSON-able data. The spec's secret is not used (see
-    :class:`SecretSource` for where the deployed gateway takes it from)."""
+    :class:`SecretSource` for where the deployed gateway takes it from). With ``alarms``,
+    CloudWatch alarms on the stage's API Gateway metrics are added (:data:`ALARMS`), notifying
+    the SNS topic given at deploy time (``AlarmTopicArn`` / ``alarm_topic_arn``)."""
     source = secret or SecretSource()
     if format == "cloudformation":
-        return _cfn_template(spec, source, sam=False)
+        return _cfn_template(spec, source, sam=False, alarms=alarms)
     if format == "sam":
-        return _cfn_template(spec, source, sam=True)
+        return _cfn_template(spec, source, sam=True, alarms=alarms)
     if format == "terraform":
-        return _terraform(spec, source)
+        return _terraform(spec, source, alarms=alarms)
     raise SpecError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
 
 

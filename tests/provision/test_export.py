@@ -130,6 +130,33 @@ def test_cfn_lint_passes_on_every_template(
         assert SECRET not in text
 
 
+@pytest.mark.parametrize("fmt", ["cloudformation", "sam"])
+def test_alarms_pass_cfn_lint(fmt: str, cfn_rules: Any) -> None:
+    template = export_template(full_spec(), fmt, alarms=True)  # type: ignore[arg-type]
+    for syntax in ("json", "yaml"):
+        assert lint(render_template(template, syntax), cfn_rules) == []
+    alarms = {
+        k: v["Properties"]
+        for k, v in template["Resources"].items()
+        if v["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert set(alarms) == {
+        "IntegrationErrorRateAlarm",
+        "ExecutionErrorsAlarm",
+        "IntegrationLatencyP99Alarm",
+    }
+    assert alarms["IntegrationLatencyP99Alarm"]["ExtendedStatistic"] == "p99"
+    assert alarms["ExecutionErrorsAlarm"]["Dimensions"] == [
+        {"Name": "ApiId", "Value": {"Ref": "Api"}},
+        {"Name": "Stage", "Value": "prod"},
+    ]
+    assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
+    assert "HasAlarmTopic" in template["Conditions"]
+    # The local gateway still reads the template (it ignores resources it does not run).
+    local = config_from_template(template, {"SharedSecret": SECRET, "HostedZoneId": "Z1"})
+    assert "chat_message" in local.routes
+
+
 def test_cfn_lint_catches_what_we_would_get_wrong(cfn_rules: Any) -> None:
     """The linter really checks resource properties (so a clean run means something)."""
     template = export_template(full_spec(), "cloudformation")
@@ -270,6 +297,14 @@ def test_terraform_matches_the_aws_provider_schema(name: str, source: str) -> No
     text = render_template(config)
     assert SECRET not in text
     json.loads(text)
+
+
+def test_terraform_alarms_match_the_schema() -> None:
+    config = export_template(full_spec(), "terraform", alarms=True)
+    assert check_config(config, load_provider_schema()) == []
+    alarms = config["resource"]["aws_cloudwatch_metric_alarm"]
+    assert set(alarms) == {"integration_error_rate", "execution_errors", "integration_latency_p99"}
+    assert config["variable"]["alarm_topic_arn"]["default"] == ""
 
 
 def test_terraform_content() -> None:
@@ -433,6 +468,7 @@ def test_exported_template_declares_what_apply_creates(aws: AwsEnv) -> None:
         authorizer=AUTHORIZER,
     )
     record = apply(spec, storage=aws.store, aws=aws.clients).record
+
     def authorize(event: Any, context: Any) -> dict[str, Any]:
         return {"principalId": "u1", "policyDocument": {}}
 

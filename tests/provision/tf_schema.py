@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 #: The provider service folders whose resources the exporter may use.
-SERVICES = ("api_gateway_v2", "acm", "route_53", "secrets_manager", "lambda")
+SERVICES = ("api_gateway_v2", "acm", "route_53", "secrets_manager", "lambda", "cloudwatch")
 
 _META_ARGS = {
     "count",
