@@ -423,6 +423,8 @@ def test_cli_exports_every_format_without_aws_or_secret(
     assert code == 0 and out == "" and "wrote sam (yaml)" in err
     assert target.read_text().startswith("AWSTemplateFormatVersion")
     assert lint(target.read_text(), cfn_rules) == []
+    code, out, err = run_cli("export", "-c", str(config), "--alarms")
+    assert code == 0 and "AlarmTopicArn" in json.loads(out)["Parameters"]
     code, _, err = run_cli("export", "-c", str(config), "--format", "terraform", "--yaml")
     assert code == 1 and "Terraform is exported as JSON" in err
     code, _, err = run_cli("export", "-c", str(config), "--secret-from", "ssm:/x")
