@@ -8,9 +8,14 @@ compare-and-set checkpoint per page), and the transport is a no-network
 left is everything a worker does besides waiting for API Gateway: paging, checkpoints, the
 fan-out engine. If pagination or checkpoints grew with the table, the rate would fall as
 the job goes on and as the table grows; the benchmark prints the rate over the whole job
-and over its first and last tenth.
+and over each tenth of it, and the worker's CPU time per recipient (which other load on
+the machine moves much less than the rates).
 
-It also writes the figures as JSON (``--json``) for ``benchmarks/plot_scaling.py``.
+It also writes the figures as JSON (``--json``), and draws ``docs/_static/scaling-jobs.png``
+(``--plot``, needs matplotlib: ``pip install -r requirements/bench.txt``): the measured
+rate per worker beside the capacity model of docs/scaling.rst, which takes the per-worker
+rate through the local gateway from ``benchmarks/jobs_workers.py --json``
+(``--workers-json``). ``--plot-only`` redraws from saved JSON without running anything.
 
 Usage::
 
@@ -93,10 +98,11 @@ def fill(engine: Any, table: str, n: int) -> float:
                     copy.write(buf.getvalue())
                     buf = io.StringIO()
             copy.write(buf.getvalue())
-        cur.execute(f"ANALYZE {table}")
         raw.commit()
     finally:
         raw.close()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"VACUUM ANALYZE {table}")  # as autovacuum would, soon after
     return time.monotonic() - started
 
 
@@ -115,21 +121,27 @@ def run(app: WebSocketApp, n: int) -> dict[str, Any]:
     try:
         message = create_job(storage, b'{"type":"bench"}', {"everyone": True})
         started = time.monotonic()
+        cpu = time.process_time()
         run_job_part(app, message)
         elapsed = time.monotonic() - started
+        cpu = time.process_time() - cpu
     finally:
         del storage.checkpoint_job_part  # type: ignore[method-assign]
     status = job_status(storage, message["job_id"])
     if status is None or status.counts.delivered != n:
         raise RuntimeError(f"the job did not deliver to every recipient: {status}")
-    tenth = max(1, len(marks) // 10)
-
-    def rate(chunk: list[tuple[float, int]], before: float) -> float:
-        return sum(r for _, r in chunk) / (chunk[-1][0] - before)
-
-    first = rate(marks[:tenth], started)
-    last = rate(marks[-tenth - 1 : -1], marks[-tenth - 2][0]) if len(marks) > tenth + 2 else first
+    # the rate over each tenth of the job (pages in order): flat if nothing grows
+    tenths = []
+    size = max(1, len(marks) // 10)
+    before = started
+    for i in range(0, len(marks) - 1, size):
+        chunk = marks[i : i + size]
+        tenths.append(sum(r for _, r in chunk) / max(1e-9, chunk[-1][0] - before))
+        before = chunk[-1][0]
+    first, last = tenths[0], tenths[-1]
     return {
+        "tenths": tenths,
+        "cpu_us_per_recipient": 1e6 * cpu / n,
         "recipients": n,
         "seconds": elapsed,
         "rate": n / elapsed,
@@ -139,12 +151,107 @@ def run(app: WebSocketApp, n: int) -> dict[str, Any]:
     }
 
 
+#: The capacity model's caps: API Gateway's default account quota with the default
+#: ``JOB_RATE_LIMIT`` (half of it), and a raised quota with the same share.
+CAPS = {
+    "default quota 10,000 rps, jobs capped at 5,000/s": 5_000.0,
+    "raised quota 100,000 rps, jobs capped at 50,000/s": 50_000.0,
+}
+SIZES = [100_000, 1_000_000, 10_000_000]
+
+
+def capacity(per_worker: float) -> list[dict[str, Any]]:
+    """Workers and time for each broadcast size and cap, from a per-worker rate."""
+    rows = []
+    for label, cap in CAPS.items():
+        workers = max(1, -(-int(cap) // int(per_worker)))
+        for n in SIZES:
+            rows.append(
+                {
+                    "cap": label,
+                    "recipients": n,
+                    "workers": workers,
+                    "seconds": n / min(cap, workers * per_worker),
+                }
+            )
+    return rows
+
+
+def plot(results: list[dict[str, Any]], workers: dict[str, Any] | None, out: Path) -> None:
+    """Measured per-worker rate (left) and the capacity model (right) into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes = [r["recipients"] for r in results]
+    left.scatter(sizes, [r["rate"] for r in results], label="whole job", zorder=3)
+    for r in results:
+        left.scatter(
+            [r["recipients"]] * len(r["tenths"]),
+            r["tenths"],
+            s=8,
+            alpha=0.35,
+            color="gray",
+            zorder=2,
+        )
+    left.scatter([], [], s=8, color="gray", alpha=0.35, label="each tenth of the job")
+    left.set_xscale("log")
+    left.set_ylim(bottom=0)
+    left.set_xlabel("recipients in PostgreSQL")
+    left.set_ylabel("recipients/s, one worker")
+    left.set_title("Worker rate, no-network transport")
+    cpu = [r.get("cpu_us_per_recipient") for r in results]
+    if all(c is not None for c in cpu):
+        twin = left.twinx()
+        twin.plot(sizes, cpu, "s", color="tab:red", label="worker CPU per recipient")
+        twin.set_ylabel("worker CPU, microseconds per recipient", color="tab:red")
+        twin.set_ylim(bottom=0, top=max(cpu) * 2.5)
+        twin.legend(loc="lower right", fontsize=8)
+    left.legend(loc="lower left", fontsize=8)
+    per_worker = None
+    if workers:
+        rates = workers["rates"].get("celery1") or []
+        per_worker = sorted(rates)[len(rates) // 2] if rates else None
+    if per_worker:
+        xs = [10_000 * 10 ** (i / 4) for i in range(17)]
+        for label, cap in CAPS.items():
+            n_workers = max(1, -(-int(cap) // int(per_worker)))
+            rate = min(cap, n_workers * per_worker)
+            right.plot(xs, [x / rate for x in xs], label=f"{label}: {n_workers} workers")
+        one = [x / per_worker for x in xs]
+        right.plot(xs, one, linestyle="--", color="gray", label="one worker")
+        right.set_xscale("log")
+        right.set_yscale("log")
+        right.set_xlabel("connections in the broadcast")
+        right.set_ylabel("seconds")
+        right.set_title(f"Capacity model ({per_worker:,.0f} recipients/s per worker)")
+        right.legend(fontsize=7, loc="upper left")
+        right.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=500, help="job_batch_size")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--plot", type=Path, help="draw the figure (PNG) here")
+    parser.add_argument("--workers-json", type=Path, help="jobs_workers.py --json output")
+    parser.add_argument("--plot-only", action="store_true", help="redraw from --json")
     args = parser.parse_args()
+    workers = json.loads(args.workers_json.read_text()) if args.workers_json else None
+    if args.plot_only:
+        results = json.loads(args.json.read_text())
+        plot(results, workers, args.plot)
+        if workers:
+            rates = sorted(workers["rates"]["celery1"])
+            for row in capacity(rates[len(rates) // 2]):
+                print(row)
+        return
 
     from sqlalchemy import create_engine
 
@@ -164,7 +271,7 @@ def main() -> None:
         flush=True,
     )
     results = []
-    for n in args.sizes:
+    for n in [size for size in args.sizes for _ in range(args.repeat)]:
         load = os.getloadavg()[0]
         fill_s = fill(engine, table, n)
         result = run(app, n)
@@ -173,8 +280,10 @@ def main() -> None:
         results.append(result)
         print(
             f"  {n:>9,} recipients: {result['seconds']:7.2f} s, {result['rate']:8.0f} recipients/s"
-            f" (first tenth {result['first_tenth_rate']:.0f}/s, last tenth "
-            f"{result['last_tenth_rate']:.0f}/s), {result['checkpoints']} checkpoints; "
+            f" (by tenth of the job: {min(result['tenths']):.0f}-{max(result['tenths']):.0f}/s, "
+            f"first {result['first_tenth_rate']:.0f}, last {result['last_tenth_rate']:.0f}), "
+            f"{result['checkpoints']} checkpoints, worker CPU "
+            f"{result['cpu_us_per_recipient']:.0f} us/recipient; "
             f"load average {load:.1f}; table filled in {fill_s:.1f} s",
             flush=True,
         )
@@ -182,6 +291,8 @@ def main() -> None:
     engine.dispose()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.plot:
+        plot(results, workers, args.plot)
 
 
 if __name__ == "__main__":
