@@ -9,7 +9,6 @@
   endpoint of the user's own that gets the app through the dependency.
 """
 
-
 import asyncio
 import io
 import json
@@ -255,3 +254,33 @@ def test_starlette_mount_of_the_pure_asgi_app():
     assert _asgi_call(api, "connect", cid, b"")[0] == 200
     status, body, _ = _asgi_call(api, "default", cid, b'{"action": "echo", "text": "m"}')
     assert (status, json.loads(body)) == (200, {"echo": "m"})
+
+
+def test_async_handler_through_the_flask_extension():
+    """The same ``async def`` handler under Flask (a synchronous WSGI framework)."""
+    flask = pytest.importorskip("flask")
+    from apigw_ws_flask import ApigwWebSocket
+
+    web = flask.Flask("async_flask")
+    web.config.update(APIGW_WS_SECRET=SECRET, APIGW_WS_REQUIRE_TOKEN=False)
+    ws = ApigwWebSocket(web, storage=MemoryStorage(), transport=RecordingTransport())
+
+    @ws.handler("echo")
+    async def echo(ctx: Any, message: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"echo": message["text"]}
+
+    client = web.test_client()
+    cid = new_connection_id()
+    assert (
+        client.post(
+            "/ws/connect", headers=gateway_headers("connect", cid, secret=SECRET)
+        ).status_code
+        == 200
+    )
+    response = client.post(
+        "/ws/default",
+        data=b'{"action": "echo", "text": "f"}',
+        headers=gateway_headers("default", cid, secret=SECRET),
+    )
+    assert (response.status_code, response.get_json()) == (200, {"echo": "f"})
