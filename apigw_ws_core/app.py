@@ -39,6 +39,7 @@ from apigw_ws_core.errors import (
     HandlerForbidden,
     InternalError,
     InvalidMessage,
+    InvalidToken,
     OriginNotAllowed,
     RateLimited,
     RateLimiterUnavailable,
@@ -75,8 +76,17 @@ from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimi
 from apigw_ws_core.observability import observe_event, observe_handler
 from apigw_ws_core.origins import origin_allowed, parse_origin
 from apigw_ws_core.reply import Reply, encode_payload
-from apigw_ws_core.storage import HistoryPage, Session, Storage
-from apigw_ws_core.tokens import check_bindings, issue_token, take_token
+from apigw_ws_core.storage import (
+    Admission,
+    ConnectPlan,
+    CounterHit,
+    CountFunc,
+    HistoryPage,
+    Session,
+    Storage,
+    Token,
+)
+from apigw_ws_core.tokens import check_bindings, issue_token, token_digest
 from apigw_ws_core.transport import Transport
 from apigw_ws_core.verify import verify_event, verify_secret
 
@@ -344,6 +354,23 @@ class WebSocketApp:
                 describe_cause(exc),
             )
 
+    def _deferred_hits(
+        self, key: str, rate: RateLimit | None, now: datetime
+    ) -> tuple[CounterHit, ...]:
+        """A hit on :attr:`rate_limiter` for an operation about to run in :attr:`storage`.
+
+        When the limiter keeps its counters in that same storage, the hit is returned, for
+        the storage to count inside the operation's own transaction (no commit of its
+        own). Any other limiter counts it now, through :meth:`limit` (its failure policy
+        applies), and nothing is returned."""
+        limiter = self.rate_limiter
+        if rate is None:
+            return ()
+        if isinstance(limiter, StorageRateLimiter) and limiter.storage is self.storage:
+            return (limiter.counter_hit(key, rate, now),)
+        self.limit(limiter, key, rate, now)
+        return ()
+
     def reject(self, error: RequestError, headers: Mapping[str, str] | None = None) -> Reply:
         """The reply for an error raised before an event could be built (adapters).
 
@@ -371,49 +398,76 @@ class WebSocketApp:
     def _connect(self, event: ConnectEvent) -> Reply:
         cfg = self.config
         now = self.clock()
-        self.limit(
-            self.rate_limiter,
-            f"connect:ip:{_ip_bucket(event.source_ip)}",
-            cfg.connect_rate_per_ip,
-            now,
+        counters = self._deferred_hits(
+            f"connect:ip:{_ip_bucket(event.source_ip)}", cfg.connect_rate_per_ip, now
         )
-        self.check_origin(event.origin)
-        repeated = event.repeated_params & {cfg.channel_query_param, cfg.token_query_param}
-        if repeated:
-            raise BadRequest(f"Repeated query parameter: {sorted(repeated)[0]}.")
-        channel = validate_channel(event.query.get(cfg.channel_query_param) or cfg.default_channel)
         offered = _offered_protocols(event.headers.get("sec-websocket-protocol", ""))
-        token = self._connect_token(event, offered)
-        user_id: str | None = None
         authorized = _authorizer_user(event, cfg.user_from_authorizer)
-        if authorized is not None:
+        token_hash: str | None = None
+        channel = cfg.default_channel
+        refused: RequestError | None = None
+        try:  # checks that need no storage; a refusal still counts the attempt (below)
+            self.check_origin(event.origin)
+            repeated = event.repeated_params & {cfg.channel_query_param, cfg.token_query_param}
+            if repeated:
+                raise BadRequest(f"Repeated query parameter: {sorted(repeated)[0]}.")
+            channel = validate_channel(
+                event.query.get(cfg.channel_query_param) or cfg.default_channel
+            )
+            token = self._connect_token(event, offered)
+            if authorized is None and token:
+                token_hash = token_digest(token)
+            elif authorized is None and cfg.require_token:
+                raise TokenRequired()
+        except RequestError as error:
+            if not counters:
+                raise
+            refused = error
+
+        def admit(record: Token | None, count: CountFunc) -> Admission:
+            """Inside the connect transaction: who connects, and may they."""
+            if refused is not None:
+                raise refused
             user_id = authorized
-            self.limit(self.rate_limiter, f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
-        elif token:
-            record = take_token(self.storage, token, now=now)
-            user_id = record.user_id
-            # counted before the binding check: wrong-channel/origin attempts count too
-            self.limit(self.rate_limiter, f"connect:user:{user_id}", cfg.connect_rate_per_user, now)
-            check_bindings(record, channel=channel, origin=event.origin)
-        elif cfg.require_token:
-            raise TokenRequired()
-        self.policy.check(user_id, channel)
-        attributes = read_attributes(
-            cfg.connection_attributes, event.query, event.headers, event.repeated_params
-        )
-        session = Session(
-            connection_id=event.connection_id,
-            channel_name=channel,
-            user_id=user_id,
-            connected=True,
-            source_ip=_clean_text(event.source_ip, 64),
-            user_agent=_clean_text(event.user_agent, 255),
-            stage=_clean_text(event.stage, 64),
-            api_id=_clean_text(event.api_id, 64),
-            connected_at=now,
-            attributes=attributes,
-        )
-        self.storage.create_session(session)
+            if token_hash is not None:
+                if record is None:
+                    raise InvalidToken()
+                user_id = record.user_id
+            if user_id is not None:
+                # counted before the binding check: wrong-channel/origin attempts count too
+                key = f"connect:user:{user_id}"
+                for hit in self._deferred_hits(key, cfg.connect_rate_per_user, now):
+                    count(hit)
+            if record is not None:
+                check_bindings(record, channel=channel, origin=event.origin)
+            self.policy.check(user_id, channel)
+            attributes = read_attributes(
+                cfg.connection_attributes, event.query, event.headers, event.repeated_params
+            )
+            return Admission(
+                session=Session(
+                    connection_id=event.connection_id,
+                    channel_name=channel,
+                    user_id=user_id,
+                    connected=True,
+                    source_ip=_clean_text(event.source_ip, 64),
+                    user_agent=_clean_text(event.user_agent, 255),
+                    stage=_clean_text(event.stage, 64),
+                    api_id=_clean_text(event.api_id, 64),
+                    connected_at=now,
+                    attributes=attributes,
+                )
+            )
+
+        session = self.storage.connect(
+            ConnectPlan(
+                connection_id=event.connection_id,
+                now=now,
+                admit=admit,
+                token_hash=token_hash,
+                counters=counters,
+            )
+        ).session
         # API Gateway answers 410 to posts for a connection whose $connect is still running;
         # sends made by the hooks skip it instead of marking the new session gone.
         connecting = _CONNECTING.set(event.connection_id)
@@ -604,7 +658,7 @@ class WebSocketApp:
             self.policy.check(uid, channel)
         if origin is not None and (len(origin) > 255 or parse_origin(origin) is None):
             raise BadRequest("Malformed origin.")
-        self.limit(self.rate_limiter, f"token:user:{uid}", self.config.token_rate_per_user, now)
+        counters = self._deferred_hits(f"token:user:{uid}", self.config.token_rate_per_user, now)
         try:
             token, _ = issue_token(
                 self.storage,
@@ -613,7 +667,10 @@ class WebSocketApp:
                 ttl=self.config.token_ttl,
                 channel=channel,
                 origin=origin,
+                counters=counters,
             )
+        except RateLimited:
+            raise
         except Exception as exc:
             failed = self.dependency_error(exc)
             if failed is None:

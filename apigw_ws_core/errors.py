@@ -15,6 +15,7 @@ __all__ = [
     "BodyTooLarge",
     "ChannelForbidden",
     "ConfigurationError",
+    "ConnectionExists",
     "DependencyUnavailable",
     "Forbidden",
     "GoneError",
@@ -221,6 +222,15 @@ class InvalidToken(RequestError):
     status = 401
     code = "invalid_token"
     default_message = "Invalid or expired token."
+
+
+class ConnectionExists(RequestError):
+    """A ``$connect`` for a connection id that already has a live session: refused so that
+    the session's owner and channels cannot be rebound; nothing is changed."""
+
+    status = 409
+    code = "connection_exists"
+    default_message = "This connection is already connected."
 
 
 class UnknownConnection(RequestError):

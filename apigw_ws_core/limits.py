@@ -19,7 +19,7 @@ import attrs
 
 from apigw_ws_core.config import RateLimit
 from apigw_ws_core.errors import RateLimited
-from apigw_ws_core.storage import Storage
+from apigw_ws_core.storage import CounterHit, Storage
 
 log = logging.getLogger("apigw_ws")
 
@@ -44,6 +44,12 @@ class Decision:
     retry_after: int
 
 
+def _retry_after(now: datetime, window: int) -> int:
+    """Seconds until the window containing ``now`` ends (at least 1)."""
+    start = _window_start(now, window)
+    return int((start + timedelta(seconds=window) - now).total_seconds()) + 1
+
+
 class RateLimiter(abc.ABC):
     """Counts hits per key in fixed windows."""
 
@@ -60,9 +66,7 @@ class RateLimiter(abc.ABC):
             return
         count = self.incr(key, rate.window, now)
         if count > rate.limit:
-            start = _window_start(now, rate.window)
-            retry = int((start + timedelta(seconds=rate.window) - now).total_seconds()) + 1
-            raise RateLimited(retry_after=retry)
+            raise RateLimited(retry_after=_retry_after(now, rate.window))
 
 
 #: Longest counter key stored as is; longer keys are shortened with a digest so that they
@@ -88,6 +92,19 @@ class StorageRateLimiter(RateLimiter):
         """See :meth:`RateLimiter.incr`."""
         start = _window_start(now, window)
         return self.storage.incr_counter(storage_key(key), start, start + timedelta(seconds=window))
+
+    def counter_hit(self, key: str, rate: RateLimit, now: datetime) -> CounterHit:
+        """The hit as a :class:`~apigw_ws_core.storage.CounterHit`, for :attr:`storage` to
+        count inside the transaction of the operation it limits (a ``$connect``, a token):
+        no commit of its own."""
+        start = _window_start(now, rate.window)
+        return CounterHit(
+            key=storage_key(key),
+            window_start=start,
+            expires_at=start + timedelta(seconds=rate.window),
+            limit=rate.limit,
+            retry_after=_retry_after(now, rate.window),
+        )
 
 
 class MemoryRateLimiter(RateLimiter):

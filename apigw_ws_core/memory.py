@@ -9,14 +9,19 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
 
+from apigw_ws_core.errors import ConnectionExists
 from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
+    Admission,
     CleanupReport,
+    ConnectPlan,
+    CounterHit,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -59,6 +64,44 @@ class MemoryStorage(Storage):
                     created_at=session.connected_at,
                 )
             self.subscriptions[session.connection_id] = subs
+
+    def connect(self, plan: ConnectPlan) -> Admission:
+        """See :meth:`Storage.connect`: all steps under the lock; on any exception other
+        than a refusal, the counters and the token are put back (a rollback)."""
+        with self._lock:
+            undo: list[tuple[str, Any]] = []
+
+            def incr(hit: CounterHit) -> int:
+                undo.append(("counter", (hit.key, hit.window_start)))
+                return self.incr_counter(hit.key, hit.window_start, hit.expires_at)
+
+            def consume(token_hash: str, now: datetime) -> Token | None:
+                undo.append(("token", self.tokens.get(token_hash)))
+                return self.consume_token(token_hash, now)
+
+            def store(admission: Admission) -> None:
+                existing = self.sessions.get(plan.connection_id)
+                if existing is not None and existing.connected:
+                    raise ConnectionExists()
+                self.create_session(admission.session, admission.channels)
+
+            try:
+                admission, refusal = plan.run(incr=incr, consume=consume, store=store)
+            except BaseException:
+                for kind, value in reversed(undo):
+                    if kind == "counter":
+                        count, expires = self.counters[value]
+                        if count > 1:
+                            self.counters[value] = (count - 1, expires)
+                        else:
+                            del self.counters[value]
+                    elif value is not None:
+                        self.tokens[value.token_hash] = value
+                raise
+        if refusal is not None:
+            raise refusal
+        assert admission is not None
+        return admission
 
     def get_session(self, connection_id: str) -> Session | None:
         """See :meth:`Storage.get_session`."""
@@ -337,6 +380,11 @@ class MemoryStorage(Storage):
             if token.token_hash in self.tokens:
                 raise ValueError("token hash exists")
             self.tokens[token.token_hash] = token
+
+    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
+        """See :meth:`Storage.store_token_counted` (under the lock)."""
+        with self._lock:  # the lock makes the default's two steps one
+            super().store_token_counted(token, counters)
 
     def consume_token(self, token_hash: str, now: datetime) -> Token | None:
         """See :meth:`Storage.consume_token`."""

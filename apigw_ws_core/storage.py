@@ -11,16 +11,19 @@ their primary keys with ``str()``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import attrs
 
-from apigw_ws_core.errors import StorageUnavailable
+from apigw_ws_core.errors import ApigwWsError, ConnectionExists, RateLimited, StorageUnavailable
 
 __all__ = [
+    "Admission",
     "CleanupReport",
+    "ConnectPlan",
+    "CounterHit",
     "HistoryMessage",
     "HistoryPage",
     "JobCounts",
@@ -196,6 +199,116 @@ class JobPart:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+@attrs.frozen(kw_only=True)
+class CounterHit:
+    """One rate-limit count to make inside a storage transaction (see
+    :meth:`Storage.connect` and :meth:`Storage.store_token_counted`), so that counting
+    costs no commit of its own.
+
+    ``key``/``window_start``/``expires_at`` are :meth:`Storage.incr_counter`'s arguments;
+    past ``limit`` the hit is refused with ``RateLimited(retry_after)``.
+    """
+
+    key: str
+    window_start: datetime
+    expires_at: datetime
+    limit: int
+    retry_after: int = 1
+
+    def check(self, count: int) -> None:
+        """Raise :class:`~apigw_ws_core.errors.RateLimited` if ``count`` is past the limit."""
+        if count > self.limit:
+            raise RateLimited(retry_after=self.retry_after)
+
+
+#: Counts one :class:`CounterHit` inside the running transaction (and checks it).
+CountFunc = Callable[[CounterHit], None]
+
+
+@attrs.frozen(kw_only=True)
+class Admission:
+    """What a ``$connect`` stores: the session and the channels it joins besides
+    ``session.channel_name``. Built by the core, stored by :meth:`Storage.connect`."""
+
+    session: Session
+    channels: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ConnectPlan:
+    """Everything one ``$connect`` does in storage, in ONE transaction (one commit).
+
+    The core builds it; a backend calls :meth:`run` inside its transaction with its
+    primitives bound to that transaction. The steps, in order:
+
+    1. count ``counters`` (rate limits; past a limit: refused);
+    2. take the token ``token_hash`` (if any) as :meth:`Storage.consume_token` does;
+    3. ``admit(token, count)`` decides (the token's user, its bindings, the channel
+       policy; it may count more hits through ``count``) and returns the
+       :class:`Admission`, or raises a refusal;
+    4. store the session and its subscriptions, unless the connection id has a live
+       session: then :class:`~apigw_ws_core.errors.ConnectionExists` is raised and
+       **nothing** is changed (the whole transaction rolls back).
+
+    A refusal in steps 1-3 (any :class:`~apigw_ws_core.errors.ApigwWsError`) commits what
+    was counted and consumed (a refused token stays used, a refused attempt stays counted)
+    and stores nothing else; any other exception rolls everything back.
+    """
+
+    connection_id: str
+    now: datetime
+    admit: Callable[[Token | None, CountFunc], Admission]
+    token_hash: str | None = None
+    counters: tuple[CounterHit, ...] = ()
+
+    def run(
+        self,
+        *,
+        incr: Callable[[CounterHit], int],
+        consume: Callable[[str, datetime], Token | None],
+        store: Callable[[Admission], None],
+    ) -> tuple[Admission | None, ApigwWsError | None]:
+        """Run the steps with a backend's primitives (all in the caller's transaction).
+
+        :param incr: adds one to a counter and returns the new count.
+        :param consume: takes a token (``consume_token``'s contract).
+        :param store: stores an admission; raises ``ConnectionExists`` when the id has a
+            live session (the caller must then roll back).
+        :returns: ``(admission, None)``: commit and return it; ``(None, refusal)``:
+            commit, then raise ``refusal``.
+        """
+
+        def count(hit: CounterHit) -> None:
+            hit.check(incr(hit))
+
+        try:
+            for hit in self.counters:
+                count(hit)
+            token = consume(self.token_hash, self.now) if self.token_hash else None
+            admission = self.admit(token, count)
+        except ApigwWsError as refusal:
+            return None, refusal
+        if admission.session.connection_id != self.connection_id:
+            raise ValueError("the admission is for another connection id")
+        store(admission)
+        return admission, None
+
+
+def count_then(
+    counters: Iterable[CounterHit],
+    incr: Callable[[CounterHit], int],
+    then: Callable[[], None],
+) -> ApigwWsError | None:
+    """Count every hit (inside the caller's transaction), then run ``then`` unless one is
+    past its limit. Returns the refusal to raise **after** committing (the counts stay),
+    or ``None``. The rule behind :meth:`Storage.store_token_counted` in every backend."""
+    try:
+        for hit in counters:
+            hit.check(incr(hit))
+    except ApigwWsError as refusal:
+        return refusal
+    then()
+    return None
 
 
 class Storage(abc.ABC):
@@ -215,6 +328,41 @@ class Storage(abc.ABC):
         If a session with that connection id exists it is replaced (a retried ``$connect``
         must not fail) and its old subscriptions are dropped.
         """
+
+    def connect(self, plan: ConnectPlan) -> Admission:
+        """Run a ``$connect`` (counters, token, admission, session and subscriptions) as
+        :class:`ConnectPlan` describes, in **one** transaction, and return the admission.
+
+        Raises the plan's refusal (after committing what it counted and consumed), or
+        :class:`~apigw_ws_core.errors.ConnectionExists` when ``plan.connection_id`` has a
+        connected session (nothing changed). A disconnected session with that id is
+        replaced.
+
+        This default runs the steps through the other methods, one unit of work each
+        (correct, but neither atomic nor cheap): the bundled backends override it with one
+        transaction, and your own backend should too.
+        """
+
+        def live() -> bool:
+            existing = self.get_session(plan.connection_id)
+            return existing is not None and existing.connected
+
+        def store(admission: Admission) -> None:
+            if live():  # checked again: it may have connected meanwhile
+                raise ConnectionExists()
+            self.create_session(admission.session, admission.channels)
+
+        if live():  # before anything is counted or consumed: nothing changes
+            raise ConnectionExists()
+        admission, refusal = plan.run(
+            incr=lambda hit: self.incr_counter(hit.key, hit.window_start, hit.expires_at),
+            consume=self.consume_token,
+            store=store,
+        )
+        if refusal is not None:
+            raise refusal
+        assert admission is not None
+        return admission
 
     @abc.abstractmethod
     def get_session(self, connection_id: str) -> Session | None:
@@ -401,6 +549,22 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def store_token(self, token: Token) -> None:
         """Store a new token (hash only). Raises ``ValueError`` if the hash exists."""
+
+    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
+        """Count ``counters`` and, unless one is past its limit, store ``token``, in **one**
+        transaction. A refused hit still counts (it is committed); the token is then not
+        stored and ``RateLimited`` is raised.
+
+        This default uses :meth:`incr_counter` and :meth:`store_token` (a commit each); the
+        bundled backends override it with one transaction.
+        """
+        refusal = count_then(
+            counters,
+            lambda hit: self.incr_counter(hit.key, hit.window_start, hit.expires_at),
+            lambda: self.store_token(token),
+        )
+        if refusal is not None:
+            raise refusal
 
     @abc.abstractmethod
     def consume_token(self, token_hash: str, now: datetime) -> Token | None:

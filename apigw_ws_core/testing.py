@@ -25,13 +25,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+import attrs
 
 try:  # the contract suite needs pytest; the rest of this module does not
     import pytest
 except ImportError:  # pragma: no cover
     pytest = None  # type: ignore[assignment]
 
+from apigw_ws_core.errors import ChannelForbidden, ConnectionExists, RateLimited
 from apigw_ws_core.events import (
     HEADER_CONNECTION_ID,
     HEADER_EVENT_TYPE,
@@ -42,7 +45,17 @@ from apigw_ws_core.events import (
     HEADER_STAGE,
 )
 from apigw_ws_core.gateways import GatewayRecord, GatewayStore
-from apigw_ws_core.storage import JobCounts, JobPart, Session, Storage, Token
+from apigw_ws_core.storage import (
+    Admission,
+    ConnectPlan,
+    CounterHit,
+    CountFunc,
+    JobCounts,
+    JobPart,
+    Session,
+    Storage,
+    Token,
+)
 from apigw_ws_core.transport import RecordingTransport, SentMessage
 
 __all__ = [
@@ -164,6 +177,18 @@ def _session(cid: str, channel: str = "lobby", user: str | None = None, **kw: An
         connected_at=kw.pop("connected_at", _now()),
         **kw,
     )
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _raises(kind: type[_E], fn: Callable[[], Any]) -> _E:
+    """Call ``fn``; return the ``kind`` exception it must raise."""
+    try:
+        fn()
+    except kind as exc:
+        return exc
+    raise AssertionError(f"{kind.__name__} expected")
 
 
 def _all(storage: Storage, **kw: Any) -> list[str]:
@@ -309,12 +334,7 @@ class StorageContract:
             token_hash="d" * 64, user_id="1", created_at=now, expires_at=now + timedelta(seconds=60)
         )
         storage.store_token(tok)
-        try:
-            storage.store_token(tok)
-        except ValueError:
-            pass
-        else:
-            raise AssertionError("storing a duplicate token hash must raise ValueError")
+        _raises(ValueError, lambda: storage.store_token(tok))
 
     def test_token_expired(self, storage: Storage) -> None:
         now = _now()
@@ -401,6 +421,195 @@ class StorageContract:
         storage.save_gateway(rec2)
         got = storage.get_gateway("main")
         assert got is not None and got.resources == {"api": "abc123"} and got.status == "partial"
+
+    # --- $connect in one transaction, token issuance with its rate count --------------
+
+    def _connect_fixture(self, storage: Storage, hash_char: str) -> tuple[str, CounterHit]:
+        now = _now()
+        token_hash = hash_char * 64
+        storage.store_token(
+            Token(
+                token_hash=token_hash,
+                user_id="7",
+                created_at=now,
+                expires_at=now + timedelta(seconds=60),
+                channel="lobby",
+            )
+        )
+        hit = CounterHit(
+            key=f"connect:ip:{hash_char}",
+            window_start=now,
+            expires_at=now + timedelta(seconds=60),
+            limit=5,
+        )
+        return token_hash, hit
+
+    @staticmethod
+    def _plan(
+        cid: str,
+        token_hash: str | None,
+        counters: tuple[CounterHit, ...],
+        admit: Callable[[Token | None, CountFunc], Admission] | None = None,
+    ) -> ConnectPlan:
+        def default_admit(token: Token | None, count: CountFunc) -> Admission:
+            user = token.user_id if token is not None else None
+            return Admission(session=_session(cid, user=user), channels=("extra",))
+
+        return ConnectPlan(
+            connection_id=cid,
+            now=_now(),
+            admit=admit or default_admit,
+            token_hash=token_hash,
+            counters=counters,
+        )
+
+    @staticmethod
+    def _counter_now(storage: Storage, hit: CounterHit) -> int:
+        """The counter's value (this adds one, so subtract it)."""
+        return storage.incr_counter(hit.key, hit.window_start, hit.expires_at) - 1
+
+    def test_connect_stores_session_channels_and_takes_token(self, storage: Storage) -> None:
+        token_hash, hit = self._connect_fixture(storage, "3")
+        seen: list[Token | None] = []
+
+        def admit(token: Token | None, count: CountFunc) -> Admission:
+            seen.append(token)
+            return Admission(
+                session=_session("conn-connect-01=", user=token.user_id if token else None),
+                channels=("extra",),
+            )
+
+        admission = storage.connect(self._plan("conn-connect-01=", token_hash, (hit,), admit))
+        assert seen[0] is not None and seen[0].user_id == "7" and seen[0].channel == "lobby"
+        assert admission.session.user_id == "7"
+        got = storage.get_session("conn-connect-01=")
+        assert got is not None and got.connected and got.user_id == "7"
+        assert storage.channels_of("conn-connect-01=") == ["extra", "lobby"]
+        assert storage.consume_token(token_hash, _now()) is None  # taken
+        assert self._counter_now(storage, hit) == 1
+
+    def test_connect_refusal_keeps_token_taken_and_attempt_counted(self, storage: Storage) -> None:
+        token_hash, hit = self._connect_fixture(storage, "4")
+
+        def refuse(token: Token | None, count: CountFunc) -> Admission:
+            raise ChannelForbidden()
+
+        _raises(
+            ChannelForbidden,
+            lambda: storage.connect(self._plan("conn-connect-02=", token_hash, (hit,), refuse)),
+        )
+        assert storage.get_session("conn-connect-02=") is None
+        assert storage.channels_of("conn-connect-02=") == []
+        assert storage.consume_token(token_hash, _now()) is None  # burnt
+        assert self._counter_now(storage, hit) == 1  # counted
+
+    def test_connect_counts_inside_admit(self, storage: Storage) -> None:
+        token_hash, hit = self._connect_fixture(storage, "5")
+        user_hit = attrs.evolve(hit, key="connect:user:7", limit=0, retry_after=9)
+
+        def admit(token: Token | None, count: CountFunc) -> Admission:
+            count(user_hit)  # past its limit of 0
+            raise AssertionError("not reached")
+
+        assert (
+            _raises(
+                RateLimited,
+                lambda: storage.connect(self._plan("conn-connect-03=", token_hash, (hit,), admit)),
+            ).retry_after
+            == 9
+        )
+        assert storage.get_session("conn-connect-03=") is None
+        assert self._counter_now(storage, user_hit) == 1
+        assert self._counter_now(storage, hit) == 1
+
+    def test_connect_rate_limited_first_leaves_token(self, storage: Storage) -> None:
+        token_hash, hit = self._connect_fixture(storage, "6")
+        full = attrs.evolve(hit, limit=0)
+        _raises(
+            RateLimited,
+            lambda: storage.connect(self._plan("conn-connect-04=", token_hash, (full,))),
+        )
+        assert storage.get_session("conn-connect-04=") is None
+        assert self._counter_now(storage, full) == 1
+        assert storage.consume_token(token_hash, _now()) is not None  # never taken
+
+    def test_connect_on_live_session_is_refused_and_changes_nothing(self, storage: Storage) -> None:
+        storage.create_session(_session("conn-connect-05=", channel="a", user="42"), ["x"])
+        before = storage.get_session("conn-connect-05=")
+        token_hash, hit = self._connect_fixture(storage, "7")
+        _raises(
+            ConnectionExists,
+            lambda: storage.connect(self._plan("conn-connect-05=", token_hash, (hit,))),
+        )
+        assert storage.get_session("conn-connect-05=") == before
+        assert storage.channels_of("conn-connect-05=") == ["a", "x"]
+        assert self._counter_now(storage, hit) == 0  # rolled back
+        assert storage.consume_token(token_hash, _now()) is not None  # not taken
+        # anonymous too
+        _raises(ConnectionExists, lambda: storage.connect(self._plan("conn-connect-05=", None, ())))
+        assert storage.get_session("conn-connect-05=") == before
+
+    def test_connect_replaces_a_disconnected_session(self, storage: Storage) -> None:
+        storage.create_session(_session("conn-connect-06=", channel="a", user="42"), ["x"])
+        storage.mark_disconnected(["conn-connect-06="], _now())
+        storage.connect(self._plan("conn-connect-06=", None, ()))
+        got = storage.get_session("conn-connect-06=")
+        assert got is not None and got.connected and got.user_id is None
+        assert storage.channels_of("conn-connect-06=") == ["extra", "lobby"]
+
+    def test_connect_error_rolls_everything_back(self, storage: Storage) -> None:
+        token_hash, hit = self._connect_fixture(storage, "8")
+
+        def broken(token: Token | None, count: CountFunc) -> Admission:
+            raise RuntimeError("a bug, not a refusal")
+
+        _raises(
+            RuntimeError,
+            lambda: storage.connect(self._plan("conn-connect-07=", token_hash, (hit,), broken)),
+        )
+        assert storage.get_session("conn-connect-07=") is None
+        assert storage.consume_token(token_hash, _now()) is not None
+        assert self._counter_now(storage, hit) == 0
+
+    def test_connect_race_on_one_id_has_one_winner(
+        self, storage: Storage, storage_factory: Callable[[], Storage] | None
+    ) -> None:
+        def attempt(s: Storage) -> str | None:
+            try:
+                s.connect(self._plan("conn-connect-08=", None, ()))
+            except ConnectionExists:
+                return None
+            return "won"
+
+        run_race(attempt, storage, storage_factory, threads=8, expect_winners=1)
+        assert storage.channels_of("conn-connect-08=") == ["extra", "lobby"]
+
+    def test_store_token_counted(self, storage: Storage) -> None:
+        now = _now()
+        hit = CounterHit(
+            key="token:user:7",
+            window_start=now,
+            expires_at=now + timedelta(seconds=60),
+            limit=1,
+            retry_after=3,
+        )
+
+        def token(char: str) -> Token:
+            return Token(
+                token_hash=char * 64,
+                user_id="7",
+                created_at=now,
+                expires_at=now + timedelta(seconds=60),
+            )
+
+        storage.store_token_counted(token("a"), [hit])
+        assert (
+            _raises(RateLimited, lambda: storage.store_token_counted(token("b"), [hit])).retry_after
+            == 3
+        )
+        assert storage.consume_token("a" * 64, now) is not None
+        assert storage.consume_token("b" * 64, now) is None  # not stored
+        assert self._counter_now(storage, hit) == 2  # the refused attempt counted
 
     def test_cleanup(self, storage: Storage) -> None:
         now = _now()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -32,7 +32,7 @@ from apigw_ws_core.errors import (
 )
 from apigw_ws_core.http import BodyReader, content_length, lower_keys, no_body, read_bounded
 from apigw_ws_core.reply import Reply
-from apigw_ws_core.storage import Storage, Token
+from apigw_ws_core.storage import CounterHit, Storage, Token
 
 if TYPE_CHECKING:
     from apigw_ws_core.app import WebSocketApp
@@ -45,6 +45,7 @@ __all__ = [
     "hash_token",
     "issue_token",
     "take_token",
+    "token_digest",
     "token_endpoint",
 ]
 
@@ -66,10 +67,14 @@ def issue_token(
     ttl: int,
     channel: str | None = None,
     origin: str | None = None,
+    counters: Sequence[CounterHit] = (),
 ) -> tuple[str, Token]:
     """Create and store a token for ``user_id``; return ``(plaintext, record)``.
 
-    The plaintext is returned once and never stored or logged.
+    ``counters`` (rate limits) are counted in the same storage transaction
+    (:meth:`~apigw_ws_core.storage.Storage.store_token_counted`): one commit; past a
+    limit ``RateLimited`` is raised and no token stored. The plaintext is returned once
+    and never stored or logged.
     """
     plaintext = secrets.token_urlsafe(TOKEN_BYTES)
     record = Token(
@@ -80,16 +85,25 @@ def issue_token(
         channel=channel,
         origin=origin,
     )
-    storage.store_token(record)
+    if counters:
+        storage.store_token_counted(record, counters)
+    else:
+        storage.store_token(record)
     return plaintext, record
+
+
+def token_digest(token: str) -> str:
+    """The stored form of a presented token; ``InvalidToken`` if it is malformed (empty
+    or over 256 characters), before any storage call."""
+    if not token or len(token) > 256:
+        raise InvalidToken()
+    return hash_token(token)
 
 
 def take_token(storage: Storage, token: str, *, now: datetime) -> Token:
     """Atomically take a token (whatever its bindings); raise ``InvalidToken`` if it is
     malformed, unknown, used or expired."""
-    if not token or len(token) > 256:
-        raise InvalidToken()
-    record = storage.consume_token(hash_token(token), now)
+    record = storage.consume_token(token_digest(token), now)
     if record is None:
         raise InvalidToken()
     return record

@@ -8,6 +8,9 @@ Design choices worth copying into any backend:
 
 * each call is its own transaction (``BEGIN IMMEDIATE`` takes the write lock up front, so two
   writers never deadlock halfway);
+* a ``$connect`` (rate counters, the token, the session and its channels) is ONE
+  transaction: :meth:`ConnectPlan.run <apigw_ws_core.storage.ConnectPlan.run>` runs its
+  steps with primitives bound to that transaction;
 * single-use tokens are *deleted* as they are consumed, in one ``DELETE ... RETURNING``
   statement, so exactly one caller can get a token;
 * counters are one upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``);
@@ -31,10 +34,14 @@ from typing import Any
 
 import attrs
 
+from apigw_ws_core.errors import ConnectionExists
 from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
+    Admission,
     CleanupReport,
+    ConnectPlan,
+    CounterHit,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -43,6 +50,7 @@ from apigw_ws_core.storage import (
     Session,
     Storage,
     Token,
+    count_then,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -132,6 +140,49 @@ def _session(row: sqlite3.Row) -> Session:
     )
 
 
+def _insert_token(db: sqlite3.Connection, token: Token) -> None:
+    try:
+        db.execute(
+            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                token.token_hash,
+                token.user_id,
+                _us(token.created_at),
+                _us(token.expires_at),
+                token.channel,
+                token.origin,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise ValueError("token hash already stored") from exc
+
+
+def _consume(db: sqlite3.Connection, token_hash: str, now: datetime) -> Token | None:
+    row = db.execute(
+        "DELETE FROM tokens WHERE token_hash = ? RETURNING *", (token_hash,)
+    ).fetchone()
+    if row is None or row["expires_at"] <= _us(now):
+        return None
+    return Token(
+        token_hash=row["token_hash"],
+        user_id=row["user_id"],
+        created_at=EPOCH + timedelta(microseconds=row["created_at"]),
+        expires_at=EPOCH + timedelta(microseconds=row["expires_at"]),
+        channel=row["channel"],
+        origin=row["origin"],
+    )
+
+
+def _incr(db: sqlite3.Connection, key: str, window_start: datetime, expires_at: datetime) -> int:
+    row = db.execute(
+        "INSERT INTO counters VALUES (?, ?, 1, ?) "
+        "ON CONFLICT (key, window_start) DO UPDATE SET value = value + 1 "
+        "RETURNING value",
+        (key, _us(window_start), _us(expires_at)),
+    ).fetchone()
+    return int(row[0])
+
+
 class SqliteStorage(Storage):
     """apigw-ws storage in one SQLite file. Safe across threads and processes."""
 
@@ -165,27 +216,57 @@ class SqliteStorage(Storage):
         """Store (or replace) a connected session and its subscriptions, atomically."""
         with self._transaction() as db:
             db.execute("DELETE FROM sessions WHERE connection_id = ?", (session.connection_id,))
-            db.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?)",
-                (
-                    session.connection_id,
-                    session.channel_name,
-                    session.user_id,
-                    session.source_ip,
-                    session.user_agent,
-                    session.stage,
-                    session.api_id,
-                    _us(session.connected_at),
-                    json.dumps(dict(session.attributes)),
-                ),
+            self._insert_session(db, session, channels)
+
+    def connect(self, plan: ConnectPlan) -> Admission:
+        """A whole ``$connect`` in one transaction; a live session with the id is refused
+        and the transaction rolled back (nothing changes)."""
+
+        def store(admission: Admission) -> None:
+            session = admission.session
+            row = db.execute(
+                "SELECT connected FROM sessions WHERE connection_id = ?",
+                (session.connection_id,),
+            ).fetchone()
+            if row is not None and row["connected"]:
+                raise ConnectionExists()
+            db.execute("DELETE FROM sessions WHERE connection_id = ?", (session.connection_id,))
+            self._insert_session(db, session, admission.channels)
+
+        with self._transaction() as db:
+            admission, refusal = plan.run(
+                incr=lambda hit: _incr(db, hit.key, hit.window_start, hit.expires_at),
+                consume=lambda token_hash, now: _consume(db, token_hash, now),
+                store=store,
             )
-            db.executemany(
-                "INSERT INTO subscriptions VALUES (?, ?, ?, ?)",
-                [
-                    (session.connection_id, name, session.user_id, _us(session.connected_at))
-                    for name in dict.fromkeys([session.channel_name, *channels])
-                ],
-            )
+        if refusal is not None:
+            raise refusal  # after the commit: what was counted and consumed stays so
+        assert admission is not None
+        return admission
+
+    @staticmethod
+    def _insert_session(db: sqlite3.Connection, session: Session, channels: Sequence[str]) -> None:
+        db.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, NULL, ?)",
+            (
+                session.connection_id,
+                session.channel_name,
+                session.user_id,
+                session.source_ip,
+                session.user_agent,
+                session.stage,
+                session.api_id,
+                _us(session.connected_at),
+                json.dumps(dict(session.attributes)),
+            ),
+        )
+        db.executemany(
+            "INSERT INTO subscriptions VALUES (?, ?, ?, ?)",
+            [
+                (session.connection_id, name, session.user_id, _us(session.connected_at))
+                for name in dict.fromkeys([session.channel_name, *channels])
+            ],
+        )
 
     def get_session(self, connection_id: str) -> Session | None:
         """The session, connected or not, or ``None``."""
@@ -595,51 +676,31 @@ class SqliteStorage(Storage):
 
     def store_token(self, token: Token) -> None:
         """Store a token's hash; a duplicate hash is a ``ValueError``."""
-        try:
-            with self._transaction() as db:
-                db.execute(
-                    "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        token.token_hash,
-                        token.user_id,
-                        _us(token.created_at),
-                        _us(token.expires_at),
-                        token.channel,
-                        token.origin,
-                    ),
-                )
-        except sqlite3.IntegrityError as exc:
-            raise ValueError("token hash already stored") from exc
+        with self._transaction() as db:
+            _insert_token(db, token)
+
+    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
+        """Count the rate-limit hits and store the token in one transaction."""
+        with self._transaction() as db:
+            refusal = count_then(
+                counters,
+                lambda hit: _incr(db, hit.key, hit.window_start, hit.expires_at),
+                lambda: _insert_token(db, token),
+            )
+        if refusal is not None:
+            raise refusal
 
     def consume_token(self, token_hash: str, now: datetime) -> Token | None:
         """Delete and return the token in one statement: only one caller can win."""
         with self._transaction() as db:
-            row = db.execute(
-                "DELETE FROM tokens WHERE token_hash = ? RETURNING *", (token_hash,)
-            ).fetchone()
-        if row is None or row["expires_at"] <= _us(now):
-            return None
-        return Token(
-            token_hash=row["token_hash"],
-            user_id=row["user_id"],
-            created_at=EPOCH + timedelta(microseconds=row["created_at"]),
-            expires_at=EPOCH + timedelta(microseconds=row["expires_at"]),
-            channel=row["channel"],
-            origin=row["origin"],
-        )
+            return _consume(db, token_hash, now)
 
     # --- rate-limit counters ---------------------------------------------------------
 
     def incr_counter(self, key: str, window_start: datetime, expires_at: datetime) -> int:
         """One atomic upsert."""
         with self._transaction() as db:
-            row = db.execute(
-                "INSERT INTO counters VALUES (?, ?, 1, ?) "
-                "ON CONFLICT (key, window_start) DO UPDATE SET value = value + 1 "
-                "RETURNING value",
-                (key, _us(window_start), _us(expires_at)),
-            ).fetchone()
-        return int(row[0])
+            return _incr(db, key, window_start, expires_at)
 
     # --- housekeeping --------------------------------------------------------------
 

@@ -114,7 +114,7 @@ def test_statements_per_call(storage: DjangoStorage, alias: str):
     _, sql = _count(alias, lambda: storage.incr_counter("k", now, now + timedelta(seconds=9)))
     assert len(sql) == 1
     _, sql = _count(alias, lambda: storage.create_session(_session("conn-stmt-00001=", user="1")))
-    assert len(sql) == 2
+    assert len(_data(sql)) == 2 and _commits(sql) == 1  # session + subscription, one commit
     _, sql = _count(alias, lambda: storage.get_session("conn-stmt-00001="))
     assert len(sql) == 1
     added, sql = _count(alias, lambda: storage.subscribe("conn-stmt-00001=", "extra"))
@@ -129,6 +129,50 @@ def test_statements_per_call(storage: DjangoStorage, alias: str):
     assert len(sql) == 2
     _, sql = _count(alias, lambda: storage.mark_disconnected(["conn-stmt-00001="], now))
     assert len(sql) == 1  # nothing changed: no DELETE
+
+
+def _data(sql: list[str]) -> list[str]:
+    """The statements that read or write rows (not transaction control)."""
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+    return [q for q in sql if not q.upper().lstrip().startswith(control)]
+
+
+def _commits(sql: list[str]) -> int:
+    """COMMITs Django logged, or 1 for an outermost atomic block on a backend that commits
+    through the driver (PostgreSQL and MySQL log no COMMIT statement)."""
+    logged = sum(1 for q in sql if q.upper().strip() == "COMMIT")
+    return logged or 1
+
+
+def test_connect_and_token_issue_are_one_commit_each(storage: DjangoStorage, alias: str):
+    from apigw_ws_core.storage import Admission, ConnectPlan, CounterHit
+
+    now = _now()
+    storage.store_token(_token("b" * 64, user="2"))
+    hit = CounterHit(
+        key="connect:ip:x", window_start=now, expires_at=now + timedelta(seconds=60), limit=9
+    )
+    plan = ConnectPlan(
+        connection_id="conn-stmt-00002=",
+        now=now,
+        token_hash="b" * 64,
+        counters=(hit,),
+        admit=lambda token, count: Admission(
+            session=_session("conn-stmt-00002=", user=token.user_id if token else None)
+        ),
+    )
+    with CaptureQueriesContext(connections[alias]) as ctx:
+        storage.connect(plan)
+        assert connections[alias].in_atomic_block is False
+    sql = [q["sql"] for q in ctx.captured_queries]
+    # counter upsert, token DELETE ... RETURNING, session INSERT, subscription INSERT
+    assert len(_data(sql)) == 4, sql
+    assert _commits(sql) == 1
+    token_hit = CounterHit(
+        key="token:user:2", window_start=now, expires_at=now + timedelta(seconds=60), limit=9
+    )
+    _, sql = _count(alias, lambda: storage.store_token_counted(_token("c" * 64, "2"), [token_hit]))
+    assert len(_data(sql)) == 2 and _commits(sql) == 1
 
 
 def test_mark_disconnected_batches(storage: DjangoStorage, alias: str):

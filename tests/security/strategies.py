@@ -42,6 +42,7 @@ STABLE_CODES = frozenset(
         "method_not_allowed",
         "handler_forbidden",
         "incomplete_body",
+        "connection_exists",
     }
 )
 

@@ -64,14 +64,21 @@ def test_microseconds_and_utc_round_trip(db: Database):
         )
 
 
+def _data(statements: list[str]) -> list[str]:
+    """Statements that read or write rows (MariaDB's savepoints left out)."""
+    control = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+    return [q for q in statements if not q.upper().lstrip().startswith(control)]
+
+
 def test_statements_per_call(db: Database):
     storage = db.storage
     with db.count_statements() as create:
         storage.create_session(_session("stmt-00000000001=", user="1"), ["b", "c"])
-    assert len(create) == 2  # session + one multi-row subscription insert
+    assert len(_data(create)) == 2  # session + one multi-row subscription insert
     with db.count_statements() as replace:
         storage.create_session(_session("stmt-00000000001=", user="1"))
-    assert len(replace) <= 5  # failed insert, then delete + update + insert
+    # insert that finds the id, then select (for update) + delete + update + insert
+    assert len(_data(replace)) <= 5, replace
     assert storage.channels_of("stmt-00000000001=") == ["room"]
     with db.count_statements() as get:
         storage.get_session("stmt-00000000001=")

@@ -3,25 +3,29 @@
 Each method is one SQL statement where the databases allow it, so the request path stays
 cheap and needs no transaction (``BEGIN``/``COMMIT`` are round trips too):
 
-=====================  =====================================================================
-method                 statements
-=====================  =====================================================================
-``create_session``     INSERT session + INSERT subscription(s) (a retried ``$connect`` for
-                       an existing id takes a slower, transactional replace path)
-``get_session``        one SELECT by the unique connection id
-``mark_disconnected``  per batch of 500 ids: one UPDATE, plus one DELETE of subscriptions
-                       when something changed
-``consume_token``      one ``DELETE ... RETURNING`` (PostgreSQL, SQLite >= 3.35, MariaDB
-                       >= 10.5); MySQL: SELECT + DELETE, the DELETE's row count decides
-``incr_counter``       one upsert ``... RETURNING`` (PostgreSQL, SQLite, MariaDB); MySQL:
-                       upsert + ``SELECT LAST_INSERT_ID()`` on the same connection
-``subscribe``          one ``INSERT ... SELECT`` that ignores duplicates
-``append_history``     one transaction: the position upsert ``... RETURNING`` (PostgreSQL,
-                       SQLite, MariaDB; MySQL: ``SELECT ... FOR UPDATE`` + UPDATE/INSERT +
-                       SELECT), one INSERT of the message, and on every 16th offset one
-                       DELETE of the messages beyond the history size
-``read_history``       two SELECTs (position; a range of the ``(channel, offset)`` index)
-=====================  =====================================================================
+=========================  =====================================================================
+method                     statements
+=========================  =====================================================================
+``connect``                one transaction: the connect-rate upsert, ``DELETE ... RETURNING``
+                           of the token, INSERT session (``ON CONFLICT DO NOTHING``; MariaDB:
+                           in a savepoint), INSERT subscription(s); one commit
+``create_session``         the same session and subscription INSERTs in one transaction (an
+                           existing id is replaced)
+``store_token_counted``    one transaction: the token-rate upsert + INSERT token; one commit
+``get_session``            one SELECT by the unique connection id
+``mark_disconnected``      per batch of 500 ids: one UPDATE, plus one DELETE of subscriptions
+                           when something changed
+``consume_token``          one ``DELETE ... RETURNING`` (PostgreSQL, SQLite >= 3.35, MariaDB
+                           >= 10.5); MySQL: SELECT + DELETE, the DELETE's row count decides
+``incr_counter``           one upsert ``... RETURNING`` (PostgreSQL, SQLite, MariaDB); MySQL:
+                           upsert + ``SELECT LAST_INSERT_ID()`` on the same connection
+``subscribe``              one ``INSERT ... SELECT`` that ignores duplicates
+``append_history``         one transaction: the position upsert ``... RETURNING`` (PostgreSQL,
+                           SQLite, MariaDB; MySQL: ``SELECT ... FOR UPDATE`` + UPDATE/INSERT +
+                           SELECT), one INSERT of the message, and on every 16th offset one
+                           DELETE of the messages beyond the history size
+``read_history``           two SELECTs (position; a range of the ``(channel, offset)`` index)
+=========================  =====================================================================
 
 Exactly-once token consumption holds under any concurrency because the DELETE both tests
 and removes the row: of several racing deletes only one can remove it (PostgreSQL and
@@ -49,15 +53,19 @@ from django.db import (
     transaction,
 )
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Count, F, Max, Value
+from django.db.models import Count, F, Field, Max, Value
 from django.db.models.functions import Coalesce
 from django.utils.dateparse import parse_datetime
 
+from apigw_ws_core.errors import ConnectionExists
 from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
+    Admission,
     CleanupReport,
+    ConnectPlan,
+    CounterHit,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -66,6 +74,7 @@ from apigw_ws_core.storage import (
     Session,
     Storage,
     Token,
+    count_then,
 )
 from apigw_ws_storage.django_orm import models as m
 
@@ -162,31 +171,90 @@ class DjangoStorage(Storage):
         }
 
     def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
-        """See :meth:`Storage.create_session`.
+        """See :meth:`Storage.create_session`: one transaction (an existing id is
+        replaced, its subscriptions dropped)."""
+        with transaction.atomic(using=self.using):
+            self._store_session(session, channels, replace_live=True)
 
-        A new connection id costs two statements: INSERT the session, INSERT its
-        subscription(s). If the second fails, the session row is removed again. An id that
-        exists already (a retried ``$connect``) fails the first INSERT on the unique
-        index and is replaced in one transaction.
-        """
+    def connect(self, plan: ConnectPlan) -> Admission:
+        """See :meth:`Storage.connect`: every step in one ``transaction.atomic`` block
+        (inside the caller's transaction, a savepoint), so one commit."""
+        with transaction.atomic(using=self.using):
+            admission, refusal = plan.run(
+                incr=self._incr_hit,
+                consume=self.consume_token,
+                store=lambda a: self._store_session(a.session, a.channels, replace_live=False),
+            )
+        if refusal is not None:
+            raise refusal
+        assert admission is not None
+        return admission
+
+    def _store_session(
+        self, session: Session, channels: Sequence[str], *, replace_live: bool
+    ) -> None:
+        """INSERT the session (in a savepoint: a duplicate id must not break the
+        transaction) and its subscriptions. An existing row with this id is replaced if
+        it is disconnected (or ``replace_live``), else ``ConnectionExists``. Must run in
+        a transaction."""
         names = list(dict.fromkeys([session.channel_name, *channels]))
         fields = self._session_fields(session)
         sessions = m.WebSocketSession.objects.using(self.using)
-        try:
-            row = self._guarded(
-                lambda: sessions.create(connection_id=session.connection_id, **fields)
+        new_pk = self._insert_session(session.connection_id, fields)
+        if new_pk is not None:
+            pk = new_pk
+        else:
+            existing = (
+                sessions.select_for_update()
+                .filter(connection_id=session.connection_id)
+                .values_list("pk", "connected")
+                .first()
             )
-        except IntegrityError:
-            if not self._replace_session(session, fields, names):
-                raise
-            return
-        if not session.connected:
-            return
-        try:
-            self._insert_subscriptions(row.pk, names, session.connected_at)
-        except BaseException:
-            self._delete_rows(m.WebSocketSession, "id", [row.pk])
-            raise
+            if existing is None:  # deleted meanwhile: a retry will insert it
+                raise IntegrityError(f"session {session.connection_id!r} changed meanwhile")
+            pk, connected = existing
+            if connected and not replace_live:
+                raise ConnectionExists() from None
+            self._delete_subscriptions("id", [pk])
+            sessions.filter(pk=pk).update(**fields)
+        if session.connected:
+            self._insert_subscriptions(pk, names, session.connected_at)
+
+    def _insert_session(self, connection_id: str, fields: dict[str, Any]) -> int | None:
+        """INSERT a session row; its primary key, or ``None`` if the id exists.
+
+        PostgreSQL and SQLite: one ``INSERT ... ON CONFLICT (connection_id) DO NOTHING
+        RETURNING id``, which never breaks the surrounding transaction. Elsewhere an ORM
+        create in a savepoint, a duplicate id giving ``None``."""
+        conn = self.connection
+        model = m.WebSocketSession
+        if conn.vendor not in ("postgresql", "sqlite") or not self._supports_returning():
+            try:
+                with transaction.atomic(using=self.using):
+                    row = model.objects.using(self.using).create(
+                        connection_id=connection_id, **fields
+                    )
+            except IntegrityError:
+                if not model.objects.using(self.using).filter(connection_id=connection_id).exists():
+                    raise
+                return None
+            return int(row.pk)
+        q = self._q
+        columns, params = [], []
+        for name, value in {"connection_id": connection_id, **fields}.items():
+            field = model._meta.get_field(name)
+            assert isinstance(field, Field)
+            columns.append(q(field.column))
+            params.append(field.get_db_prep_save(value, conn))
+        sql = (
+            f"INSERT INTO {q(model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608 - quoted identifiers only
+            f"VALUES ({', '.join(['%s'] * len(params))}) "
+            f"ON CONFLICT ({q('connection_id')}) DO NOTHING RETURNING {q('id')}"
+        )
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return int(rows[0][0]) if rows else None
 
     def _insert_subscriptions(self, session_pk: int, names: Sequence[str], at: datetime) -> None:
         subs = m.WebSocketSubscription.objects.using(self.using)
@@ -199,27 +267,6 @@ class DjangoStorage(Storage):
                     for n in names
                 ]
             )
-
-    def _replace_session(
-        self, session: Session, fields: dict[str, Any], names: Sequence[str]
-    ) -> bool:
-        """Overwrite an existing row with this connection id; ``False`` if there is none
-        (the ``IntegrityError`` had another cause, such as an unknown user)."""
-        with transaction.atomic(using=self.using):
-            sessions = m.WebSocketSession.objects.using(self.using)
-            pk = (
-                sessions.select_for_update()
-                .filter(connection_id=session.connection_id)
-                .values_list("pk", flat=True)
-                .first()
-            )
-            if pk is None:
-                return False
-            self._delete_subscriptions("id", [pk])
-            sessions.filter(pk=pk).update(**fields)
-            if session.connected:
-                self._insert_subscriptions(pk, names, session.connected_at)
-        return True
 
     _SESSION_COLUMNS = (
         "connection_id",
@@ -754,6 +801,14 @@ class DjangoStorage(Storage):
         except IntegrityError as exc:
             raise ValueError("token hash already exists (or the user does not)") from exc
 
+    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
+        """See :meth:`Storage.store_token_counted`: the counter upserts and the INSERT in
+        one transaction."""
+        with transaction.atomic(using=self.using):
+            refusal = count_then(counters, self._incr_hit, lambda: self.store_token(token))
+        if refusal is not None:
+            raise refusal
+
     def consume_token(self, token_hash: str, now: datetime) -> Token | None:
         """See :meth:`Storage.consume_token`: the row is deleted by the statement that
         reads it, so exactly one caller gets it."""
@@ -788,6 +843,9 @@ class DjangoStorage(Storage):
         )
 
     # --- counters ------------------------------------------------------------------
+
+    def _incr_hit(self, hit: CounterHit) -> int:
+        return self.incr_counter(hit.key, hit.window_start, hit.expires_at)
 
     def incr_counter(self, key: str, window_start: datetime, expires_at: datetime) -> int:
         """See :meth:`Storage.incr_counter`: one atomic upsert returning the new value."""

@@ -12,9 +12,11 @@ SQLite database such as Flask-SQLAlchemy's ``sqlite://``) is refused with
 commit the app's pending changes and closing its session would roll them back.
 
 Round trips per pipeline step (the pipeline's storage calls, one statement each unless
-noted): message = ``get_session`` + the rate-limit upsert (2); ``$connect`` with a token =
-connect-rate upsert + ``DELETE ... RETURNING`` of the token + session insert + one
-multi-row subscription insert (4); ``$disconnect`` = one ``UPDATE`` + one ``DELETE`` (2).
+noted): message = ``get_session`` (1; the message rate limit counts in process by default);
+``$connect`` with a token = ONE transaction: connect-rate upsert + ``DELETE ... RETURNING``
+of the token + session insert + one multi-row subscription insert, one commit; the token
+endpoint = ONE transaction: token-rate upsert + token insert; ``$disconnect`` = one
+``UPDATE`` + one ``DELETE`` (2).
 """
 
 from __future__ import annotations
@@ -52,12 +54,15 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import scoped_session, sessionmaker
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.errors import ConfigurationError, ConnectionExists
 from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.storage import (
     JOB_FINISHED,
     JOB_RUNNING,
+    Admission,
     CleanupReport,
+    ConnectPlan,
+    CounterHit,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -66,6 +71,7 @@ from apigw_ws_core.storage import (
     Session,
     Storage,
     Token,
+    count_then,
 )
 from apigw_ws_storage.sqla.models import DEFAULT_MODELS, Models
 
@@ -206,27 +212,77 @@ class SqlaStorage(Storage):
         ]
 
     def create_session(self, session: Session, channels: Sequence[str] = ()) -> None:
-        """See :meth:`Storage.create_session`. New ids cost two statements (the session and
-        one multi-row subscription insert); a retried ``$connect`` falls back to replace."""
-        row = _session_row(session)
-        subs = self._subscription_rows(session, channels)
-        try:
-            with self.begin() as conn:
-                conn.execute(insert(self._sessions).values(row))
-                conn.execute(insert(self._subs).values(subs))
-            return
-        except IntegrityError:
-            pass  # the id exists: replace it below
-        cid = session.connection_id
+        """See :meth:`Storage.create_session`: one transaction (the session and one
+        multi-row subscription insert); an existing id is replaced."""
         with self.begin() as conn:
-            conn.execute(delete(self._subs).where(self._subs.c.connection_id == cid))
-            changes = {k: v for k, v in row.items() if k != "connection_id"}
-            result = conn.execute(
-                update(self._sessions).where(self._sessions.c.connection_id == cid).values(changes)
+            self._store_session(conn, session, channels, replace_live=True)
+
+    def connect(self, plan: ConnectPlan) -> Admission:
+        """See :meth:`Storage.connect`: every step on one connection, one commit."""
+        with self.begin() as conn:
+            admission, refusal = plan.run(
+                incr=lambda hit: self._incr(conn, hit.key, hit.window_start, hit.expires_at),
+                consume=lambda token_hash, now: self._consume(conn, token_hash, now),
+                store=lambda a: self._store_session(
+                    conn, a.session, a.channels, replace_live=False
+                ),
             )
-            if result.rowcount == 0:
-                conn.execute(insert(self._sessions).values(row))
-            conn.execute(insert(self._subs).values(subs))
+        if refusal is not None:
+            raise refusal
+        assert admission is not None
+        return admission
+
+    def _insert_session(self, conn: Connection, row: dict[str, Any]) -> bool:
+        """INSERT the session row; ``False`` if the id exists. Never breaks the
+        transaction: ``ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite (no savepoint,
+        which pysqlite mishandles), a savepoint elsewhere."""
+        s = self._sessions
+        name = conn.dialect.name
+        if name in ("postgresql", "sqlite"):
+            ins = (postgresql if name == "postgresql" else sqlite).insert(s).values(row)
+            result = conn.execute(
+                ins.on_conflict_do_nothing(index_elements=[s.c.connection_id]),
+                execution_options={"preserve_rowcount": True},
+            )
+            return bool(result.rowcount)
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(s).values(row))
+        except IntegrityError as exc:
+            code = getattr(exc.orig, "args", (None,))[0]
+            if name in _MYSQL and code == 1062:  # ER_DUP_ENTRY: the id exists
+                return False
+            if name in _MYSQL:
+                raise
+            exists = conn.execute(
+                select(s.c.connection_id).where(s.c.connection_id == row["connection_id"])
+            ).first()
+            if exists is None:
+                raise
+            return False
+        return True
+
+    def _store_session(
+        self, conn: Connection, session: Session, channels: Sequence[str], *, replace_live: bool
+    ) -> None:
+        """Insert the session and its subscriptions on ``conn`` (in its transaction). An
+        existing id is replaced if disconnected (or ``replace_live``), else
+        ``ConnectionExists``."""
+        s, sub = self._sessions, self._subs
+        row = _session_row(session)
+        cid = session.connection_id
+        if not self._insert_session(conn, row):
+            query = select(s.c.connected).where(s.c.connection_id == cid)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            connected = conn.execute(query).scalar()
+            if connected and not replace_live:
+                raise ConnectionExists()
+            conn.execute(delete(sub).where(sub.c.connection_id == cid))
+            changes = {k: v for k, v in row.items() if k != "connection_id"}
+            conn.execute(update(s).where(s.c.connection_id == cid).values(changes))
+        if session.connected:
+            conn.execute(insert(sub).values(self._subscription_rows(session, channels)))
 
     def get_session(self, connection_id: str) -> Session | None:
         """See :meth:`Storage.get_session` (one ``SELECT`` by primary key)."""
@@ -699,18 +755,35 @@ class SqlaStorage(Storage):
 
     def store_token(self, token: Token) -> None:
         """See :meth:`Storage.store_token`."""
+        with self.begin() as conn:
+            self._insert_token(conn, token)
+
+    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
+        """See :meth:`Storage.store_token_counted`: the counter upserts and the token insert
+        on one connection, one commit."""
+        with self.begin() as conn:
+            refusal = count_then(
+                counters,
+                lambda hit: self._incr(conn, hit.key, hit.window_start, hit.expires_at),
+                lambda: self._insert_token(conn, token),
+            )
+        if refusal is not None:
+            raise refusal
+
+    def _insert_token(self, conn: Connection, token: Token) -> None:
+        """INSERT the token; a duplicate hash (or unknown user) is a ``ValueError`` and
+        rolls back the whole unit of work."""
         try:
-            with self.begin() as conn:
-                conn.execute(
-                    insert(self._tokens).values(
-                        token_hash=token.token_hash,
-                        user_id=token.user_id,
-                        created_at=token.created_at,
-                        expires_at=token.expires_at,
-                        channel=token.channel,
-                        origin=token.origin,
-                    )
+            conn.execute(
+                insert(self._tokens).values(
+                    token_hash=token.token_hash,
+                    user_id=token.user_id,
+                    created_at=token.created_at,
+                    expires_at=token.expires_at,
+                    channel=token.channel,
+                    origin=token.origin,
                 )
+            )
         except IntegrityError as exc:
             raise ValueError("token hash exists") from exc
 
@@ -718,15 +791,18 @@ class SqlaStorage(Storage):
         """See :meth:`Storage.consume_token`: ``DELETE ... RETURNING`` where the dialect
         has it (PostgreSQL, SQLite >= 3.35, MariaDB), else ``SELECT`` then ``DELETE`` and
         only the caller whose ``DELETE`` removed the row wins."""
+        with self.begin() as conn:
+            return self._consume(conn, token_hash, now)
+
+    def _consume(self, conn: Connection, token_hash: str, now: datetime) -> Token | None:
         t = self._tokens
         where = t.c.token_hash == token_hash
-        with self.begin() as conn:
-            if conn.dialect.delete_returning:
-                row = conn.execute(delete(t).where(where).returning(*t.c)).mappings().first()
-            else:
-                row = conn.execute(select(t).where(where)).mappings().first()
-                if row is not None and conn.execute(delete(t).where(where)).rowcount != 1:
-                    row = None
+        if conn.dialect.delete_returning:
+            row = conn.execute(delete(t).where(where).returning(*t.c)).mappings().first()
+        else:
+            row = conn.execute(select(t).where(where)).mappings().first()
+            if row is not None and conn.execute(delete(t).where(where)).rowcount != 1:
+                row = None
         if row is None or row["expires_at"] <= now:
             return None
         return Token(
@@ -743,26 +819,31 @@ class SqlaStorage(Storage):
     def incr_counter(self, key: str, window_start: datetime, expires_at: datetime) -> int:
         """See :meth:`Storage.incr_counter`: one upsert statement on SQLite, PostgreSQL
         and MySQL/MariaDB (``LAST_INSERT_ID(count + 1)`` returns the new value there)."""
+        with self.begin() as conn:
+            return self._incr(conn, key, window_start, expires_at)
+
+    def _incr(
+        self, conn: Connection, key: str, window_start: datetime, expires_at: datetime
+    ) -> int:
         c = self._counters
         values = {"key": key, "window_start": window_start, "count": 1, "expires_at": expires_at}
-        with self.begin() as conn:
-            name = conn.dialect.name
-            if name in ("postgresql", "sqlite") and conn.dialect.insert_returning:
-                ins = (postgresql if name == "postgresql" else sqlite).insert(c).values(values)
-                stmt = ins.on_conflict_do_update(
-                    index_elements=[c.c.key, c.c.window_start], set_={"count": c.c.count + 1}
-                ).returning(c.c.count)
-                return int(conn.execute(stmt).scalar_one())
-            if name in _MYSQL:
-                result = conn.execute(
-                    mysql.insert(c)
-                    .values(values)
-                    .on_duplicate_key_update(count=func.last_insert_id(c.c.count + 1)),
-                    execution_options={"preserve_rowcount": True},
-                )
-                # affected rows: 1 = inserted (count is 1), 2 = updated (LAST_INSERT_ID).
-                return 1 if result.rowcount == 1 else int(result.lastrowid)
-            return self._incr_generic(conn, c, values)
+        name = conn.dialect.name
+        if name in ("postgresql", "sqlite") and conn.dialect.insert_returning:
+            ins = (postgresql if name == "postgresql" else sqlite).insert(c).values(values)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[c.c.key, c.c.window_start], set_={"count": c.c.count + 1}
+            ).returning(c.c.count)
+            return int(conn.execute(stmt).scalar_one())
+        if name in _MYSQL:
+            result = conn.execute(
+                mysql.insert(c)
+                .values(values)
+                .on_duplicate_key_update(count=func.last_insert_id(c.c.count + 1)),
+                execution_options={"preserve_rowcount": True},
+            )
+            # affected rows: 1 = inserted (count is 1), 2 = updated (LAST_INSERT_ID).
+            return 1 if result.rowcount == 1 else int(result.lastrowid)
+        return self._incr_generic(conn, c, values)
 
     @staticmethod
     def _incr_generic(conn: Connection, c: Table, values: dict[str, Any]) -> int:
