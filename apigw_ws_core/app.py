@@ -62,6 +62,7 @@ from apigw_ws_core.events import (
 from apigw_ws_core.fanout import SendJob, SendReport, check_size, fanout
 from apigw_ws_core.gateways import GatewayStore
 from apigw_ws_core.handlers import HandlerFunc, HandlerRegistry, Permission, WebSocketView
+from apigw_ws_core.heal import MAX_CONNECTION_SECONDS, CleanupResult, HealReport
 from apigw_ws_core.history import (
     ENVELOPE_OVERHEAD,
     envelope,
@@ -819,19 +820,27 @@ class WebSocketApp:
         progress: Callable[[int], None] | None = None,
         concurrency: int | None = None,
         deadline: float | None = None,
+        probe: bool = False,
+        max_rate: float | None = None,
+        mark_gone: bool = True,
     ) -> SendReport:
         """Post ``payload`` (encoded, size-checked) to every id in ``batches``: the one
-        fan-out call built from this app's transport, storage (410s are marked gone) and
-        send settings (``Config.send_options``), with ``concurrency``/``deadline``
-        overrides. Every send path ends here: :meth:`send`, the send commands,
-        ``WebSocketSession.objects...send_message()`` and durable jobs."""
+        fan-out call built from this app's transport, storage (410s are marked gone unless
+        ``mark_gone`` is false) and send settings (``Config.send_options``), with
+        ``concurrency``/``deadline``/``max_rate`` overrides. Every send path ends here:
+        :meth:`send`, the send commands, ``WebSocketSession.objects...send_message()``,
+        durable jobs, and healing (``probe=True``: ``GET`` instead of ``POST``)."""
+        options = self.config.send_options(concurrency=concurrency, deadline=deadline)
+        if max_rate is not None:
+            options["max_rate"] = max_rate
         return fanout(
             self.transport,
             payload,
             batches,
-            storage=self.storage,
+            storage=self.storage if mark_gone else None,
             progress=progress,
-            **self.config.send_options(concurrency=concurrency, deadline=deadline),
+            probe=probe,
+            **options,
         )
 
     def broadcast(self, data: Any, *, sender: str, channel: str, **target: Any) -> SendReport:
@@ -938,6 +947,58 @@ class WebSocketApp:
             gone = True
         self.storage.mark_disconnected([connection_id], self.clock())
         return not gone
+
+    # --- healing and housekeeping ----------------------------------------------------
+
+    def heal(
+        self, *, dry_run: bool = False, min_age: float | None = None, deadline: float | None = None
+    ) -> HealReport:
+        """Ask API Gateway about every session that may be stale and mark disconnected
+        exactly those it no longer knows (see :mod:`apigw_ws_core.heal`). Uses the
+        ``heal_*`` and ``send_*`` settings; ``min_age``/``deadline`` override them."""
+        cfg = self.config
+        cutoff = self.clock() - timedelta(seconds=cfg.heal_min_age if min_age is None else min_age)
+        report = self.deliver(
+            b"",
+            self.storage.iter_connected_before(cutoff),
+            probe=True,
+            max_rate=cfg.heal_max_rate,
+            deadline=cfg.heal_deadline if deadline is None else deadline,
+            mark_gone=not dry_run,
+        )
+        return HealReport.from_report(report, dry_run=dry_run)
+
+    def cleanup(
+        self,
+        *,
+        dry_run: bool = False,
+        heal: bool = True,
+        keep_disconnected: int = 86400,
+        deadline: float | None = None,
+    ) -> CleanupResult:
+        """Housekeeping in one call, for a cron job, a management command or a scheduled
+        Lambda: heal (unless ``heal=False``), mark sessions past API Gateway's 2 h
+        maximum disconnected (age alone decides nothing sooner), delete disconnected
+        sessions older than ``keep_disconnected`` seconds, expired tokens, counters and
+        history messages, and send jobs older than ``job_keep_seconds``. With
+        ``dry_run`` nothing changes and the result says what would.
+
+        ``deadline`` bounds the healing run in seconds (a Lambda passes what is left of
+        its time)."""
+        healed = self.heal(dry_run=dry_run, deadline=deadline) if heal else None
+        now = self.clock()
+        report = self.storage.cleanup(
+            now,
+            session_max_age_seconds=MAX_CONNECTION_SECONDS,
+            keep_disconnected_seconds=keep_disconnected,
+            dry_run=dry_run,
+        )
+        jobs = self.storage.delete_jobs(
+            now - timedelta(seconds=self.config.job_keep_seconds), dry_run=dry_run
+        )
+        result = CleanupResult(heal=healed, storage=report, jobs=jobs, dry_run=dry_run)
+        log.info("cleanup: %s", result.summary())
+        return result
 
     def close(self) -> None:
         """Stop the background executor and release the transport."""

@@ -263,6 +263,14 @@ class Config:
     #: call together; the default leaves half of it to everything else. ``None``: no cap.
     job_rate_limit: float | None = 5000.0
     job_rate_redis_url: str | None = None
+    #: Healing (:mod:`apigw_ws_core.heal`, run by ``cleanup``): sessions younger than
+    #: ``heal_min_age`` seconds are not asked about (their ``$connect`` may still run);
+    #: ``GET @connections`` calls per second at most (``None``: unpaced; 500/s checks
+    #: 100,000 sessions in under 4 minutes and leaves the account quota to sends); seconds
+    #: for one healing run (sessions not asked by then wait for the next run).
+    heal_min_age: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    heal_max_rate: float | None = 500.0
+    heal_deadline: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:

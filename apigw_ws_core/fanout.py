@@ -214,6 +214,8 @@ class _State:
         self.progress = progress
         self.end = end
         self.call_timeout = call_timeout
+        #: GET instead of POST (healing): nothing is delivered, so nothing is ambiguous
+        self.probe = False
         #: ids with a call whose outcome is unknown (it may have been delivered)
         self.unsure: set[str] = set()
         #: ids of ``unsure`` that got another call that went out: maybe delivered twice
@@ -239,7 +241,9 @@ class _State:
 
     def outcome(self, cid: str, exc: BaseException | None, attempt: int, now: float) -> float:
         """Record a finished call. Returns a retry delay, or ``-1`` when ``cid`` is done."""
-        if exc is None or (isinstance(exc, TransportError) and exc.ambiguous):
+        if self.probe:
+            pass  # a GET delivers nothing: asking twice is harmless
+        elif exc is None or (isinstance(exc, TransportError) and exc.ambiguous):
             # this call may have delivered; so may an earlier one with an unknown outcome
             if cid in self.unsure and cid not in self.twice:
                 self.twice.add(cid)
@@ -391,6 +395,7 @@ def fanout(
     progress: Callable[[int], None] | None = None,
     call_timeout: float = 5.0,
     max_concurrency: int | None = None,
+    probe: bool = False,
 ) -> SendReport:
     """Send ``data`` to every id in ``batches``; block until done or the deadline.
 
@@ -422,6 +427,11 @@ def fanout(
         sending threads (the transport's event loop for an ``AsyncTransport``): keep it
         quick and thread-safe. Prefer it to wrapping the transport, which would lose the
         async engine.
+    :param probe: ask instead of send: ``GET @connections/{id}`` for each id (``data``
+        is ignored). An id that answers is counted ``delivered`` (alive), a 410 ``gone``
+        (and marked disconnected in ``storage``), the rest ``failed`` (unknown). Healing
+        (:mod:`apigw_ws_core.heal`) uses it, with the same concurrency, rate cap and
+        retries as a send.
     :raises PayloadTooLarge: before any call if ``data`` exceeds 131072 bytes.
     :raises ConfigurationError: no credentials, or TLS verification failed (after
         marking the gone ids collected so far).
@@ -442,6 +452,7 @@ def fanout(
             progress,
             call_timeout,
         )
+        state.probe = probe
         skipped: list[str] = []
         for _ in range(8):  # forwarding wrappers: send through what they forward to
             inner = transport.unwrap()
@@ -582,7 +593,10 @@ async def _engine(
             error: BaseException | None = None
             started = time.monotonic()
             try:
-                await transport.apost(cid, payload, timeout=state.attempt_timeout(now))
+                if state.probe:
+                    await transport.aget(cid, timeout=state.attempt_timeout(now))
+                else:
+                    await transport.apost(cid, payload, timeout=state.attempt_timeout(now))
             except Exception as exc:
                 error = exc
             ended = time.monotonic()
@@ -633,7 +647,10 @@ def _post_with_retries(transport: Transport, cid: str, data: bytes, state: _Stat
                 time.sleep(pause)
         error: BaseException | None = None
         try:
-            transport.post(cid, data)
+            if state.probe:
+                transport.get(cid)
+            else:
+                transport.post(cid, data)
         except Exception as exc:
             error = exc
         with state.lock:

@@ -542,9 +542,9 @@ class ManagementApiTransport(AsyncTransport):
         """``DELETE @connections/{id}``."""
         self._raise_for(await self.arequest("DELETE", connection_id), connection_id)
 
-    async def aget(self, connection_id: str) -> dict[str, Any]:
+    async def aget(self, connection_id: str, *, timeout: float | None = None) -> dict[str, Any]:
         """``GET @connections/{id}``."""
-        resp = await self.arequest("GET", connection_id)
+        resp = await self.arequest("GET", connection_id, timeout=timeout)
         self._raise_for(resp, connection_id)
         try:
             result: dict[str, Any] = json.loads(resp.body or b"{}")

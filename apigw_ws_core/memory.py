@@ -360,6 +360,17 @@ class MemoryStorage(Storage):
                     del self.jobs[job_id]
         return len(old)
 
+    def iter_connected_before(
+        self, cutoff: datetime, *, batch_size: int = 500
+    ) -> Iterator[list[str]]:
+        """See :meth:`Storage.iter_connected_before`."""
+        with self._lock:
+            ids = sorted(
+                cid for cid, s in self.sessions.items() if s.connected and s.connected_at < cutoff
+            )
+        for i in range(0, len(ids), batch_size):
+            yield ids[i : i + batch_size]
+
     def presence(self, channel_name: str) -> Presence:
         """See :meth:`Storage.presence`."""
         with self._lock:

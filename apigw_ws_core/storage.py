@@ -199,6 +199,8 @@ class JobPart:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+
+
 @attrs.frozen(kw_only=True)
 class CounterHit:
     """One rate-limit count to make inside a storage transaction (see
@@ -501,6 +503,26 @@ class Storage(abc.ABC):
     def delete_jobs(self, before: datetime, *, dry_run: bool = False) -> int:
         """Delete every job none of whose parts was updated at or after ``before`` (finished
         long enough ago, or abandoned); return how many jobs (with ``dry_run``: would)."""
+
+    def iter_connected_before(
+        self, cutoff: datetime, *, batch_size: int = 500
+    ) -> Iterator[list[str]]:
+        """Stream the ids of **connected** sessions whose ``connected_at`` is before
+        ``cutoff``, in batches of at most ``batch_size``, without loading them all (keyset
+        pagination). Healing (:mod:`apigw_ws_core.heal`) asks API Gateway about these.
+
+        This default filters :meth:`iter_connection_ids` with :meth:`get_session` (one
+        read per session); the bundled backends override it with one indexed query per
+        batch.
+        """
+        for batch in self.iter_connection_ids(batch_size=batch_size):
+            kept = []
+            for cid in batch:
+                session = self.get_session(cid)
+                if session is not None and session.connected and session.connected_at < cutoff:
+                    kept.append(cid)
+            if kept:
+                yield kept
 
     @abc.abstractmethod
     def presence(self, channel_name: str) -> Presence:

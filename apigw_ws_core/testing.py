@@ -584,6 +584,20 @@ class StorageContract:
         run_race(attempt, storage, storage_factory, threads=8, expect_winners=1)
         assert storage.channels_of("conn-connect-08=") == ["extra", "lobby"]
 
+    def test_iter_connected_before(self, storage: Storage) -> None:
+        now = _now()
+        for i in range(7):
+            storage.create_session(
+                _session(f"conn-age-{i:06d}=", connected_at=now - timedelta(minutes=i))
+            )
+        storage.mark_disconnected(["conn-age-000005="], now)
+        batches = list(storage.iter_connected_before(now - timedelta(seconds=90), batch_size=2))
+        assert all(1 <= len(b) <= 2 for b in batches)
+        ids = [cid for b in batches for cid in b]
+        # connected 2, 3, 4 and 6 minutes ago; 5 is disconnected; 0 and 1 are too young
+        assert sorted(ids) == [f"conn-age-{i:06d}=" for i in (2, 3, 4, 6)]
+        assert len(set(ids)) == len(ids)
+
     def test_store_token_counted(self, storage: Storage) -> None:
         now = _now()
         hit = CounterHit(

@@ -203,6 +203,12 @@ class AsyncTransport(Transport):
     ) -> None:
         """Deliver ``payload`` to ``connection_id`` (runs on :attr:`loop`)."""
 
+    async def aget(self, connection_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """``GET @connections/{id}`` (runs on :attr:`loop`): the connection's info, or
+        :class:`~apigw_ws_core.errors.GoneError` when API Gateway no longer knows it.
+        Optional; healing needs it."""
+        raise NotImplementedError
+
     def post(self, connection_id: str, data: bytes) -> None:
         """Synchronous :meth:`apost` (thread-safe)."""
         self.refresh()

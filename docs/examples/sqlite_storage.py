@@ -372,6 +372,30 @@ class SqliteStorage(Storage):
             if len(batch) < batch_size:
                 return
 
+    def iter_connected_before(
+        self, cutoff: datetime, *, batch_size: int = 500
+    ) -> Iterator[list[str]]:
+        """Ids of sessions connected before ``cutoff`` (healing asks API Gateway about
+        them), by keyset pagination on the primary key."""
+        after = ""
+        while True:
+            with self._transaction() as db:
+                batch = [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT connection_id FROM sessions WHERE connected = 1 "
+                        "AND connected_at < ? AND connection_id > ? "
+                        "ORDER BY connection_id LIMIT ?",
+                        (_us(cutoff), after, batch_size),
+                    )
+                ]
+            if not batch:
+                return
+            yield batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1]
+
     def count_recipients(
         self,
         *,

@@ -48,24 +48,47 @@ def test_cleanup(ws: WebSocketTestClient, alice: Any):
     m.WebSocketToken.objects.update(expires_at=now - timedelta(seconds=1))
 
     out, _ = run("apigw_ws_cleanup", "--dry-run")
-    assert (
-        out.strip()
-        == (
-            "Would remove 1 expired token(s), 3 expired counter(s) and 1 old disconnected "
-            "session(s); 1 stale session(s) would be marked disconnected."
-        )
-        or "Would remove 1 expired token(s)" in out
-    )
+    # healing asks about the sessions older than a minute (stale, alive here); age alone
+    # marks it, being past API Gateway's 2-hour maximum
+    assert out.startswith(
+        "Dry run: asked API Gateway about 1 session(s): 1 alive, 0 gone (would be marked "
+        "disconnected), 0 unknown; would mark 1 session(s) past the 2 h maximum "
+        "disconnected; would remove 1 old disconnected session(s), 1 expired token(s), "
+    ), out
     assert m.WebSocketSession.objects.count() == 3
     out, _ = run("apigw_ws_cleanup")
-    assert out.startswith("Removed 1 expired token(s)")
-    assert "1 old disconnected session(s); 1 stale session(s) marked disconnected." in out
+    assert "marked 1 session(s) past the 2 h maximum disconnected; removed 1 old " in out
+    assert "1 expired token(s)" in out
     assert set(m.WebSocketSession.objects.values_list("connection_id", "connected")) == {
         (stale.connection_id, False),
         (fresh.connection_id, True),
     }
-    out, _ = run("apigw_ws_cleanup", "--max-age", "0")
-    assert "1 stale session(s) marked" in out
+
+
+def test_cleanup_heals_lost_disconnects_and_leaves_live_sessions(
+    ws: WebSocketTestClient, alice: Any
+):
+    now = datetime.now(UTC)
+    live, lost, young_lost = (ws.connect(user=alice) for _ in range(3))
+    m.WebSocketSession.objects.exclude(connection_id=young_lost.connection_id).update(
+        connected_at=now - timedelta(minutes=5)
+    )
+    # API Gateway no longer knows these two: their $disconnect never reached the app
+    ws.transport.gone.update({lost.connection_id, young_lost.connection_id})
+    out, _ = run("apigw_ws_cleanup", "--dry-run")
+    assert "about 2 session(s): 1 alive, 1 gone (would be marked" in out
+    assert m.WebSocketSession.objects.filter(connected=True).count() == 3
+    out, _ = run("apigw_ws_cleanup")
+    assert "about 2 session(s): 1 alive, 1 gone (now marked disconnected)" in out
+    connected = dict(m.WebSocketSession.objects.values_list("connection_id", "connected"))
+    # the young one (its $connect may still be running) waits for the next run
+    assert connected == {
+        live.connection_id: True,
+        lost.connection_id: False,
+        young_lost.connection_id: True,
+    }
+    out, _ = run("apigw_ws_cleanup", "--no-heal")
+    assert "asked API Gateway" not in out
 
 
 def test_send_to_channel_with_progress(ws: WebSocketTestClient, alice: Any):

@@ -75,3 +75,38 @@ def test_token_endpoint_refuses_anonymous_and_private_channels(example):
 def test_connect_without_token_is_refused(example):
     event = lambda_event("CONNECT", new_connection_id(), query={"channel": "general"})
     assert example.lambda_handler(event, None)["statusCode"] == 401
+
+
+CLEANUP = EXAMPLE.with_name("cleanup.py")
+
+
+def test_scheduled_cleanup_heals_a_lost_disconnect(example, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    alice = _join(example, "alice")
+    bob = _join(example, "bob")
+    example.app.transport.gone.add(bob)  # bob's $disconnect never arrived
+    monkeypatch.setattr(example.app, "clock", lambda: datetime.now(UTC) + timedelta(minutes=5))
+    monkeypatch.setitem(sys.modules, "chat", example)
+    spec = importlib.util.spec_from_file_location("docs_lambda_cleanup", CLEANUP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 60_000
+
+    result = module.cleanup_handler({"source": "aws.events"}, Context())
+    assert result["heal"] == {
+        "checked": 2,
+        "alive": 1,
+        "gone": 1,
+        "unknown": 0,
+        "marked": 1,
+        "elapsed": result["heal"]["elapsed"],
+        "dry_run": False,
+        "first_error": None,
+    }
+    json.dumps(result)  # a Lambda result must be JSON
+    assert example.storage.get_session(alice).connected
+    assert not example.storage.get_session(bob).connected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
@@ -227,15 +228,29 @@ def test_flask_login_and_csrf(sqlite_db: Database, order):
 
 
 def test_cli_cleanup(sqlite_db: Database):
-    app, _ws, _ = build_app(sqlite_db)
+    app, _ws, transport = build_app(sqlite_db)
     gw = Gateway(app.test_client())
     gw.token("1")
     runner = app.test_cli_runner()
+    a, _ = gw.connect(user="1", channel="room")
+    b, _ = gw.connect(user="2", channel="room")
+    transport.gone.add(b)  # its $disconnect was lost
+    # five minutes later: both are old enough to be asked about
+    app.extensions["apigw_ws"].core.clock = lambda: datetime.now(UTC) + timedelta(minutes=5)
     result = runner.invoke(args=["apigw-ws", "cleanup", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "Would remove: 0 expired token(s)" in result.output
+    assert result.output.startswith(
+        "Dry run: asked API Gateway about 2 session(s): 1 alive, 1 gone (would be marked"
+    ), result.output
+    assert "would remove 0 old disconnected session(s), 1 expired token(s)" in result.output
     result = runner.invoke(args=["apigw-ws", "cleanup", "--keep-disconnected", "0"])
-    assert result.exit_code == 0 and result.output.startswith("Removed:")
+    assert result.exit_code == 0, result.output
+    assert "1 alive, 1 gone (now marked disconnected)" in result.output
+    storage = app.extensions["apigw_ws"].core.storage
+    assert storage.get_session(a).connected
+    assert storage.get_session(b) is None  # marked, then deleted (--keep-disconnected 0)
+    result = runner.invoke(args=["apigw-ws", "cleanup", "--no-heal"])
+    assert result.exit_code == 0 and "asked API Gateway" not in result.output
 
 
 def test_cli_send(sqlite_db: Database):

@@ -55,6 +55,8 @@ def test_django_event_and_token_view_with_the_database_down(
     client = Client()
     client.force_login(env["user"])
     monkeypatch.setattr(storage, "store_token", _down(OperationalError("server closed")))
+    # the token's rate count and the token are stored in one transaction
+    monkeypatch.setattr(storage, "store_token_counted", _down(OperationalError("server closed")))
     resp = client.post("/ws-token/", data=b"{}", content_type="application/json")
     _assert_json_503(resp.status_code, resp, resp.content)
     assert resp["Cache-Control"] == "no-store"
@@ -98,6 +100,7 @@ def test_flask_event_and_token_endpoint_with_the_database_down(
     _assert_json_503(resp.status_code, resp.headers, resp.get_data())
 
     monkeypatch.setattr(storage, "store_token", _down(down))
+    monkeypatch.setattr(storage, "store_token_counted", _down(down))
     resp = env["client"].post("/ws/token", headers={"X-Test-User": "7"})
     _assert_json_503(resp.status_code, resp.headers, resp.get_data())
     monkeypatch.undo()

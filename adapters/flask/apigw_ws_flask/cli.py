@@ -1,6 +1,7 @@
 """``flask apigw-ws``: housekeeping, sending, the local gateway and provisioning.
 
-* ``flask apigw-ws cleanup [--dry-run]`` — remove expired tokens and counters, close stale
+* ``flask apigw-ws cleanup [--dry-run] [--no-heal]`` — heal sessions whose ``$disconnect`` was
+  lost (asking API Gateway), remove expired tokens and counters, close stale
   sessions, delete old disconnected ones (run it from cron every few minutes);
 * ``flask apigw-ws send MESSAGE --channel C | --user U | --connection-id ID | --everyone``;
 * ``flask apigw-ws job JOB_ID [--wait]`` — a durable send job's status (with a progress
@@ -22,13 +23,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
+from apigw_ws_core.errors import ApigwWsError
 from apigw_ws_core.fanout import check_size
 from apigw_ws_core.jobs import JobStatus, describe, follow, job_status
 from apigw_ws_core.reply import encode_payload
@@ -51,12 +52,11 @@ def _state() -> ApigwWsState:
 
 
 @cli_group.command("cleanup")
-@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@click.option("--dry-run", is_flag=True, help="Change nothing; report what would change.")
 @click.option(
-    "--session-max-age",
-    default=7200,
-    show_default=True,
-    help="Mark connected sessions older than this many seconds disconnected.",
+    "--no-heal",
+    is_flag=True,
+    help="Do not ask API Gateway (only age past the 2-hour maximum decides).",
 )
 @click.option(
     "--keep-disconnected",
@@ -64,26 +64,33 @@ def _state() -> ApigwWsState:
     show_default=True,
     help="Delete disconnected sessions older than this many seconds.",
 )
-def cleanup_command(dry_run: bool, session_max_age: int, keep_disconnected: int) -> None:
-    """Remove expired tokens and counters, close stale and delete old sessions."""
+@click.option(
+    "--deadline",
+    type=float,
+    default=None,
+    help="Bound the healing run in seconds (default: APIGW_WS_HEAL_DEADLINE, 600).",
+)
+def cleanup_command(
+    dry_run: bool, no_heal: bool, keep_disconnected: int, deadline: float | None
+) -> None:
+    """Heal sessions whose $disconnect was lost (asking API Gateway), remove expired rows."""
     core = _state().core
-    report = core.storage.cleanup(
-        core.clock(),
-        session_max_age_seconds=session_max_age,
-        keep_disconnected_seconds=keep_disconnected,
-        dry_run=dry_run,
-    )
-    jobs = core.storage.delete_jobs(
-        core.clock() - timedelta(seconds=core.config.job_keep_seconds), dry_run=dry_run
-    )
-    verb = "Would remove" if dry_run else "Removed"
-    click.echo(
-        f"{verb}: {report.expired_tokens} expired token(s), {report.counters} counter(s), "
-        f"{jobs} old send job(s), "
-        f"{report.old_disconnected} old disconnected session(s); "
-        f"{'would mark' if dry_run else 'marked'} {report.stale_sessions} stale session(s) "
-        "disconnected."
-    )
+    try:
+        result = core.cleanup(
+            dry_run=dry_run,
+            heal=not no_heal,
+            keep_disconnected=keep_disconnected,
+            deadline=deadline,
+        )
+    except ApigwWsError as exc:
+        raise click.ClickException(f"{exc} (use --no-heal to skip asking API Gateway)") from exc
+    click.echo(("Dry run: " if result.dry_run else "") + result.summary())
+    if result.heal is not None and result.heal.unknown:
+        click.echo(
+            f"{len(result.heal.unknown)} session(s) could not be checked "
+            f"({result.heal.first_error}); the next run asks again.",
+            err=True,
+        )
 
 
 @cli_group.command("job")

@@ -428,6 +428,27 @@ class DjangoStorage(Storage):
             key, value = "id", "connection_id"
         yield from m.keyset_pages(qs, key, value, batch_size)
 
+    def iter_connected_before(
+        self, cutoff: datetime, *, batch_size: int = 500
+    ) -> Iterator[list[str]]:
+        """See :meth:`Storage.iter_connected_before`: keyset pagination on the primary key,
+        one query per batch."""
+        qs = (
+            m.WebSocketSession.objects.using(self.using)
+            .filter(connected=True, connected_at__lt=cutoff)
+            .order_by("id")
+        )
+        last: int | None = None
+        while True:
+            page = qs if last is None else qs.filter(id__gt=last)
+            rows = list(page.values_list("id", "connection_id")[:batch_size])
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [cid for _, cid in rows]
+            if len(rows) < batch_size:
+                return
+
     def user_sessions(
         self, user_id: str, *, channel: str | None = None, limit: int = 100
     ) -> list[Session]:
@@ -786,26 +807,29 @@ class DjangoStorage(Storage):
 
     def store_token(self, token: Token) -> None:
         """See :meth:`Storage.store_token` (one INSERT)."""
-        tokens = m.WebSocketToken.objects.using(self.using)
         try:
-            self._guarded(
-                lambda: tokens.create(
-                    token_hash=token.token_hash,
-                    user_id=self._user_pk(token.user_id),
-                    created_at=token.created_at,
-                    expires_at=token.expires_at,
-                    channel=token.channel,
-                    origin=token.origin,
-                )
-            )
+            self._guarded(lambda: self._insert_token(token))
         except IntegrityError as exc:
             raise ValueError("token hash already exists (or the user does not)") from exc
+
+    def _insert_token(self, token: Token) -> None:
+        m.WebSocketToken.objects.using(self.using).create(
+            token_hash=token.token_hash,
+            user_id=self._user_pk(token.user_id),
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            channel=token.channel,
+            origin=token.origin,
+        )
 
     def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
         """See :meth:`Storage.store_token_counted`: the counter upserts and the INSERT in
         one transaction."""
-        with transaction.atomic(using=self.using):
-            refusal = count_then(counters, self._incr_hit, lambda: self.store_token(token))
+        try:  # no savepoint: a failed INSERT rolls the whole transaction back anyway
+            with transaction.atomic(using=self.using):
+                refusal = count_then(counters, self._incr_hit, lambda: self._insert_token(token))
+        except IntegrityError as exc:
+            raise ValueError("token hash already exists (or the user does not)") from exc
         if refusal is not None:
             raise refusal
 

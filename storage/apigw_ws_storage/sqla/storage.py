@@ -410,6 +410,27 @@ class SqlaStorage(Storage):
                 return
             last = ids[-1]
 
+    def iter_connected_before(
+        self, cutoff: datetime, *, batch_size: int = 500
+    ) -> Iterator[list[str]]:
+        """See :meth:`Storage.iter_connected_before`: keyset pagination on the connection
+        id, one short transaction per batch."""
+        s = self._sessions
+        query = select(s.c.connection_id).where(s.c.connected == true(), s.c.connected_at < cutoff)
+        last: str | None = None
+        while True:
+            page = query if last is None else query.where(s.c.connection_id > last)
+            with self.begin() as conn:
+                ids = list(
+                    conn.execute(page.order_by(s.c.connection_id).limit(batch_size)).scalars()
+                )
+            if not ids:
+                return
+            yield ids
+            if len(ids) < batch_size:
+                return
+            last = ids[-1]
+
     def user_sessions(
         self, user_id: str, *, channel: str | None = None, limit: int = 100
     ) -> list[Session]:

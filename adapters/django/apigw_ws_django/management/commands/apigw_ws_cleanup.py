@@ -1,41 +1,41 @@
-"""``manage.py apigw_ws_cleanup``: housekeeping for the WebSocket tables.
+"""``manage.py apigw_ws_cleanup``: heal sessions and housekeep the WebSocket tables.
 
-Deletes expired tokens and rate-limit counters, marks sessions older than API Gateway's
-2-hour maximum as disconnected (their ``$disconnect`` never arrived), and deletes
-disconnected sessions older than a day, and send jobs whose status has been kept for
-``JOB_KEEP_SECONDS``. Run it from cron or a scheduler, e.g. hourly.
+Asks API Gateway (``GET @connections``) about every session that may be stale and marks
+disconnected exactly those it no longer knows (their ``$disconnect`` was lost), marks
+sessions past API Gateway's 2-hour maximum disconnected, deletes disconnected sessions
+older than a day, expired tokens, counters and history messages, and send jobs whose status
+has been kept for ``JOB_KEEP_SECONDS``. ``--dry-run`` says what it would change. Run it
+from cron or a scheduler, e.g. every 10 minutes.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apigw_ws_core.errors import ApigwWsError
 from apigw_ws_django.runtime import get_app
 
 
 class Command(BaseCommand):
-    """Remove expired tokens and counters, close stale sessions, delete old ones."""
+    """Heal sessions whose ``$disconnect`` was lost; remove what has expired."""
 
     help = (
-        "Delete expired tokens and counters, mark sessions past API Gateway's 2-hour "
-        "maximum as disconnected, and delete old disconnected sessions."
+        "Ask API Gateway about possibly stale sessions and mark the ones it no longer knows "
+        "disconnected; mark sessions past the 2-hour maximum disconnected; delete old "
+        "disconnected sessions, expired tokens, counters and old send jobs."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        """``--dry-run``, ``--max-age``, ``--keep-disconnected``."""
+        """``--dry-run``, ``--no-heal``, ``--keep-disconnected``, ``--deadline``."""
         parser.add_argument(
-            "--dry-run", action="store_true", help="only count what would be removed"
+            "--dry-run", action="store_true", help="change nothing; report what would change"
         )
         parser.add_argument(
-            "--max-age",
-            type=int,
-            default=7200,
-            metavar="SECONDS",
-            help="sessions connected longer than this are stale (default: %(default)s, "
-            "API Gateway's maximum connection duration)",
+            "--no-heal",
+            action="store_true",
+            help="do not ask API Gateway (only age past the 2-hour maximum decides)",
         )
         parser.add_argument(
             "--keep-disconnected",
@@ -44,25 +44,30 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="keep disconnected sessions this long (default: %(default)s)",
         )
+        parser.add_argument(
+            "--deadline",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="bound the healing run (default: the HEAL_DEADLINE setting, 600)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Run :meth:`Storage.cleanup <apigw_ws_core.storage.Storage.cleanup>` and report."""
-        dry_run = bool(options["dry_run"])
+        """Run :meth:`WebSocketApp.cleanup <apigw_ws_core.app.WebSocketApp.cleanup>`."""
         app = get_app()
-        jobs = app.storage.delete_jobs(
-            datetime.now(UTC) - timedelta(seconds=app.config.job_keep_seconds), dry_run=dry_run
-        )
-        report = app.storage.cleanup(
-            datetime.now(UTC),
-            session_max_age_seconds=options["max_age"],
-            keep_disconnected_seconds=options["keep_disconnected"],
-            dry_run=dry_run,
-        )
-        verb = "Would remove" if dry_run else "Removed"
-        stale = "would be marked" if dry_run else "marked"
-        self.stdout.write(
-            f"{verb} {report.expired_tokens} expired token(s), {report.counters} expired "
-            f"counter(s), {jobs} old send job(s) and {report.old_disconnected} old "
-            "disconnected session(s); "
-            f"{report.stale_sessions} stale session(s) {stale} disconnected."
-        )
+        try:
+            result = app.cleanup(
+                dry_run=bool(options["dry_run"]),
+                heal=not options["no_heal"],
+                keep_disconnected=options["keep_disconnected"],
+                deadline=options["deadline"],
+            )
+        except ApigwWsError as exc:
+            raise CommandError(f"{exc} (use --no-heal to skip asking API Gateway)") from exc
+        prefix = "Dry run: " if result.dry_run else ""
+        self.stdout.write(prefix + result.summary())
+        if result.heal is not None and result.heal.unknown:
+            self.stderr.write(
+                f"{len(result.heal.unknown)} session(s) could not be checked "
+                f"({result.heal.first_error}); the next run asks again."
+            )
