@@ -197,6 +197,16 @@ class Config:
     #: Glob patterns of channels with presence events (``member_added`` /
     #: ``member_removed``) and the ``$presence`` request, e.g. ``["presence-*"]``.
     presence_channels: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    #: Seconds after its ``$connect`` during which a fan-out's 410 does not mark a session
+    #: disconnected (API Gateway answers 410 until the handshake completes; ``$disconnect``
+    #: or cleanup marks it if it really went). ``None``: 30 with ``presence_channels``,
+    #: else 0 (every 410 marks at once).
+    gone_grace_seconds: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.instance_of(int), attrs.validators.ge(0)]
+        ),
+    )
     #: Declared ``$connect`` query parameters / headers kept with the session; see
     #: :mod:`apigw_ws_core.attributes`.
     connection_attributes: tuple[AttributeSpec, ...] = attrs.field(
@@ -236,6 +246,15 @@ class Config:
         name = channel.lower()
         return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.presence_channels)
 
+    @property
+    def effective_gone_grace(self) -> int:
+        """``gone_grace_seconds``, or when unset 30 with ``presence_channels`` (presence
+        events are sent during ``$connect``, when other members may be connecting) and 0
+        without."""
+        if self.gone_grace_seconds is not None:
+            return self.gone_grace_seconds
+        return 30 if self.presence_channels else 0
+
     def send_options(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for :func:`~apigw_ws_core.fanout.fanout` from these settings
         (concurrency, deadline, attempts, call timeout), with ``overrides`` applied
@@ -246,6 +265,7 @@ class Config:
             "deadline": self.send_deadline,
             "max_attempts": self.send_max_attempts,
             "call_timeout": self.send_call_timeout,
+            "gone_grace": self.effective_gone_grace,
         }
         options.update({k: v for k, v in overrides.items() if v is not None})
         return options

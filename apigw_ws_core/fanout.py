@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -396,6 +396,7 @@ def fanout(
     call_timeout: float = 5.0,
     max_concurrency: int | None = None,
     probe: bool = False,
+    gone_grace: float = 0.0,
 ) -> SendReport:
     """Send ``data`` to every id in ``batches``; block until done or the deadline.
 
@@ -404,6 +405,10 @@ def fanout(
         It is consumed lazily in the calling thread: at most about two batches are held
         ahead of the sends.
     :param storage: where ids answered 410 are marked disconnected (one bulk call).
+    :param gone_grace: seconds: a 410 for a session that connected less than this long
+        ago does not mark it disconnected (API Gateway answers 410 while a connection's
+        ``$connect`` is still running, in any process; its ``$disconnect`` or cleanup
+        marks it if it really went). 0 marks every 410.
     :param concurrency: Management API calls in flight at first (at most, for a
         :class:`~apigw_ws_core.transport.Transport` that is not async).
     :param max_concurrency: with an ``AsyncTransport``, calls in flight grow from
@@ -479,7 +484,13 @@ def fanout(
         marked = 0
         if state.gone and storage is not None:
             try:
-                marked = storage.mark_disconnected(state.gone, datetime.now(UTC))
+                now = datetime.now(UTC)
+                if gone_grace > 0:
+                    marked = storage.mark_disconnected(
+                        state.gone, now, connected_before=now - timedelta(seconds=gone_grace)
+                    )
+                else:
+                    marked = storage.mark_disconnected(state.gone, now)
             except Exception:
                 log.exception("could not mark %d gone connection(s) disconnected", len(state.gone))
         report = SendReport(

@@ -108,13 +108,21 @@ class MemoryStorage(Storage):
         with self._lock:
             return self.sessions.get(connection_id)
 
-    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
+    def mark_disconnected(
+        self,
+        connection_ids: Iterable[str],
+        at: datetime,
+        *,
+        connected_before: datetime | None = None,
+    ) -> int:
         """See :meth:`Storage.mark_disconnected`."""
         changed = 0
         with self._lock:
             for cid in set(connection_ids):
                 session = self.sessions.get(cid)
                 if session is None or not session.connected:
+                    continue
+                if connected_before is not None and session.connected_at >= connected_before:
                     continue
                 self.sessions[cid] = attrs.evolve(session, connected=False, disconnected_at=at)
                 self.subscriptions.pop(cid, None)

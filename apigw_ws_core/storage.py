@@ -372,11 +372,19 @@ class Storage(abc.ABC):
         unknown."""
 
     @abc.abstractmethod
-    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
+    def mark_disconnected(
+        self,
+        connection_ids: Iterable[str],
+        at: datetime,
+        *,
+        connected_before: datetime | None = None,
+    ) -> int:
         """Mark all these sessions disconnected in one bulk operation (one statement per
         reasonable batch), dropping their subscriptions. Idempotent: ids unknown or already
-        disconnected are ignored. Returns how many sessions changed from connected to
-        disconnected."""
+        disconnected are ignored. With ``connected_before``, sessions whose
+        ``connected_at`` is not earlier are left alone (a fan-out's 410 for a connection
+        whose ``$connect`` may still be running). Returns how many sessions changed from
+        connected to disconnected."""
 
     # --- channels ------------------------------------------------------------------
 

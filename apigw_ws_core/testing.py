@@ -251,6 +251,21 @@ class StorageContract:
         assert storage.channels_of("conn-bulk-00000=") == []
         assert storage.mark_disconnected([], at) == 0
 
+    def test_mark_disconnected_spares_younger_sessions(self, storage: Storage) -> None:
+        now = _now()
+        storage.create_session(
+            _session("grace-old-00001=", connected_at=now - timedelta(seconds=60))
+        )
+        storage.create_session(_session("grace-new-00001=", connected_at=now))
+        ids = ["grace-old-00001=", "grace-new-00001=", "grace-none-0001="]
+        cutoff = now - timedelta(seconds=30)
+        assert storage.mark_disconnected(ids, now, connected_before=cutoff) == 1
+        old, new = storage.get_session(ids[0]), storage.get_session(ids[1])
+        assert old is not None and old.connected is False
+        assert new is not None and new.connected is True
+        assert storage.channels_of(ids[1]) == ["lobby"] and storage.channels_of(ids[0]) == []
+        assert storage.mark_disconnected(ids, now, connected_before=cutoff) == 0
+
     def test_mark_disconnected_many(self, storage: Storage) -> None:
         ids = [f"conn-many-{i:06d}=" for i in range(1200)]
         for cid in ids:

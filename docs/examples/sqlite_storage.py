@@ -276,11 +276,32 @@ class SqliteStorage(Storage):
             ).fetchone()
         return None if row is None else _session(row)
 
-    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
-        """Bulk-mark sessions gone (500 ids per statement) and drop their subscriptions."""
+    def mark_disconnected(
+        self,
+        connection_ids: Iterable[str],
+        at: datetime,
+        *,
+        connected_before: datetime | None = None,
+    ) -> int:
+        """Bulk-mark sessions gone (500 ids per statement) and drop their subscriptions;
+        with ``connected_before``, only sessions that connected earlier."""
         ids = list(dict.fromkeys(connection_ids))
         changed = 0
         with self._transaction() as db:
+            if connected_before is not None:
+                old = []
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    old += [
+                        row[0]
+                        for row in db.execute(
+                            f"SELECT connection_id FROM sessions WHERE connected = 1 "  # noqa: S608
+                            f"AND connected_at < ? AND connection_id IN ({marks})",
+                            [_us(connected_before), *chunk],
+                        )
+                    ]
+                ids = old
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))

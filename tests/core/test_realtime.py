@@ -4,7 +4,9 @@ recovery, presence events, excluding the sender, connection attributes."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
+import attrs
 import pytest
 
 from apigw_ws_core import Config
@@ -471,3 +473,32 @@ def test_presence_events_on_a_history_channel_are_not_kept():
     assert app.history("room-1").offset == 0
     report = app.send({"typing": "1"}, channel="room-1", ephemeral=True)
     assert report.offset is None and app.history("room-1").offset == 0
+
+
+def test_a_410_for_a_connection_still_connecting_elsewhere_does_not_mark_it_gone():
+    # B's $connect runs in another process: B is stored, but API Gateway answers 410 to
+    # posts until its handshake completes. A's member_added must not mark B gone.
+    app = presence_app()
+    assert app.config.effective_gone_grace == 30
+    watcher = join(app, "1")
+    b = join(app, "3")
+    app.transport.gone.add(b)  # B still "connecting" as far as API Gateway is concerned
+    join(app, "2")
+    assert app.storage.get_session(b).connected is True
+    assert events(app, watcher)[-1]["user_id"] == "2"
+    # an old session answering 410 is really gone and is marked
+    old = app.storage.get_session(b)
+    app.storage.sessions[b] = attrs.evolve(
+        old, connected_at=old.connected_at - timedelta(seconds=60)
+    )
+    report = app.send({"x": 1}, channel="presence-room")
+    assert report.gone == (b,) and report.marked_disconnected == 1
+    assert app.storage.get_session(b).connected is False
+
+
+def test_gone_grace_is_off_without_presence_channels_and_configurable():
+    assert Config().effective_gone_grace == 0
+    assert Config(presence_channels=["p-*"], gone_grace_seconds=0).effective_gone_grace == 0
+    assert Config(gone_grace_seconds=10).send_options()["gone_grace"] == 10
+    with pytest.raises(ConfigurationError):
+        Config.from_mapping({"gone_grace_seconds": -1})

@@ -308,13 +308,28 @@ class DjangoStorage(Storage):
         )
         return self._session_record(rows[0]) if rows else None
 
-    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
+    def mark_disconnected(
+        self,
+        connection_ids: Iterable[str],
+        at: datetime,
+        *,
+        connected_before: datetime | None = None,
+    ) -> int:
         """See :meth:`Storage.mark_disconnected`: per batch one UPDATE, and one DELETE of
         the batch's subscriptions when the UPDATE changed a row (a session that was already
-        disconnected has none)."""
+        disconnected has none). With ``connected_before``, a SELECT of the old enough ids
+        first."""
         ids = list(dict.fromkeys(connection_ids))
         changed = 0
         sessions = m.WebSocketSession.objects.using(self.using)
+        if connected_before is not None:
+            ids = [
+                cid
+                for batch in _chunks(ids, BULK_BATCH)
+                for cid in sessions.filter(
+                    connection_id__in=batch, connected=True, connected_at__lt=connected_before
+                ).values_list("connection_id", flat=True)
+            ]
         for batch in _chunks(ids, BULK_BATCH):
             count = sessions.filter(connection_id__in=batch, connected=True).update(
                 connected=False, disconnected_at=at

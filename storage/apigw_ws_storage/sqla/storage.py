@@ -296,12 +296,31 @@ class SqlaStorage(Storage):
             )
         return None if row is None else _to_session(row)
 
-    def mark_disconnected(self, connection_ids: Iterable[str], at: datetime) -> int:
+    def mark_disconnected(
+        self,
+        connection_ids: Iterable[str],
+        at: datetime,
+        *,
+        connected_before: datetime | None = None,
+    ) -> int:
         """See :meth:`Storage.mark_disconnected`: per batch one ``UPDATE`` and one
-        ``DELETE`` of subscriptions."""
+        ``DELETE`` of subscriptions (with ``connected_before``, a ``SELECT`` of the old
+        enough ids first)."""
         ids = list(dict.fromkeys(connection_ids))
         changed = 0
         s, sub = self._sessions, self._subs
+        if connected_before is not None and ids:
+            old: list[str] = []
+            for chunk in _chunks(ids, self.batch_size):
+                with self.begin() as conn:
+                    old += conn.execute(
+                        select(s.c.connection_id).where(
+                            s.c.connection_id.in_(chunk),
+                            s.c.connected == true(),
+                            s.c.connected_at < connected_before,
+                        )
+                    ).scalars()
+            ids = old
         for chunk in _chunks(ids, self.batch_size):
             with self.begin() as conn:
                 result = conn.execute(
