@@ -79,8 +79,9 @@ def missing_identity(authorizer: Authorizer, inv: Invocation, api: ApiConfig) ->
     return None
 
 
-def _single_and_multi(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Fold ``(name, value)`` pairs into single- and multi-value maps."""
+def single_and_multi(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Fold ``(name, value)`` pairs into single- and multi-value maps (a Lambda event's
+    ``headers``/``multiValueHeaders`` and query string pairs; the authorizer event's too)."""
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
     for name, value in pairs:
@@ -98,8 +99,8 @@ def build_authorizer_event(inv: Invocation, api: ApiConfig) -> dict[str, Any]:
     pairs.append(("X-Forwarded-For", conn.source_ip))
     pairs.append(("X-Forwarded-Port", conn.forwarded_port))
     pairs.append(("X-Forwarded-Proto", conn.forwarded_proto))
-    headers, multi_headers = _single_and_multi(pairs)
-    query, multi_query = _single_and_multi(list(conn.query))
+    headers, multi_headers = single_and_multi(pairs)
+    query, multi_query = single_and_multi(list(conn.query))
     context = inv.request_context(api.api_id, api.stage)
     context.pop("authorizer", None)
     return {

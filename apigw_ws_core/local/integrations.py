@@ -29,6 +29,7 @@ from .authorizers import (
     build_authorizer_event,
     evaluate_authorizer_result,
     missing_identity,
+    single_and_multi,
 )
 from .config import (
     ApiConfig,
@@ -249,16 +250,6 @@ def build_http_call(integration: Integration, inv: Invocation, api: ApiConfig) -
     return HttpCall(integration.method, url, headers, body)
 
 
-def _single_and_multi(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Fold ``(name, value)`` pairs into Lambda's ``headers``/``multiValueHeaders`` maps."""
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for name, value in pairs:
-        single[name] = value
-        multi.setdefault(name, []).append(value)
-    return single, multi
-
-
 def build_lambda_event(inv: Invocation, api: ApiConfig) -> dict[str, Any]:
     """Build the AWS_PROXY Lambda event for a WebSocket call (facts §1.3 shapes)."""
     conn = inv.connection
@@ -271,12 +262,12 @@ def build_lambda_event(inv: Invocation, api: ApiConfig) -> dict[str, Any]:
         pairs.append(("X-Forwarded-For", conn.source_ip))
         pairs.append(("X-Forwarded-Port", conn.forwarded_port))
         pairs.append(("X-Forwarded-Proto", conn.forwarded_proto))
-        event["headers"], event["multiValueHeaders"] = _single_and_multi(pairs)
+        event["headers"], event["multiValueHeaders"] = single_and_multi(pairs)
         if conn.query:
             (
                 event["queryStringParameters"],
                 event["multiValueQueryStringParameters"],
-            ) = _single_and_multi(list(conn.query))
+            ) = single_and_multi(list(conn.query))
     elif inv.event_type == "DISCONNECT":
         pairs = [
             ("Host", conn.domain_name),
@@ -284,7 +275,7 @@ def build_lambda_event(inv: Invocation, api: ApiConfig) -> dict[str, Any]:
             ("X-Forwarded-For", ""),
             ("x-restapi", ""),
         ]
-        event["headers"], event["multiValueHeaders"] = _single_and_multi(pairs)
+        event["headers"], event["multiValueHeaders"] = single_and_multi(pairs)
     event["requestContext"] = inv.request_context(api.api_id, api.stage)
     if inv.event_type == "MESSAGE":
         event["body"] = inv.body or ""

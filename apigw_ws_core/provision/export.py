@@ -30,7 +30,7 @@ from typing import Any, Literal
 import attrs
 
 from apigw_ws_core.provision.errors import SpecError
-from apigw_ws_core.provision.plan import deploy_hash, integration_description
+from apigw_ws_core.provision.plan import deploy_hash, desired_authorizer, integration_description
 from apigw_ws_core.provision.spec import (
     PREDEFINED_ROUTES,
     SECRET_HEADER,
@@ -219,19 +219,11 @@ def _cfn_template(
         api_props["Tags"] = tags
     resources["Api"] = {"Type": "AWS::ApiGatewayV2::Api", "Properties": api_props}
     auth = spec.authorizer
-    if auth is not None:
-        auth_props: dict[str, Any] = {
-            "ApiId": {"Ref": "Api"},
-            "Name": auth.name,
-            "AuthorizerType": "REQUEST",
-            "AuthorizerUri": auth.uri,
-            "IdentitySource": list(auth.identity_sources),
-        }
-        if auth.credentials_arn:
-            auth_props["AuthorizerCredentialsArn"] = auth.credentials_arn
+    auth_wanted = desired_authorizer(spec)
+    if auth is not None and auth_wanted is not None:
         resources["Authorizer"] = {
             "Type": "AWS::ApiGatewayV2::Authorizer",
-            "Properties": auth_props,
+            "Properties": {"ApiId": {"Ref": "Api"}, **auth_wanted},
         }
         if not auth.credentials_arn:
             # Without a role to assume, API Gateway needs the function's permission to call it.

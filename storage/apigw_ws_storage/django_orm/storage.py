@@ -419,28 +419,10 @@ class DjangoStorage(Storage):
         """See :meth:`Storage.iter_connection_ids`: keyset pagination on the session's
         primary key, one indexed query per batch (an attribute filter adds a JSON key
         comparison per attribute)."""
-        try:
-            user_pk = self._user_pk(user_id)
-        except ValueError:
+        target = self._target(channel, user_id, attributes)
+        if target is None:
             return
-        key: str
-        value: str
-        if channel is not None:
-            qs: Any = m.WebSocketSubscription.objects.using(self.using).filter(
-                channel_name=channel, session__connected=True
-            )
-            if user_id is not None:
-                qs = qs.filter(session__user_id=user_pk)
-            for name, wanted in (attributes or {}).items():
-                qs = qs.filter(**{f"session__attributes__{name}": wanted})
-            key, value = "session_id", "session__connection_id"
-        else:
-            qs = m.WebSocketSession.objects.using(self.using).filter(connected=True)
-            if user_id is not None:
-                qs = qs.filter(user_id=user_pk)
-            for name, wanted in (attributes or {}).items():
-                qs = qs.filter(**{f"attributes__{name}": wanted})
-            key, value = "id", "connection_id"
+        qs, key, value = target
         yield from m.keyset_pages(qs, key, value, batch_size)
 
     def iter_connected_before(
@@ -448,21 +430,10 @@ class DjangoStorage(Storage):
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connected_before`: keyset pagination on the primary key,
         one query per batch."""
-        qs = (
-            m.WebSocketSession.objects.using(self.using)
-            .filter(connected=True, connected_at__lt=cutoff)
-            .order_by("id")
+        qs = m.WebSocketSession.objects.using(self.using).filter(
+            connected=True, connected_at__lt=cutoff
         )
-        last: int | None = None
-        while True:
-            page = qs if last is None else qs.filter(id__gt=last)
-            rows = list(page.values_list("id", "connection_id")[:batch_size])
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield [cid for _, cid in rows]
-            if len(rows) < batch_size:
-                return
+        yield from m.keyset_pages(qs, "id", "connection_id", batch_size)
 
     def user_sessions(
         self, user_id: str, *, channel: str | None = None, limit: int = 100

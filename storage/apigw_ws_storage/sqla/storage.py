@@ -416,7 +416,11 @@ class SqlaStorage(Storage):
         one short transaction per batch (nothing is held open between batches); an
         attribute filter is a JSON path comparison per attribute."""
         query = self._target_query(channel, user_id, attributes or {})
-        key = self._subs.c.connection_id if channel is not None else self._sessions.c.connection_id
+        yield from self._keyset_pages(query, self._target_key(channel), batch_size)
+
+    def _keyset_pages(self, query: Select[Any], key: Any, batch_size: int) -> Iterator[list[str]]:
+        """Stream the ids ``query`` selects in batches of ``batch_size``: keyset pagination on
+        the unique, indexed ``key`` (never ``OFFSET``), one short transaction per batch."""
         last: str | None = None
         while True:
             page = query if last is None else query.where(key > last)
@@ -436,19 +440,7 @@ class SqlaStorage(Storage):
         id, one short transaction per batch."""
         s = self._sessions
         query = select(s.c.connection_id).where(s.c.connected == true(), s.c.connected_at < cutoff)
-        last: str | None = None
-        while True:
-            page = query if last is None else query.where(s.c.connection_id > last)
-            with self.begin() as conn:
-                ids = list(
-                    conn.execute(page.order_by(s.c.connection_id).limit(batch_size)).scalars()
-                )
-            if not ids:
-                return
-            yield ids
-            if len(ids) < batch_size:
-                return
-            last = ids[-1]
+        yield from self._keyset_pages(query, s.c.connection_id, batch_size)
 
     def user_sessions(
         self, user_id: str, *, channel: str | None = None, limit: int = 100
