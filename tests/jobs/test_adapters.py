@@ -108,3 +108,35 @@ def test_django_background_runner_celery(eager: Any, settings: Any, django_user_
     out = io.StringIO()
     call_command("apigw_ws_job", handle.job_id, "--wait", stdout=out, stderr=io.StringIO())
     assert f"job {handle.job_id}: done; 3 delivered" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.urls("tests.django_adapter.urls")
+def test_django_admin_shows_job_parts_and_the_whole_job(
+    eager: Any, settings: Any, django_user_model: Any, client: Any
+) -> None:
+    from apigw_ws_django.runtime import get_app
+    from apigw_ws_django.testing import WebSocketTestClient
+    from apigw_ws_storage.django_orm import models as m
+
+    settings.APIGW_WS = {
+        **settings.APIGW_WS,
+        "BACKGROUND_RUNNER": "celery",
+        "JOB_RATE_LIMIT": None,
+        "JOB_SHARD_SIZE": 2,
+    }
+    alice = django_user_model.objects.create_user("alice")
+    with WebSocketTestClient() as ws:
+        for _ in range(5):
+            ws.connect(user=alice, channel="room")
+        handle = get_app().send_in_background({"hello": 1}, channel="room")
+    admin = django_user_model.objects.create_superuser("root", password="pw")
+    client.force_login(admin)
+    page = client.get("/admin/apigw_ws_storage/sendjobpart/")
+    assert page.status_code == 200
+    assert page.context["cl"].result_count == 4  # the plan and three shards
+    part = m.SendJobPart.objects.get(job_id=handle.job_id, part=1)
+    detail = client.get(f"/admin/apigw_ws_storage/sendjobpart/{part.pk}/change/")
+    assert detail.status_code == 200
+    assert f"job {handle.job_id}: done; 5 delivered" in detail.content.decode()
+    assert client.get("/admin/apigw_ws_storage/sendjobpart/add/").status_code == 403
