@@ -165,16 +165,7 @@ class MemoryStorage(Storage):
         batch_size: int = 500,
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connection_ids`."""
-        wanted = dict(attributes or {}).items()
-        with self._lock:
-            ids = sorted(
-                cid
-                for cid, s in self.sessions.items()
-                if s.connected
-                and (user_id is None or s.user_id == user_id)
-                and (channel is None or channel in self.subscriptions.get(cid, {}))
-                and wanted <= s.attributes.items()
-            )
+        ids = self._target_ids(channel, user_id, attributes)
         for i in range(0, len(ids), batch_size):
             yield ids[i : i + batch_size]
 
@@ -248,6 +239,8 @@ class MemoryStorage(Storage):
     def _target_ids(
         self, channel: str | None, user_id: str | None, attributes: Mapping[str, str] | None
     ) -> list[str]:
+        """The connected sessions a target names, by connection id (one rule for
+        :meth:`iter_connection_ids`, :meth:`count_recipients` and :meth:`recipient_page`)."""
         wanted = dict(attributes or {}).items()
         with self._lock:
             return sorted(
