@@ -74,7 +74,7 @@ from apigw_ws_core.http1 import ManagementApiTransport
 from apigw_ws_core.jobs import JobStatus, job_status
 from apigw_ws_core.json_rules import parse_json_object
 from apigw_ws_core.limits import MemoryRateLimiter, RateLimiter, StorageRateLimiter
-from apigw_ws_core.observability import observe_event, observe_handler
+from apigw_ws_core.observability import observe_event, observe_handler, record_cleanup
 from apigw_ws_core.origins import origin_allowed, parse_origin
 from apigw_ws_core.reply import Reply, encode_payload
 from apigw_ws_core.storage import (
@@ -997,7 +997,7 @@ class WebSocketApp:
             now - timedelta(seconds=self.config.job_keep_seconds), dry_run=dry_run
         )
         result = CleanupResult(heal=healed, storage=report, jobs=jobs, dry_run=dry_run)
-        log.info("cleanup: %s", result.summary())
+        record_cleanup(result)
         return result
 
     def close(self) -> None:

@@ -448,7 +448,7 @@ def fanout(
         raise ValueError("max_rate must be positive")
     if call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
-    with observe_send() as observed:
+    with observe_send("probe" if probe else "send") as observed:
         started = time.monotonic()
         state = _State(
             started + deadline,

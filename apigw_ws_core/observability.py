@@ -19,7 +19,9 @@ field            value
 ================ =============================================================
 
 Sends add ``recipients``, ``delivered``, ``gone``, ``failed``, ``throttled``, ``retried``
-and ``ambiguous`` (counts). Successful events are logged at INFO, rejected ones at WARNING
+and ``ambiguous`` (counts); healing's probes are logged the same way as ``PROBE``. Each
+housekeeping run (``WebSocketApp.cleanup``) leaves one record on ``apigw_ws.cleanup``
+(:func:`record_cleanup`). Successful events are logged at INFO, rejected ones at WARNING
 (5xx: ERROR); successful sends at DEBUG, sends with failures at WARNING.
 
 OpenTelemetry is optional (``pip install 'apigw-ws[otel]'``) and off until
@@ -44,6 +46,7 @@ import attrs
 if TYPE_CHECKING:  # pragma: no cover
     from apigw_ws_core.events import Event
     from apigw_ws_core.fanout import SendReport
+    from apigw_ws_core.heal import CleanupResult
     from apigw_ws_core.otel import OtelInstrumentation
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "observe_event",
     "observe_handler",
     "observe_send",
+    "record_cleanup",
     "short_id",
     "uninstrument",
 ]
@@ -194,15 +198,17 @@ def observe_handler(name: str) -> Iterator[None]:
 
 @attrs.define
 class SendObservation:
-    """One send while it runs; :func:`observe_send` logs and traces it when it ends."""
+    """One send (or healing probe) while it runs; :func:`observe_send` logs and traces it
+    when it ends."""
 
+    kind: str = "send"
     started: float = attrs.field(factory=time.perf_counter)
     report: SendReport | None = None
 
 
-def _send_fields(report: SendReport, seconds: float) -> dict[str, Any]:
+def _send_fields(report: SendReport, seconds: float, kind: str) -> dict[str, Any]:
     return {
-        "event_type": "SEND",
+        "event_type": kind.upper(),
         "recipients": report.recipients,
         "delivered": report.delivered,
         "gone": len(report.gone),
@@ -215,12 +221,14 @@ def _send_fields(report: SendReport, seconds: float) -> dict[str, Any]:
 
 
 @contextmanager
-def observe_send() -> Iterator[SendObservation]:
+def observe_send(kind: str = "send") -> Iterator[SendObservation]:
     """Around one send (the one send path, :func:`apigw_ws_core.fanout.fanout`): the caller
-    stores its :class:`~apigw_ws_core.fanout.SendReport` in ``report`` before leaving."""
-    obs = SendObservation()
+    stores its :class:`~apigw_ws_core.fanout.SendReport` in ``report`` before leaving.
+    ``kind`` is ``"probe"`` for healing's ``GET @connections`` runs (logged as ``PROBE``,
+    traced as ``apigw_ws probe``, not counted in the send metrics)."""
+    obs = SendObservation(kind=kind)
     otel = _otel
-    span = otel.start_send() if otel is not None else None
+    span = otel.start_send(kind) if otel is not None else None
     error: BaseException | None = None
     try:
         yield obs
@@ -230,15 +238,16 @@ def observe_send() -> Iterator[SendObservation]:
     finally:
         seconds = time.perf_counter() - obs.started
         if otel is not None:
-            otel.end_send(span, obs.report, seconds, error)
+            otel.end_send(span, obs.report, seconds, error, kind)
         report = obs.report
         if report is not None:
             level = logging.WARNING if report.failed or report.ambiguous else logging.DEBUG
             if send_log.isEnabledFor(level):
                 send_log.log(
                     level,
-                    "send: %d recipients, %d delivered, %d gone, %d failed, %d throttled, "
+                    "%s: %d recipients, %d delivered, %d gone, %d failed, %d throttled, "
                     "%d maybe twice; first error: %s",
+                    kind,
                     report.recipients,
                     report.delivered,
                     len(report.gone),
@@ -246,8 +255,49 @@ def observe_send() -> Iterator[SendObservation]:
                     report.throttled,
                     len(report.ambiguous),
                     report.first_error or ("deadline reached" if report.failed else "none"),
-                    extra=_send_fields(report, seconds),
+                    extra=_send_fields(report, seconds, kind),
                 )
+
+
+cleanup_log = logging.getLogger("apigw_ws.cleanup")
+
+
+def record_cleanup(result: CleanupResult) -> None:
+    """One record (and, when instrumented, metrics) for a housekeeping run
+    (:meth:`WebSocketApp.cleanup <apigw_ws_core.app.WebSocketApp.cleanup>`).
+
+    Fields: ``event_type`` ``CLEANUP``, ``dry_run``, ``heal_checked``, ``heal_alive``,
+    ``heal_gone`` (sessions whose ``$disconnect`` was lost), ``heal_unknown``,
+    ``stale_sessions`` (past the 2 h maximum), ``old_disconnected``, ``expired_tokens``,
+    ``counters``, ``history_messages``, ``jobs``. A run that found lost ``$disconnect`` calls
+    or could not ask about some sessions logs at WARNING, else INFO.
+    """
+    heal = result.heal
+    store = result.storage
+    fields: dict[str, Any] = {
+        "event_type": "CLEANUP",
+        "dry_run": result.dry_run,
+        "heal_checked": heal.checked if heal else 0,
+        "heal_alive": heal.alive if heal else 0,
+        "heal_gone": len(heal.gone) if heal else 0,
+        "heal_unknown": len(heal.unknown) if heal else 0,
+        "stale_sessions": store.stale_sessions,
+        "old_disconnected": store.old_disconnected,
+        "expired_tokens": store.expired_tokens,
+        "counters": store.counters,
+        "history_messages": store.history_messages,
+        "jobs": result.jobs,
+    }
+    worrying = fields["heal_gone"] or fields["heal_unknown"] or fields["stale_sessions"]
+    cleanup_log.log(
+        logging.WARNING if worrying else logging.INFO,
+        "cleanup: %s",
+        result.summary(),
+        extra=fields,
+    )
+    otel = _otel
+    if otel is not None and not result.dry_run:
+        otel.record_cleanup(fields)
 
 
 def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:

@@ -27,7 +27,13 @@ Metrics (meter ``apigw_ws``):
 * ``apigw_ws.send.recipients`` (counter): send outcomes by ``apigw_ws.outcome``
   (``delivered``, ``gone``, ``failed``);
 * ``apigw_ws.send.throttled`` (counter): 429 answers from the Management API;
-* ``apigw_ws.send.duration`` (histogram, s): whole sends.
+* ``apigw_ws.send.duration`` (histogram, s): whole sends;
+* ``apigw_ws.cleanup.sessions`` (counter): sessions housekeeping changed, by
+  ``apigw_ws.reason`` (``lost_disconnect``: healing found API Gateway no longer knew them;
+  ``past_max_age``; ``deleted``).
+
+Healing's ``GET @connections`` runs get an ``apigw_ws probe`` span (kind CLIENT) with the
+same count attributes, and are not counted as sends.
 """
 
 from __future__ import annotations
@@ -118,6 +124,11 @@ class OtelInstrumentation:
         self.send_duration = meter.create_histogram(
             "apigw_ws.send.duration", unit="s", description="Time a whole send took"
         )
+        self.cleanup_sessions = meter.create_counter(
+            "apigw_ws.cleanup.sessions",
+            unit="{session}",
+            description="Sessions housekeeping marked disconnected or deleted, by reason",
+        )
 
     # --- events ----------------------------------------------------------------------
 
@@ -184,11 +195,26 @@ class OtelInstrumentation:
         finally:
             otel_context.detach(started.token)  # type: ignore[arg-type]
 
+    # --- housekeeping ------------------------------------------------------------------
+
+    def record_cleanup(self, fields: dict[str, Any]) -> None:
+        """Count what a cleanup run changed: ``lost_disconnect`` (healing found the session
+        gone), ``past_max_age`` (2 h), ``deleted`` (old disconnected rows)."""
+        for reason, key in (
+            ("lost_disconnect", "heal_gone"),
+            ("past_max_age", "stale_sessions"),
+            ("deleted", "old_disconnected"),
+        ):
+            if fields[key]:
+                self.cleanup_sessions.add(int(fields[key]), {"apigw_ws.reason": reason})
+
     # --- sends -----------------------------------------------------------------------
 
-    def start_send(self) -> trace.Span:
-        """Start a send's span (a child of the current event span, if any)."""
-        return self.tracer.start_span("apigw_ws send", kind=SpanKind.PRODUCER)
+    def start_send(self, kind: str = "send") -> trace.Span:
+        """Start a send's (or probe's) span (a child of the current event span, if any)."""
+        return self.tracer.start_span(
+            f"apigw_ws {kind}", kind=SpanKind.PRODUCER if kind == "send" else SpanKind.CLIENT
+        )
 
     def end_send(
         self,
@@ -196,10 +222,13 @@ class OtelInstrumentation:
         report: SendReport | None,
         seconds: float,
         error: BaseException | None,
+        kind: str = "send",
     ) -> None:
-        """Finish a send's span with its counts and record the send metrics."""
-        self.send_duration.record(seconds, {"apigw_ws.outcome": "error" if error else "ok"})
-        if report is not None:
+        """Finish a send's span with its counts and record the send metrics (not for
+        healing's probes: their outcomes are counted by :meth:`record_cleanup`)."""
+        if kind == "send":
+            self.send_duration.record(seconds, {"apigw_ws.outcome": "error" if error else "ok"})
+        if report is not None and kind == "send":
             for outcome, count in (
                 ("delivered", report.delivered),
                 ("gone", len(report.gone)),

@@ -316,3 +316,31 @@ def test_xray_sampling_flag() -> None:
     assert unsampled is not None and not unsampled.trace_flags.sampled
     sampled = span_context_from_xray(XRAY)
     assert sampled is not None and sampled.trace_flags.sampled
+
+
+def test_cleanup_leaves_one_record_and_counts_lost_disconnects(
+    otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(require_token=False, heal_min_age=0)
+    _, alive = connect(app, query="channel=room")
+    _, lost = connect(app, query="channel=room")
+    app.transport.gone.add(lost)  # type: ignore[attr-defined]  # its $disconnect was lost
+    otel.exporter.clear()
+    with caplog.at_level(logging.DEBUG, logger="apigw_ws"):
+        result = app.cleanup()
+    assert result.heal is not None and result.heal.gone == (lost,)
+    (record,) = events_of(caplog, "apigw_ws.cleanup")
+    assert record.levelno == logging.WARNING  # lost $disconnect calls are worth a look
+    assert record.event_type == "CLEANUP" and record.dry_run is False
+    assert (record.heal_checked, record.heal_alive, record.heal_gone) == (2, 1, 1)
+    (probe_record,) = events_of(caplog, "apigw_ws.fanout")
+    assert probe_record.event_type == "PROBE"
+    (probe,) = otel.spans()
+    assert probe.name == "apigw_ws probe" and probe.kind is SpanKind.CLIENT
+    assert probe.attributes["apigw_ws.send.gone"] == 1
+    (lost_point,) = otel.points("apigw_ws.cleanup.sessions")
+    assert dict(lost_point.attributes) == {"apigw_ws.reason": "lost_disconnect"}
+    assert lost_point.value == 1
+    # Probes are not sends.
+    assert otel.points("apigw_ws.send.recipients") == []
+    assert alive  # still connected
