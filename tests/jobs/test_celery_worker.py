@@ -228,12 +228,12 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_sigkill_mid_job_resumes_with_one_ambiguous_page(make_stack: Any, broker: str) -> None:
-    stack = make_stack(_broker(broker), latency_ms=150)
+    stack = make_stack(_broker(broker), latency_ms=400)
     stack.start_workers(1)
     handle = stack.app.send_in_background({"type": "news", "n": 1}, everyone=True)
     assert isinstance(handle, JobHandle)
     # Pages 1 and 2 are checkpointed; page 3 has reached every one of its clients, and the
-    # gateway's answers are still on their way back (the second half of its latency):
+    # gateway's answers are still on their way back (the second 200 ms of its 400 ms):
     # kill the child now, before it can checkpoint page 3.
     wait_until(lambda: sum(stack.clients.counts()) >= 3 * BATCH, timeout=30, interval=0.002)
     (child,) = _children(stack.tmp)
