@@ -240,21 +240,28 @@ class DjangoStorage(Storage):
                 return None
             return int(row.pk)
         q = self._q
+        tail = f" ON CONFLICT ({q('connection_id')}) DO NOTHING RETURNING {q('id')}"
+        rows = self._raw_insert(model, {"connection_id": connection_id, **fields}, tail)
+        return int(rows[0][0]) if rows else None
+
+    def _raw_insert(self, model: type[Any], values: dict[str, Any], tail: str = "") -> list[Any]:
+        """One ``INSERT`` of ``values`` (field names, values converted by each field as the
+        ORM would) plus ``tail``, without building a model instance; the rows it returned."""
+        conn = self.connection
+        q = self._q
         columns, params = [], []
-        for name, value in {"connection_id": connection_id, **fields}.items():
+        for name, value in values.items():
             field = model._meta.get_field(name)
             assert isinstance(field, Field)
             columns.append(q(field.column))
             params.append(field.get_db_prep_save(value, conn))
         sql = (
             f"INSERT INTO {q(model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608 - quoted identifiers only
-            f"VALUES ({', '.join(['%s'] * len(params))}) "
-            f"ON CONFLICT ({q('connection_id')}) DO NOTHING RETURNING {q('id')}"
+            f"VALUES ({', '.join(['%s'] * len(params))}){tail}"
         )
         with conn.cursor() as cursor:
             cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        return int(rows[0][0]) if rows else None
+            return list(cursor.fetchall()) if tail else []
 
     def _insert_subscriptions(self, session_pk: int, names: Sequence[str], at: datetime) -> None:
         subs = m.WebSocketSubscription.objects.using(self.using)
@@ -799,13 +806,16 @@ class DjangoStorage(Storage):
             raise ValueError("token hash already exists (or the user does not)") from exc
 
     def _insert_token(self, token: Token) -> None:
-        m.WebSocketToken.objects.using(self.using).create(
-            token_hash=token.token_hash,
-            user_id=self._user_pk(token.user_id),
-            created_at=token.created_at,
-            expires_at=token.expires_at,
-            channel=token.channel,
-            origin=token.origin,
+        self._raw_insert(
+            m.WebSocketToken,
+            {
+                "token_hash": token.token_hash,
+                "user_id": self._user_pk(token.user_id),
+                "created_at": token.created_at,
+                "expires_at": token.expires_at,
+                "channel": token.channel,
+                "origin": token.origin,
+            },
         )
 
     def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
