@@ -30,7 +30,12 @@ from typing import Any, Literal
 import attrs
 
 from apigw_ws_core.provision.errors import SpecError
-from apigw_ws_core.provision.plan import deploy_hash, desired_authorizer, integration_description
+from apigw_ws_core.provision.plan import (
+    deploy_hash,
+    desired_authorizer,
+    integration_description,
+    throttle_settings,
+)
 from apigw_ws_core.provision.spec import (
     PREDEFINED_ROUTES,
     SECRET_HEADER,
@@ -297,7 +302,7 @@ def _cfn_template(
     }
     if spec.stage_variables:
         stage_props["StageVariables"] = dict(sorted(spec.stage_variables.items()))
-    settings = _throttle_settings(spec)
+    settings = throttle_settings(spec)
     if settings:
         stage_props["DefaultRouteSettings"] = settings
     if tags:
@@ -441,16 +446,6 @@ def _cfn_alarms(
         },
     }
     return conditions
-
-
-def _throttle_settings(spec: GatewaySpec) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    if spec.throttling is not None:
-        if spec.throttling.burst_limit is not None:
-            settings["ThrottlingBurstLimit"] = spec.throttling.burst_limit
-        if spec.throttling.rate_limit is not None:
-            settings["ThrottlingRateLimit"] = float(spec.throttling.rate_limit)
-    return settings
 
 
 def _cfn_domain(
@@ -731,7 +726,7 @@ def _terraform(spec: GatewaySpec, secret: SecretSource, *, alarms: bool = False)
     }
     if spec.stage_variables:
         stage["stage_variables"] = dict(sorted(spec.stage_variables.items()))
-    settings = _throttle_settings(spec)
+    settings = throttle_settings(spec)
     if settings:
         stage["default_route_settings"] = [
             {

@@ -121,15 +121,24 @@ def deploy_hash(spec: GatewaySpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def desired_stage(spec: GatewaySpec) -> dict[str, Any]:
-    """The stage fields we manage."""
+def throttle_settings(spec: GatewaySpec) -> dict[str, Any]:
+    """The stage's default route throttling (``ThrottlingBurstLimit``/``ThrottlingRateLimit``,
+    only those the spec sets): what provisioning applies and what the exports write."""
     settings: dict[str, Any] = {}
     if spec.throttling is not None:
         if spec.throttling.burst_limit is not None:
             settings["ThrottlingBurstLimit"] = spec.throttling.burst_limit
         if spec.throttling.rate_limit is not None:
             settings["ThrottlingRateLimit"] = float(spec.throttling.rate_limit)
-    return {"StageVariables": dict(spec.stage_variables), "DefaultRouteSettings": settings}
+    return settings
+
+
+def desired_stage(spec: GatewaySpec) -> dict[str, Any]:
+    """The stage fields we manage."""
+    return {
+        "StageVariables": dict(spec.stage_variables),
+        "DefaultRouteSettings": throttle_settings(spec),
+    }
 
 
 # --- helpers -----------------------------------------------------------------------------
