@@ -1,0 +1,307 @@
+"""Healing at scale: does ``WebSocketApp.heal()`` stay flat from 10,000 to 100,000 sessions?
+
+The sessions are real rows in PostgreSQL (``SqlaStorage`` on its own tables, prefix
+``heal_bench_<pid>_``, filled with one ``COPY``, dropped afterwards), all connected an hour ago,
+so every one is old enough to be asked about. The transport is a no-network
+:class:`~apigw_ws_core.transport.AsyncTransport` whose ``aget`` (the library's
+``GET @connections/{id}`` hook) sleeps 2-5 ms on the event loop, then answers "live" for a
+chosen fraction of the ids and ``GoneError`` (410) for the rest. ``heal()`` runs exactly as
+``cleanup()`` runs it: keyset pages from ``Storage.iter_connected_before``, the fan-out
+engine, then ``mark_disconnected`` for the 410 ids.
+
+Each run (one size, one cap) is a fresh child process, so its peak RSS
+(``resource.getrusage``) is its own. It prints, per run: wall time, sessions checked per
+second, the SQL statements and transactions the storage issued (counted with SQLAlchemy
+``before_cursor_execute`` / ``commit`` events), peak RSS, the load average, and a
+correctness check (exactly the 410 ids are disconnected, every live one is untouched).
+It prints numbers; it asserts nothing.
+
+Usage::
+
+    .venv/bin/python benchmarks/heal_scale.py                          # 10k, 100k; both caps
+    .venv/bin/python benchmarks/heal_scale.py --sizes 10000 100000 1000000 --caps none
+    .venv/bin/python benchmarks/heal_scale.py --live 0.9 --caps none 500
+
+``--caps none`` is unpaced (the storage and the engine are what is measured); ``500`` is
+the default ``heal_max_rate``. Needs PostgreSQL (``APIGW_WS_TEST_POSTGRES_URL``, default
+``postgresql://postgres@127.0.0.1:5432/test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import itertools
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for sub in (".", "storage"):
+    sys.path.insert(0, str(ROOT / sub))
+
+from apigw_ws_core import Config, WebSocketApp  # noqa: E402
+from apigw_ws_core.errors import GoneError  # noqa: E402
+from apigw_ws_core.transport import AsyncTransport, Payload  # noqa: E402
+
+#: Table prefix: ``heal_bench_<pid of the parent>_`` so that two runs never share tables.
+PREFIX = "heal_bench_"
+
+
+def cid(i: int) -> str:
+    """The connection id of session ``i`` (the shape API Gateway uses: 16 characters)."""
+    return f"h{i:014d}="
+
+
+def is_live(i: int, live: float) -> bool:
+    """Whether API Gateway still knows session ``i`` (spread evenly over the ids)."""
+    return (i * 7919) % 1000 < live * 1000
+
+
+class SimulatedGateway(AsyncTransport):
+    """``GET @connections/{id}`` after 2-5 ms (no network): 200 for the live ids, 410 else."""
+
+    def __init__(self, live: float, latency: tuple[float, float]) -> None:
+        super().__init__()
+        self.live = live
+        self.latency = latency
+        self.gets = 0
+        self.rng = random.Random(12)
+
+    async def apost(
+        self, connection_id: str, payload: Payload, *, timeout: float | None = None
+    ) -> None:
+        raise NotImplementedError("healing only asks")
+
+    async def aget(self, connection_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        self.gets += 1
+        await asyncio.sleep(self.rng.uniform(*self.latency))
+        if not is_live(int(connection_id[1:15]), self.live):
+            raise GoneError(connection_id)
+        return {"connectedAt": "2026-01-01T00:00:00.000Z", "identity": {"sourceIp": "1.2.3.4"}}
+
+
+def engine_url() -> str:
+    base = os.environ.get("APIGW_WS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    return base.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def storage_for(url: str, prefix: str) -> Any:
+    from sqlalchemy import create_engine
+
+    from apigw_ws_storage.sqla import SqlaStorage
+    from apigw_ws_storage.sqla.models import make_models
+
+    engine = create_engine(url)
+    return engine, SqlaStorage(engine, models=make_models(prefix=prefix))
+
+
+def fill(engine: Any, table: str, n: int) -> float:
+    """Replace the sessions with ``n`` connected ones, an hour old (one ``COPY``)."""
+    started = time.monotonic()
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(f"TRUNCATE {table} CASCADE")
+        at = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+        columns = "connection_id, channel_name, connected, source_ip, user_agent, stage, api_id"
+        with cur.copy(f"COPY {table} ({columns}, connected_at) FROM STDIN") as copy:
+            buf = io.StringIO()
+            for i in range(n):
+                buf.write(f"{cid(i)}\tall\tt\t\t\tbench\tapi\t{at}\n")
+                if buf.tell() > 1 << 20:
+                    copy.write(buf.getvalue())
+                    buf = io.StringIO()
+            copy.write(buf.getvalue())
+        raw.commit()
+    finally:
+        raw.close()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"VACUUM ANALYZE {table}")  # as autovacuum would, soon after
+    return time.monotonic() - started
+
+
+def one_run(
+    n: int, cap: float | None, live: float, latency: tuple[float, float], prefix: str
+) -> dict[str, Any]:
+    """Seed ``n`` sessions, heal once, check the outcome (runs in a child process)."""
+    from sqlalchemy import event, select
+
+    engine, storage = storage_for(engine_url(), prefix)
+    storage.create_tables()
+    table = storage.models.session_table
+    fill_s = fill(engine, table.name, n)
+    counts = {"statements": 0, "commits": 0, "selects": 0, "updates": 0, "deletes": 0}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        counts["statements"] += 1
+        verb = statement.lstrip().split(None, 1)[0].lower()
+        if verb + "s" in counts:
+            counts[verb + "s"] += 1
+
+    @event.listens_for(engine, "commit")
+    def committed(conn: Any) -> None:
+        counts["commits"] += 1
+
+    sql_time = [0.0]
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def timed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sql_time[0] += time.monotonic() - conn.info.pop("heal_bench_t0", time.monotonic())
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def start(conn: Any, *args: Any) -> None:
+        conn.info["heal_bench_t0"] = time.monotonic()
+
+    # when each keyset page is handed to the engine: the rate over each tenth of the run
+    pages: list[tuple[float, int]] = []
+    iter_before = storage.iter_connected_before
+
+    def timed_pages(*args: Any, **kwargs: Any) -> Any:
+        for page in iter_before(*args, **kwargs):
+            pages.append((time.monotonic(), len(page)))
+            yield page
+
+    storage.iter_connected_before = timed_pages
+
+    transport = SimulatedGateway(live, latency)
+    app = WebSocketApp(
+        storage=storage, transport=transport, config=Config(secret="s", heal_max_rate=cap)
+    )
+    load = os.getloadavg()[0]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    cpu = time.process_time()
+    report = app.heal()
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name, fn in [
+        ("before_cursor_execute", count),
+        ("commit", committed),
+        ("after_cursor_execute", timed),
+        ("before_cursor_execute", start),
+    ]:
+        event.remove(engine, name, fn)
+    del storage.iter_connected_before
+    # pages are handed over at most two ahead of the engine, so past the first three (taken
+    # at once) the time between the first pages of two consecutive tenths is the time the
+    # engine took for the first of them
+    tenths = []
+    steady = pages[3:]
+    step = max(1, len(steady) // 10)
+    starts = range(0, len(steady), step)
+    for i, j in itertools.pairwise(starts):
+        took = steady[j][0] - steady[i][0]
+        tenths.append(sum(size for _, size in steady[i:j]) / max(1e-9, took))
+    with engine.connect() as conn:
+        down = set(
+            conn.execute(
+                select(table.c.connection_id).where(table.c.connected == False)  # noqa: E712
+            ).scalars()
+        )
+    expected = {cid(i) for i in range(n) if not is_live(i, live)}
+    app.close()
+    engine.dispose()
+    return {
+        "sessions": n,
+        "cap": cap,
+        "live": live,
+        "seconds": elapsed,
+        "rate": report.checked / elapsed,
+        "checked": report.checked,
+        "alive": report.alive,
+        "gone": len(report.gone),
+        "unknown": len(report.unknown),
+        "marked": report.marked,
+        "gets": transport.gets,
+        "correct": down == expected and report.checked == n,
+        "wrongly_marked": len(down - expected),
+        "missed": len(expected - down),
+        "cpu_us_per_session": 1e6 * cpu / n,
+        "sql_seconds": sql_time[0],
+        "pages": len(pages),
+        "tenths": tenths,
+        "peak_rss_mb": rss / 1024,
+        "rss_before_mb": rss_before / 1024,
+        "load_average": load,
+        "fill_seconds": fill_s,
+        **counts,
+    }
+
+
+def cap_arg(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument(
+        "--caps", type=cap_arg, nargs="+", default=[None, 500.0], help="heal_max_rate; none"
+    )
+    parser.add_argument("--live", type=float, default=0.7, help="fraction answered 200")
+    parser.add_argument("--latency-ms", type=float, nargs=2, default=[2.0, 5.0])
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default=f"{PREFIX}{os.getpid()}_", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    latency = (args.latency_ms[0] / 1000, args.latency_ms[1] / 1000)
+    if args.one:
+        print(json.dumps(one_run(args.sizes[0], args.caps[0], args.live, latency, args.prefix)))
+        return
+    print(
+        f"heal(), PostgreSQL (SqlaStorage), simulated GET {args.latency_ms[0]:g}-"
+        f"{args.latency_ms[1]:g} ms, {args.live:.0%} live, python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores",
+        flush=True,
+    )
+    results = []
+    try:
+        for cap in args.caps:
+            for n in args.sizes:
+                child = [sys.executable, __file__, "--one", "--sizes", str(n)]
+                child += ["--caps", "none" if cap is None else str(cap), "--live", str(args.live)]
+                child += ["--latency-ms", *map(str, args.latency_ms), "--prefix", args.prefix]
+                out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                results.append(r)
+                cap_s = "unpaced" if cap is None else f"cap {cap:g}/s"
+                check = (
+                    "OK: exactly the 410 ids disconnected, live ones untouched"
+                    if r["correct"]
+                    else f"WRONG: {r['wrongly_marked']} wrongly marked, {r['missed']} missed"
+                )
+                print(
+                    f"  {n:>9,} sessions, {cap_s:>12}: {r['seconds']:7.2f} s, "
+                    f"{r['rate']:6.0f} checked/s; {r['alive']} live, {r['gone']} gone, "
+                    f"{r['unknown']} unknown, {r['marked']} marked; SQL {r['statements']} "
+                    f"statements ({r['selects']} SELECT, {r['updates']} UPDATE, "
+                    f"{r['deletes']} DELETE), {r['commits']} commits, "
+                    f"{r['sql_seconds']:.2f} s in SQL; "
+                    f"{r['pages']} pages, by tenth {min(r['tenths'], default=0):.0f}-"
+                    f"{max(r['tenths'], default=0):.0f}/s; peak RSS "
+                    f"{r['peak_rss_mb']:.0f} MB (before heal {r['rss_before_mb']:.0f}); CPU "
+                    f"{r['cpu_us_per_session']:.0f} us/session; load {r['load_average']:.1f}; "
+                    f"{check}",
+                    flush=True,
+                )
+    finally:
+        engine, storage = storage_for(engine_url(), args.prefix)
+        storage.drop_tables()
+        engine.dispose()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
