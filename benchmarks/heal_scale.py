@@ -152,11 +152,13 @@ def one_run(
     def committed(conn: Any) -> None:
         counts["commits"] += 1
 
-    sql_time = [0.0]
+    sql_time = {"select": 0.0, "update": 0.0, "delete": 0.0, "other": 0.0}
 
     @event.listens_for(engine, "after_cursor_execute")
     def timed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sql_time[0] += time.monotonic() - conn.info.pop("heal_bench_t0", time.monotonic())
+        took = time.monotonic() - conn.info.pop("heal_bench_t0", time.monotonic())
+        verb = statement.lstrip().split(None, 1)[0].lower()
+        sql_time[verb if verb in sql_time else "other"] += took
 
     @event.listens_for(engine, "before_cursor_execute")
     def start(conn: Any, *args: Any) -> None:
@@ -228,7 +230,8 @@ def one_run(
         "wrongly_marked": len(down - expected),
         "missed": len(expected - down),
         "cpu_us_per_session": 1e6 * cpu / n,
-        "sql_seconds": sql_time[0],
+        "sql_seconds": sum(sql_time.values()),
+        "sql_seconds_by_verb": sql_time,
         "pages": len(pages),
         "tenths": tenths,
         "peak_rss_mb": rss / 1024,
@@ -281,13 +284,14 @@ def main() -> None:
                     if r["correct"]
                     else f"WRONG: {r['wrongly_marked']} wrongly marked, {r['missed']} missed"
                 )
+                by_verb = ", ".join(f"{k} {v:.2f}" for k, v in r["sql_seconds_by_verb"].items())
                 print(
                     f"  {n:>9,} sessions, {cap_s:>12}: {r['seconds']:7.2f} s, "
                     f"{r['rate']:6.0f} checked/s; {r['alive']} live, {r['gone']} gone, "
                     f"{r['unknown']} unknown, {r['marked']} marked; SQL {r['statements']} "
                     f"statements ({r['selects']} SELECT, {r['updates']} UPDATE, "
                     f"{r['deletes']} DELETE), {r['commits']} commits, "
-                    f"{r['sql_seconds']:.2f} s in SQL; "
+                    f"{r['sql_seconds']:.2f} s in SQL ({by_verb}); "
                     f"{r['pages']} pages, by tenth {min(r['tenths'], default=0):.0f}-"
                     f"{max(r['tenths'], default=0):.0f}/s; peak RSS "
                     f"{r['peak_rss_mb']:.0f} MB (before heal {r['rss_before_mb']:.0f}); CPU "
