@@ -265,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         stopping = True
         raise KeyboardInterrupt
 
+    # Ctrl-C and SIGTERM both stop the demo, even when it was started with SIGINT ignored
+    # (a background job of a non-interactive shell inherits SIGINT ignored).
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         example.prepare(env)
         gateway = subprocess.Popen(
