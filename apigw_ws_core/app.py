@@ -87,7 +87,7 @@ from apigw_ws_core.storage import (
     Storage,
     Token,
 )
-from apigw_ws_core.tokens import check_bindings, issue_token, token_digest
+from apigw_ws_core.tokens import TokenClaims, sign_token, token_keys, verify_token
 from apigw_ws_core.transport import Transport
 from apigw_ws_core.verify import verify_event, verify_secret
 
@@ -404,7 +404,7 @@ class WebSocketApp:
         )
         offered = _offered_protocols(event.headers.get("sec-websocket-protocol", ""))
         authorized = _authorizer_user(event, cfg.user_from_authorizer)
-        token_hash: str | None = None
+        claims: TokenClaims | None = None
         channel = cfg.default_channel
         refused: RequestError | None = None
         try:  # checks that need no storage; a refusal still counts the attempt (below)
@@ -417,7 +417,7 @@ class WebSocketApp:
             )
             token = self._connect_token(event, offered)
             if authorized is None and token:
-                token_hash = token_digest(token)
+                claims = verify_token(token_keys(cfg), token, now=now)
             elif authorized is None and cfg.require_token:
                 raise TokenRequired()
         except RequestError as error:
@@ -430,17 +430,21 @@ class WebSocketApp:
             if refused is not None:
                 raise refused
             user_id = authorized
-            if token_hash is not None:
-                if record is None:
+            if claims is not None:
+                if record is None:  # spent before: a replay
                     raise InvalidToken()
-                user_id = record.user_id
+                user_id = claims.user_id
+                # a token redeemed counts, whatever follows
+                key = f"token:user:{user_id}"
+                for hit in self._deferred_hits(key, cfg.token_rate_per_user, now):
+                    count(hit)
             if user_id is not None:
                 # counted before the binding check: wrong-channel/origin attempts count too
                 key = f"connect:user:{user_id}"
                 for hit in self._deferred_hits(key, cfg.connect_rate_per_user, now):
                     count(hit)
-            if record is not None:
-                check_bindings(record, channel=channel, origin=event.origin)
+            if claims is not None and not claims.binds(channel, event.origin):
+                raise InvalidToken()
             self.policy.check(user_id, channel)
             attributes = read_attributes(
                 cfg.connection_attributes, event.query, event.headers, event.repeated_params
@@ -465,7 +469,7 @@ class WebSocketApp:
                 connection_id=event.connection_id,
                 now=now,
                 admit=admit,
-                token_hash=token_hash,
+                token=claims.spent(now) if claims is not None else None,
                 counters=counters,
             )
         ).session
@@ -645,11 +649,11 @@ class WebSocketApp:
     ) -> tuple[str, int]:
         """Create a single-use token for ``user_id``; returns ``(token, expires_in)``.
 
-        Rate limited per user (``token_rate_per_user``); raises ``RateLimited``. A token
-        bound to a ``channel`` is only issued if the channel policy lets the user join it
-        (``ChannelForbidden`` otherwise).
+        The token is signed (:mod:`apigw_ws_core.tokens`), not stored: no storage call.
+        A token bound to a ``channel`` is only issued if the channel policy lets the user
+        join it (``ChannelForbidden`` otherwise). ``token_rate_per_user`` counts tokens
+        where they are redeemed, at ``$connect``.
         """
-        now = self.clock()
         if user_id is None or not str(user_id) or len(str(user_id)) > 64:
             raise ValueError("issue_token needs a user id of 1-64 characters (not None)")
         uid = str(user_id)
@@ -659,25 +663,12 @@ class WebSocketApp:
             self.policy.check(uid, channel)
         if origin is not None and (len(origin) > 255 or parse_origin(origin) is None):
             raise BadRequest("Malformed origin.")
-        counters = self._deferred_hits(f"token:user:{uid}", self.config.token_rate_per_user, now)
-        try:
-            token, _ = issue_token(
-                self.storage,
-                uid,
-                now=now,
-                ttl=self.config.token_ttl,
-                channel=channel,
-                origin=origin,
-                counters=counters,
-            )
-        except RateLimited:
-            raise
-        except Exception as exc:
-            failed = self.dependency_error(exc)
-            if failed is None:
-                raise
-            raise failed from exc
-        return token, self.config.token_ttl
+        ttl = self.config.token_ttl
+        expires_at = self.clock() + timedelta(seconds=ttl)
+        token = sign_token(
+            token_keys(self.config)[0], uid, expires_at=expires_at, channel=channel, origin=origin
+        )
+        return token, ttl
 
     # --- sending -------------------------------------------------------------------
 

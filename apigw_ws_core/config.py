@@ -79,6 +79,17 @@ def _check_secret(instance: Any, attribute: Any, value: str | None) -> None:
         )
 
 
+def _check_token_key(instance: Any, attribute: Any, value: str | None) -> None:
+    """A token key must be long enough not to be guessed (32 characters or more)."""
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) < 32:
+        raise ConfigurationError(
+            "token_key must be a string of at least 32 characters; "
+            "generate one with secrets.token_urlsafe(32)"
+        )
+
+
 def _check_range(low: int, high: int) -> Any:
     """Validator: a whole number from ``low`` to ``high`` (not a bool or a string)."""
 
@@ -129,6 +140,12 @@ class Config:
     #: During a rotation, the old secret, still accepted next to ``secret``. Remove it once
     #: API Gateway sends the new one everywhere.
     previous_secret: str | None = attrs.field(default=None, repr=False, validator=_check_secret)
+    #: Key that signs connection tokens (at least 32 characters; e.g.
+    #: ``secrets.token_urlsafe(32)``). Unset: a key derived from ``secret`` (and
+    #: ``previous_secret``, for verifying during a rotation). Set it where there is no
+    #: gateway secret (Lambda integrations), or to keep tokens valid across a secret
+    #: rotation; every process that issues tokens or handles ``$connect`` needs the same.
+    token_key: str | None = attrs.field(default=None, repr=False, validator=_check_token_key)
     #: Accept HTTP calls without a secret. Never in production.
     allow_insecure_no_secret: bool = False
     #: If non-empty, only these API ids / stages are accepted (on top of the secret).
@@ -182,11 +199,13 @@ class Config:
     #: Rate limits (``"N/SECONDS"``) or ``None`` to disable one.
     connect_rate_per_ip: RateLimit | None = attrs.field(default=RateLimit(60, 60), converter=_rate)
     #: Off by default: connects with a token are already bounded by ``token_rate_per_user``
-    #: (each token opens one connection), and every counter costs a storage round trip.
+    #: (each token opens one connection), and every counter costs a statement.
     connect_rate_per_user: RateLimit | None = attrs.field(default=None, converter=_rate)
     message_rate_per_connection: RateLimit | None = attrs.field(
         default=RateLimit(120, 10), converter=_rate
     )
+    #: Tokens a user may redeem: counted at each ``$connect`` that carries a token, inside
+    #: its one transaction (issuing a token is an HMAC and costs nothing to limit).
     token_rate_per_user: RateLimit | None = attrs.field(default=RateLimit(30, 60), converter=_rate)
     #: Channels that keep history (first matching rule wins), e.g.
     #: ``[{"pattern": "room-*", "size": 200, "ttl": 3600}]``; see :mod:`apigw_ws_core.history`.

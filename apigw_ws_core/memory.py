@@ -75,9 +75,11 @@ class MemoryStorage(Storage):
                 undo.append(("counter", (hit.key, hit.window_start)))
                 return self.incr_counter(hit.key, hit.window_start, hit.expires_at)
 
-            def consume(token_hash: str, now: datetime) -> Token | None:
-                undo.append(("token", self.tokens.get(token_hash)))
-                return self.consume_token(token_hash, now)
+            def spend(token: Token) -> bool:
+                spent = self.spend_token(token)
+                if spent:
+                    undo.append(("token", token.token_hash))
+                return spent
 
             def store(admission: Admission) -> None:
                 existing = self.sessions.get(plan.connection_id)
@@ -86,7 +88,7 @@ class MemoryStorage(Storage):
                 self.create_session(admission.session, admission.channels)
 
             try:
-                admission, refusal = plan.run(incr=incr, consume=consume, store=store)
+                admission, refusal = plan.run(incr=incr, spend=spend, store=store)
             except BaseException:
                 for kind, value in reversed(undo):
                     if kind == "counter":
@@ -95,8 +97,8 @@ class MemoryStorage(Storage):
                             self.counters[value] = (count - 1, expires)
                         else:
                             del self.counters[value]
-                    elif value is not None:
-                        self.tokens[value.token_hash] = value
+                    else:
+                        del self.tokens[value]
                 raise
         if refusal is not None:
             raise refusal
@@ -386,25 +388,13 @@ class MemoryStorage(Storage):
             connection_count=len(members),
         )
 
-    def store_token(self, token: Token) -> None:
-        """See :meth:`Storage.store_token`."""
+    def spend_token(self, token: Token) -> bool:
+        """See :meth:`Storage.spend_token`."""
         with self._lock:
             if token.token_hash in self.tokens:
-                raise ValueError("token hash exists")
+                return False
             self.tokens[token.token_hash] = token
-
-    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
-        """See :meth:`Storage.store_token_counted` (under the lock)."""
-        with self._lock:  # the lock makes the default's two steps one
-            super().store_token_counted(token, counters)
-
-    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
-        """See :meth:`Storage.consume_token`."""
-        with self._lock:
-            token = self.tokens.pop(token_hash, None)
-        if token is None or token.expires_at <= now:
-            return None
-        return token
+            return True
 
     def incr_counter(self, key: str, window_start: datetime, expires_at: datetime) -> int:
         """See :meth:`Storage.incr_counter`."""

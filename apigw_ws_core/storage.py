@@ -71,10 +71,13 @@ class Subscription:
 
 @attrs.frozen(kw_only=True)
 class Token:
-    """A single-use connection token. Only the SHA-256 hex digest is ever stored.
+    """A row of the spent-token ledger: a connection token that a ``$connect`` redeemed.
 
-    ``channel`` and ``origin``, when set, bind the token: it only opens that channel from
-    that browser origin.
+    Tokens are signed, not stored (:mod:`apigw_ws_core.tokens`); the ledger only records
+    the ones used, by ``token_hash`` (the SHA-256 hex digest of the token's signed bytes),
+    so that each opens one connection. ``expires_at`` is when cleanup may remove the row
+    (the token's own expiry plus a margin for clock skew). ``channel`` and ``origin``
+    are informational (``None`` in rows the core writes).
     """
 
     token_hash: str
@@ -204,7 +207,7 @@ class JobPart:
 @attrs.frozen(kw_only=True)
 class CounterHit:
     """One rate-limit count to make inside a storage transaction (see
-    :meth:`Storage.connect` and :meth:`Storage.store_token_counted`), so that counting
+    :meth:`Storage.connect`), so that counting
     costs no commit of its own.
 
     ``key``/``window_start``/``expires_at`` are :meth:`Storage.incr_counter`'s arguments;
@@ -244,7 +247,8 @@ class ConnectPlan:
     primitives bound to that transaction. The steps, in order:
 
     1. count ``counters`` (rate limits; past a limit: refused);
-    2. take the token ``token_hash`` (if any) as :meth:`Storage.consume_token` does;
+    2. spend the ``token`` (if any) as :meth:`Storage.spend_token` does: ``admit`` gets it
+       back if this call recorded it first, ``None`` if it was spent before;
     3. ``admit(token, count)`` decides (the token's user, its bindings, the channel
        policy; it may count more hits through ``count``) and returns the
        :class:`Admission`, or raises a refusal;
@@ -253,27 +257,27 @@ class ConnectPlan:
        **nothing** is changed (the whole transaction rolls back).
 
     A refusal in steps 1-3 (any :class:`~apigw_ws_core.errors.ApigwWsError`) commits what
-    was counted and consumed (a refused token stays used, a refused attempt stays counted)
+    was counted and spent (a refused token stays used, a refused attempt stays counted)
     and stores nothing else; any other exception rolls everything back.
     """
 
     connection_id: str
     now: datetime
     admit: Callable[[Token | None, CountFunc], Admission]
-    token_hash: str | None = None
+    token: Token | None = None
     counters: tuple[CounterHit, ...] = ()
 
     def run(
         self,
         *,
         incr: Callable[[CounterHit], int],
-        consume: Callable[[str, datetime], Token | None],
+        spend: Callable[[Token], bool],
         store: Callable[[Admission], None],
     ) -> tuple[Admission | None, ApigwWsError | None]:
         """Run the steps with a backend's primitives (all in the caller's transaction).
 
         :param incr: adds one to a counter and returns the new count.
-        :param consume: takes a token (``consume_token``'s contract).
+        :param spend: records a token as used (``spend_token``'s contract).
         :param store: stores an admission; raises ``ConnectionExists`` when the id has a
             live session (the caller must then roll back).
         :returns: ``(admission, None)``: commit and return it; ``(None, refusal)``:
@@ -286,7 +290,7 @@ class ConnectPlan:
         try:
             for hit in self.counters:
                 count(hit)
-            token = consume(self.token_hash, self.now) if self.token_hash else None
+            token = self.token if self.token is not None and spend(self.token) else None
             admission = self.admit(token, count)
         except ApigwWsError as refusal:
             return None, refusal
@@ -294,23 +298,6 @@ class ConnectPlan:
             raise ValueError("the admission is for another connection id")
         store(admission)
         return admission, None
-
-
-def count_then(
-    counters: Iterable[CounterHit],
-    incr: Callable[[CounterHit], int],
-    then: Callable[[], None],
-) -> ApigwWsError | None:
-    """Count every hit (inside the caller's transaction), then run ``then`` unless one is
-    past its limit. Returns the refusal to raise **after** committing (the counts stay),
-    or ``None``. The rule behind :meth:`Storage.store_token_counted` in every backend."""
-    try:
-        for hit in counters:
-            hit.check(incr(hit))
-    except ApigwWsError as refusal:
-        return refusal
-    then()
-    return None
 
 
 class Storage(abc.ABC):
@@ -358,7 +345,7 @@ class Storage(abc.ABC):
             raise ConnectionExists()
         admission, refusal = plan.run(
             incr=lambda hit: self.incr_counter(hit.key, hit.window_start, hit.expires_at),
-            consume=self.consume_token,
+            spend=self.spend_token,
             store=store,
         )
         if refusal is not None:
@@ -577,31 +564,12 @@ class Storage(abc.ABC):
     # --- tokens --------------------------------------------------------------------
 
     @abc.abstractmethod
-    def store_token(self, token: Token) -> None:
-        """Store a new token (hash only). Raises ``ValueError`` if the hash exists."""
+    def spend_token(self, token: Token) -> bool:
+        """Record ``token`` in the spent-token ledger: ``True`` if this call recorded it,
+        ``False`` if its ``token_hash`` was recorded before (a replay).
 
-    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
-        """Count ``counters`` and, unless one is past its limit, store ``token``, in **one**
-        transaction. A refused hit still counts (it is committed); the token is then not
-        stored and ``RateLimited`` is raised.
-
-        This default uses :meth:`incr_counter` and :meth:`store_token` (a commit each); the
-        bundled backends override it with one transaction.
-        """
-        refusal = count_then(
-            counters,
-            lambda hit: self.incr_counter(hit.key, hit.window_start, hit.expires_at),
-            lambda: self.store_token(token),
-        )
-        if refusal is not None:
-            raise refusal
-
-    @abc.abstractmethod
-    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
-        """Atomically take the token: return it and make it unusable, or return ``None``
-        if it is unknown, already consumed or expired at ``now``.
-
-        Under any concurrency exactly one caller gets the token.
+        Under any concurrency exactly one caller gets ``True``. Rows stay until
+        :meth:`cleanup` removes them after ``expires_at``.
         """
 
     # --- rate-limit counters ---------------------------------------------------------
@@ -622,7 +590,7 @@ class Storage(abc.ABC):
         keep_disconnected_seconds: int = 86400,
         dry_run: bool = False,
     ) -> CleanupReport:
-        """Remove expired or consumed tokens, expired counters and expired history
+        """Remove spent tokens past their ``expires_at``, expired counters and expired history
         messages, mark connected sessions older than ``session_max_age_seconds`` (API
         Gateway's 2 h maximum) disconnected, and delete disconnected sessions older than
         ``keep_disconnected_seconds``. With ``dry_run`` count only."""

@@ -325,7 +325,7 @@ class StorageContract:
         empty = storage.presence("empty")
         assert empty.user_ids == frozenset() and empty.connection_count == 0
 
-    def test_token_single_use(self, storage: Storage) -> None:
+    def test_token_spent_once(self, storage: Storage) -> None:
         now = _now()
         tok = Token(
             token_hash="a" * 64,
@@ -335,57 +335,20 @@ class StorageContract:
             channel="room",
             origin="https://example.com",
         )
-        storage.store_token(tok)
-        got = storage.consume_token("a" * 64, now)
-        assert got is not None
-        assert got.user_id == "42" and got.channel == "room" and got.origin == "https://example.com"
-        assert got.expires_at == tok.expires_at
-        assert storage.consume_token("a" * 64, now) is None
-        assert storage.consume_token("b" * 64, now) is None
+        assert storage.spend_token(tok) is True
+        assert storage.spend_token(tok) is False  # a replay
+        assert storage.spend_token(attrs.evolve(tok, user_id="1")) is False  # same hash
+        assert storage.spend_token(attrs.evolve(tok, token_hash="b" * 64)) is True
 
-    def test_token_duplicate_hash_refused(self, storage: Storage) -> None:
-        now = _now()
-        tok = Token(
-            token_hash="d" * 64, user_id="1", created_at=now, expires_at=now + timedelta(seconds=60)
-        )
-        storage.store_token(tok)
-        _raises(ValueError, lambda: storage.store_token(tok))
-
-    def test_token_expired(self, storage: Storage) -> None:
-        now = _now()
-        storage.store_token(
-            Token(
-                token_hash="c" * 64,
-                user_id="1",
-                created_at=now - timedelta(seconds=120),
-                expires_at=now - timedelta(seconds=60),
-            )
-        )
-        assert storage.consume_token("c" * 64, now) is None
-        storage.store_token(
-            Token(
-                token_hash="e" * 64,
-                user_id="1",
-                created_at=now,
-                expires_at=now + timedelta(seconds=60),
-            )
-        )
-        assert storage.consume_token("e" * 64, now + timedelta(seconds=61)) is None
-
-    def test_token_consumed_once_under_concurrency(
+    def test_token_spent_once_under_concurrency(
         self, storage: Storage, storage_factory: Callable[[], Storage] | None
     ) -> None:
         now = _now()
-        storage.store_token(
-            Token(
-                token_hash="f" * 64,
-                user_id="9",
-                created_at=now,
-                expires_at=now + timedelta(seconds=60),
-            )
+        tok = Token(
+            token_hash="f" * 64, user_id="9", created_at=now, expires_at=now + timedelta(seconds=60)
         )
         run_race(
-            lambda s: s.consume_token("f" * 64, now),
+            lambda s: True if s.spend_token(tok) else None,
             storage,
             storage_factory,
             threads=20,
@@ -437,19 +400,15 @@ class StorageContract:
         got = storage.get_gateway("main")
         assert got is not None and got.resources == {"api": "abc123"} and got.status == "partial"
 
-    # --- $connect in one transaction, token issuance with its rate count --------------
+    # --- $connect in one transaction (counters, spent token, session) --------------
 
-    def _connect_fixture(self, storage: Storage, hash_char: str) -> tuple[str, CounterHit]:
+    def _connect_fixture(self, storage: Storage, hash_char: str) -> tuple[Token, CounterHit]:
         now = _now()
-        token_hash = hash_char * 64
-        storage.store_token(
-            Token(
-                token_hash=token_hash,
-                user_id="7",
-                created_at=now,
-                expires_at=now + timedelta(seconds=60),
-                channel="lobby",
-            )
+        token = Token(
+            token_hash=hash_char * 64,
+            user_id="7",
+            created_at=now,
+            expires_at=now + timedelta(seconds=60),
         )
         hit = CounterHit(
             key=f"connect:ip:{hash_char}",
@@ -457,12 +416,12 @@ class StorageContract:
             expires_at=now + timedelta(seconds=60),
             limit=5,
         )
-        return token_hash, hit
+        return token, hit
 
     @staticmethod
     def _plan(
         cid: str,
-        token_hash: str | None,
+        token: Token | None,
         counters: tuple[CounterHit, ...],
         admit: Callable[[Token | None, CountFunc], Admission] | None = None,
     ) -> ConnectPlan:
@@ -474,7 +433,7 @@ class StorageContract:
             connection_id=cid,
             now=_now(),
             admit=admit or default_admit,
-            token_hash=token_hash,
+            token=token,
             counters=counters,
         )
 
@@ -483,8 +442,8 @@ class StorageContract:
         """The counter's value (this adds one, so subtract it)."""
         return storage.incr_counter(hit.key, hit.window_start, hit.expires_at) - 1
 
-    def test_connect_stores_session_channels_and_takes_token(self, storage: Storage) -> None:
-        token_hash, hit = self._connect_fixture(storage, "3")
+    def test_connect_stores_session_channels_and_spends_token(self, storage: Storage) -> None:
+        token, hit = self._connect_fixture(storage, "3")
         seen: list[Token | None] = []
 
         def admit(token: Token | None, count: CountFunc) -> Admission:
@@ -494,32 +453,32 @@ class StorageContract:
                 channels=("extra",),
             )
 
-        admission = storage.connect(self._plan("conn-connect-01=", token_hash, (hit,), admit))
-        assert seen[0] is not None and seen[0].user_id == "7" and seen[0].channel == "lobby"
+        admission = storage.connect(self._plan("conn-connect-01=", token, (hit,), admit))
+        assert seen[0] == token
         assert admission.session.user_id == "7"
         got = storage.get_session("conn-connect-01=")
         assert got is not None and got.connected and got.user_id == "7"
         assert storage.channels_of("conn-connect-01=") == ["extra", "lobby"]
-        assert storage.consume_token(token_hash, _now()) is None  # taken
+        assert storage.spend_token(token) is False  # spent
         assert self._counter_now(storage, hit) == 1
 
     def test_connect_refusal_keeps_token_taken_and_attempt_counted(self, storage: Storage) -> None:
-        token_hash, hit = self._connect_fixture(storage, "4")
+        token, hit = self._connect_fixture(storage, "4")
 
         def refuse(token: Token | None, count: CountFunc) -> Admission:
             raise ChannelForbidden()
 
         _raises(
             ChannelForbidden,
-            lambda: storage.connect(self._plan("conn-connect-02=", token_hash, (hit,), refuse)),
+            lambda: storage.connect(self._plan("conn-connect-02=", token, (hit,), refuse)),
         )
         assert storage.get_session("conn-connect-02=") is None
         assert storage.channels_of("conn-connect-02=") == []
-        assert storage.consume_token(token_hash, _now()) is None  # burnt
+        assert storage.spend_token(token) is False  # burnt
         assert self._counter_now(storage, hit) == 1  # counted
 
     def test_connect_counts_inside_admit(self, storage: Storage) -> None:
-        token_hash, hit = self._connect_fixture(storage, "5")
+        token, hit = self._connect_fixture(storage, "5")
         user_hit = attrs.evolve(hit, key="connect:user:7", limit=0, retry_after=9)
 
         def admit(token: Token | None, count: CountFunc) -> Admission:
@@ -529,7 +488,7 @@ class StorageContract:
         assert (
             _raises(
                 RateLimited,
-                lambda: storage.connect(self._plan("conn-connect-03=", token_hash, (hit,), admit)),
+                lambda: storage.connect(self._plan("conn-connect-03=", token, (hit,), admit)),
             ).retry_after
             == 9
         )
@@ -538,28 +497,28 @@ class StorageContract:
         assert self._counter_now(storage, hit) == 1
 
     def test_connect_rate_limited_first_leaves_token(self, storage: Storage) -> None:
-        token_hash, hit = self._connect_fixture(storage, "6")
+        token, hit = self._connect_fixture(storage, "6")
         full = attrs.evolve(hit, limit=0)
         _raises(
             RateLimited,
-            lambda: storage.connect(self._plan("conn-connect-04=", token_hash, (full,))),
+            lambda: storage.connect(self._plan("conn-connect-04=", token, (full,))),
         )
         assert storage.get_session("conn-connect-04=") is None
         assert self._counter_now(storage, full) == 1
-        assert storage.consume_token(token_hash, _now()) is not None  # never taken
+        assert storage.spend_token(token) is True  # never spent
 
     def test_connect_on_live_session_is_refused_and_changes_nothing(self, storage: Storage) -> None:
         storage.create_session(_session("conn-connect-05=", channel="a", user="42"), ["x"])
         before = storage.get_session("conn-connect-05=")
-        token_hash, hit = self._connect_fixture(storage, "7")
+        token, hit = self._connect_fixture(storage, "7")
         _raises(
             ConnectionExists,
-            lambda: storage.connect(self._plan("conn-connect-05=", token_hash, (hit,))),
+            lambda: storage.connect(self._plan("conn-connect-05=", token, (hit,))),
         )
         assert storage.get_session("conn-connect-05=") == before
         assert storage.channels_of("conn-connect-05=") == ["a", "x"]
         assert self._counter_now(storage, hit) == 0  # rolled back
-        assert storage.consume_token(token_hash, _now()) is not None  # not taken
+        assert storage.spend_token(token) is True  # not spent
         # anonymous too
         _raises(ConnectionExists, lambda: storage.connect(self._plan("conn-connect-05=", None, ())))
         assert storage.get_session("conn-connect-05=") == before
@@ -573,17 +532,17 @@ class StorageContract:
         assert storage.channels_of("conn-connect-06=") == ["extra", "lobby"]
 
     def test_connect_error_rolls_everything_back(self, storage: Storage) -> None:
-        token_hash, hit = self._connect_fixture(storage, "8")
+        token, hit = self._connect_fixture(storage, "8")
 
         def broken(token: Token | None, count: CountFunc) -> Admission:
             raise RuntimeError("a bug, not a refusal")
 
         _raises(
             RuntimeError,
-            lambda: storage.connect(self._plan("conn-connect-07=", token_hash, (hit,), broken)),
+            lambda: storage.connect(self._plan("conn-connect-07=", token, (hit,), broken)),
         )
         assert storage.get_session("conn-connect-07=") is None
-        assert storage.consume_token(token_hash, _now()) is not None
+        assert storage.spend_token(token) is True  # rolled back
         assert self._counter_now(storage, hit) == 0
 
     def test_connect_race_on_one_id_has_one_winner(
@@ -613,36 +572,25 @@ class StorageContract:
         assert sorted(ids) == [f"conn-age-{i:06d}=" for i in (2, 3, 4, 6)]
         assert len(set(ids)) == len(ids)
 
-    def test_store_token_counted(self, storage: Storage) -> None:
-        now = _now()
-        hit = CounterHit(
-            key="token:user:7",
-            window_start=now,
-            expires_at=now + timedelta(seconds=60),
-            limit=1,
-            retry_after=3,
-        )
+    def test_connect_with_a_spent_token_gets_none(self, storage: Storage) -> None:
+        token, hit = self._connect_fixture(storage, "9")
+        assert storage.spend_token(token) is True
+        seen: list[Token | None] = []
 
-        def token(char: str) -> Token:
-            return Token(
-                token_hash=char * 64,
-                user_id="7",
-                created_at=now,
-                expires_at=now + timedelta(seconds=60),
-            )
+        def admit(got: Token | None, count: CountFunc) -> Admission:
+            seen.append(got)
+            raise ChannelForbidden()  # what the core does with a replay: refuse
 
-        storage.store_token_counted(token("a"), [hit])
-        assert (
-            _raises(RateLimited, lambda: storage.store_token_counted(token("b"), [hit])).retry_after
-            == 3
+        _raises(
+            ChannelForbidden,
+            lambda: storage.connect(self._plan("conn-connect-09=", token, (hit,), admit)),
         )
-        assert storage.consume_token("a" * 64, now) is not None
-        assert storage.consume_token("b" * 64, now) is None  # not stored
-        assert self._counter_now(storage, hit) == 2  # the refused attempt counted
+        assert seen == [None]
+        assert self._counter_now(storage, hit) == 1  # the replay counted
 
     def test_cleanup(self, storage: Storage) -> None:
         now = _now()
-        storage.store_token(
+        storage.spend_token(
             Token(
                 token_hash="1" * 64,
                 user_id="1",
@@ -650,7 +598,7 @@ class StorageContract:
                 expires_at=now - timedelta(minutes=1),
             )
         )
-        storage.store_token(
+        storage.spend_token(
             Token(
                 token_hash="2" * 64,
                 user_id="1",
@@ -677,7 +625,8 @@ class StorageContract:
         old = storage.get_session("old-conn-000000=")
         assert old is not None and old.connected is False
         assert _all(storage) == ["new-conn-000000="]
-        assert storage.consume_token("2" * 64, now) is not None
+        kept = Token(token_hash="2" * 64, user_id="1", created_at=now, expires_at=now)
+        assert storage.spend_token(kept) is False  # not yet expired: kept
         again = storage.cleanup(now)
         assert (again.expired_tokens, again.stale_sessions, again.old_disconnected) == (0, 0, 0)
 

@@ -11,8 +11,9 @@ Design choices worth copying into any backend:
 * a ``$connect`` (rate counters, the token, the session and its channels) is ONE
   transaction: :meth:`ConnectPlan.run <apigw_ws_core.storage.ConnectPlan.run>` runs its
   steps with primitives bound to that transaction;
-* single-use tokens are *deleted* as they are consumed, in one ``DELETE ... RETURNING``
-  statement, so exactly one caller can get a token;
+* a spent token is recorded with one ``INSERT ... ON CONFLICT DO NOTHING`` under the
+  token hash's primary key: its row count says whether this caller spent it first, so a
+  token opens one connection however many race with it;
 * counters are one upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``);
 * connection ids are streamed with keyset pagination, never loaded all at once;
 * a channel's history position is one upsert ``... RETURNING`` in the same transaction as
@@ -41,7 +42,6 @@ from apigw_ws_core.storage import (
     Admission,
     CleanupReport,
     ConnectPlan,
-    CounterHit,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -50,7 +50,6 @@ from apigw_ws_core.storage import (
     Session,
     Storage,
     Token,
-    count_then,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -140,37 +139,19 @@ def _session(row: sqlite3.Row) -> Session:
     )
 
 
-def _insert_token(db: sqlite3.Connection, token: Token) -> None:
-    try:
-        db.execute(
-            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                token.token_hash,
-                token.user_id,
-                _us(token.created_at),
-                _us(token.expires_at),
-                token.channel,
-                token.origin,
-            ),
-        )
-    except sqlite3.IntegrityError as exc:
-        raise ValueError("token hash already stored") from exc
-
-
-def _consume(db: sqlite3.Connection, token_hash: str, now: datetime) -> Token | None:
-    row = db.execute(
-        "DELETE FROM tokens WHERE token_hash = ? RETURNING *", (token_hash,)
-    ).fetchone()
-    if row is None or row["expires_at"] <= _us(now):
-        return None
-    return Token(
-        token_hash=row["token_hash"],
-        user_id=row["user_id"],
-        created_at=EPOCH + timedelta(microseconds=row["created_at"]),
-        expires_at=EPOCH + timedelta(microseconds=row["expires_at"]),
-        channel=row["channel"],
-        origin=row["origin"],
+def _spend(db: sqlite3.Connection, token: Token) -> bool:
+    cursor = db.execute(
+        "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+        (
+            token.token_hash,
+            token.user_id,
+            _us(token.created_at),
+            _us(token.expires_at),
+            token.channel,
+            token.origin,
+        ),
     )
+    return cursor.rowcount == 1
 
 
 def _incr(db: sqlite3.Connection, key: str, window_start: datetime, expires_at: datetime) -> int:
@@ -236,7 +217,7 @@ class SqliteStorage(Storage):
         with self._transaction() as db:
             admission, refusal = plan.run(
                 incr=lambda hit: _incr(db, hit.key, hit.window_start, hit.expires_at),
-                consume=lambda token_hash, now: _consume(db, token_hash, now),
+                spend=lambda token: _spend(db, token),
                 store=store,
             )
         if refusal is not None:
@@ -719,26 +700,10 @@ class SqliteStorage(Storage):
 
     # --- tokens --------------------------------------------------------------------
 
-    def store_token(self, token: Token) -> None:
-        """Store a token's hash; a duplicate hash is a ``ValueError``."""
+    def spend_token(self, token: Token) -> bool:
+        """Record a spent token; ``False`` if it was recorded before (one statement)."""
         with self._transaction() as db:
-            _insert_token(db, token)
-
-    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
-        """Count the rate-limit hits and store the token in one transaction."""
-        with self._transaction() as db:
-            refusal = count_then(
-                counters,
-                lambda hit: _incr(db, hit.key, hit.window_start, hit.expires_at),
-                lambda: _insert_token(db, token),
-            )
-        if refusal is not None:
-            raise refusal
-
-    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
-        """Delete and return the token in one statement: only one caller can win."""
-        with self._transaction() as db:
-            return _consume(db, token_hash, now)
+            return _spend(db, token)
 
     # --- rate-limit counters ---------------------------------------------------------
 

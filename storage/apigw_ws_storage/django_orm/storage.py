@@ -6,17 +6,16 @@ cheap and needs no transaction (``BEGIN``/``COMMIT`` are round trips too):
 =========================  =====================================================================
 method                     statements
 =========================  =====================================================================
-``connect``                one transaction: the connect-rate upsert, ``DELETE ... RETURNING``
-                           of the token, INSERT session (``ON CONFLICT DO NOTHING``; MariaDB:
-                           in a savepoint), INSERT subscription(s); one commit
+``connect``                one transaction: the connect-rate and token-rate upserts, INSERT
+                           of the spent token (``ON CONFLICT DO NOTHING``; MariaDB: ``INSERT
+                           IGNORE``), INSERT session (``ON CONFLICT DO NOTHING``; MariaDB: in
+                           a savepoint), INSERT subscription(s); one commit
 ``create_session``         the same session and subscription INSERTs in one transaction (an
                            existing id is replaced)
-``store_token_counted``    one transaction: the token-rate upsert + INSERT token; one commit
 ``get_session``            one SELECT by the unique connection id
 ``mark_disconnected``      per batch of 500 ids: one UPDATE, plus one DELETE of subscriptions
                            when something changed
-``consume_token``          one ``DELETE ... RETURNING`` (PostgreSQL, SQLite >= 3.35, MariaDB
-                           >= 10.5); MySQL: SELECT + DELETE, the DELETE's row count decides
+``spend_token``            one INSERT that ignores a duplicate hash (its row count decides)
 ``incr_counter``           one upsert ``... RETURNING`` (PostgreSQL, SQLite, MariaDB); MySQL:
                            upsert + ``SELECT LAST_INSERT_ID()`` on the same connection
 ``subscribe``              one ``INSERT ... SELECT`` that ignores duplicates
@@ -27,9 +26,9 @@ method                     statements
 ``read_history``           two SELECTs (position; a range of the ``(channel, offset)`` index)
 =========================  =====================================================================
 
-Exactly-once token consumption holds under any concurrency because the DELETE both tests
-and removes the row: of several racing deletes only one can remove it (PostgreSQL and
-InnoDB re-check the row after waiting on its lock; SQLite serialises writers).
+Exactly-once token use holds under any concurrency because the spent-token INSERT both
+tests and records the hash under its unique index: of several racing inserts only one adds
+the row (the others wait on the index entry, then insert nothing).
 
 User ids are strings in the core; here they are converted with the user model's primary
 key field (``str(user.pk)`` on the way out). ``USE_TZ`` must be ``True``.
@@ -57,7 +56,7 @@ from django.db.models import Count, F, Field, Max, Value
 from django.db.models.functions import Coalesce
 from django.utils.dateparse import parse_datetime
 
-from apigw_ws_core.errors import ConnectionExists
+from apigw_ws_core.errors import ConnectionExists, InvalidToken
 from apigw_ws_core.gateways import GatewayRecord
 from apigw_ws_core.storage import (
     JOB_FINISHED,
@@ -74,7 +73,6 @@ from apigw_ws_core.storage import (
     Session,
     Storage,
     Token,
-    count_then,
 )
 from apigw_ws_storage.django_orm import models as m
 
@@ -131,6 +129,10 @@ class DjangoStorage(Storage):
                 return fn()
         return fn()
 
+    def _user_exists(self, user_id: str) -> bool:
+        users = get_user_model()._default_manager.using(self.using)
+        return bool(users.filter(pk=self._user_pk(user_id)).exists())
+
     @staticmethod
     def _user_pk(user_id: str | None) -> Any:
         """The user model primary key value for a core user id string."""
@@ -179,12 +181,19 @@ class DjangoStorage(Storage):
     def connect(self, plan: ConnectPlan) -> Admission:
         """See :meth:`Storage.connect`: every step in one ``transaction.atomic`` block
         (inside the caller's transaction, a savepoint), so one commit."""
-        with transaction.atomic(using=self.using):
-            admission, refusal = plan.run(
-                incr=self._incr_hit,
-                consume=self.consume_token,
-                store=lambda a: self._store_session(a.session, a.channels, replace_live=False),
-            )
+        try:
+            with transaction.atomic(using=self.using):
+                admission, refusal = plan.run(
+                    incr=self._incr_hit,
+                    spend=self.spend_token,
+                    store=lambda a: self._store_session(a.session, a.channels, replace_live=False),
+                )
+        except IntegrityError as exc:
+            # the token's user was deleted since it was issued (a foreign key checked at
+            # commit): the token is no longer any user's
+            if plan.token is not None and not self._user_exists(plan.token.user_id):
+                raise InvalidToken() from exc
+            raise
         if refusal is not None:
             raise refusal
         assert admission is not None
@@ -246,7 +255,26 @@ class DjangoStorage(Storage):
 
     def _raw_insert(self, model: type[Any], values: dict[str, Any], tail: str = "") -> list[Any]:
         """One ``INSERT`` of ``values`` (field names, values converted by each field as the
-        ORM would) plus ``tail``, without building a model instance; the rows it returned."""
+        ORM would) plus ``tail``, without building a model instance; the rows it returned
+        (``tail`` with ``RETURNING``)."""
+        sql, params = self._insert_sql(model, values, tail)
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if tail else []
+
+    def _insert_count(
+        self, model: type[Any], values: dict[str, Any], tail: str = "", *, ignore: bool = False
+    ) -> int:
+        """Like :meth:`_raw_insert` (``INSERT IGNORE`` with ``ignore``), returning the
+        number of rows inserted."""
+        sql, params = self._insert_sql(model, values, tail, ignore=ignore)
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
+
+    def _insert_sql(
+        self, model: type[Any], values: dict[str, Any], tail: str, *, ignore: bool = False
+    ) -> tuple[str, list[Any]]:
         conn = self.connection
         q = self._q
         columns, params = [], []
@@ -255,13 +283,12 @@ class DjangoStorage(Storage):
             assert isinstance(field, Field)
             columns.append(q(field.column))
             params.append(field.get_db_prep_save(value, conn))
+        verb = "INSERT IGNORE" if ignore else "INSERT"
         sql = (
-            f"INSERT INTO {q(model._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608 - quoted identifiers only
+            f"{verb} INTO {q(model._meta.db_table)} ({', '.join(columns)}) "
             f"VALUES ({', '.join(['%s'] * len(params))}){tail}"
         )
-        with conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall()) if tail else []
+        return sql, params
 
     def _insert_subscriptions(self, session_pk: int, names: Sequence[str], at: datetime) -> None:
         subs = m.WebSocketSubscription.objects.using(self.using)
@@ -798,69 +825,27 @@ class DjangoStorage(Storage):
 
     # --- tokens --------------------------------------------------------------------
 
-    def store_token(self, token: Token) -> None:
-        """See :meth:`Storage.store_token` (one INSERT)."""
-        try:
-            self._guarded(lambda: self._insert_token(token))
-        except IntegrityError as exc:
-            raise ValueError("token hash already exists (or the user does not)") from exc
-
-    def _insert_token(self, token: Token) -> None:
-        self._raw_insert(
-            m.WebSocketToken,
-            {
-                "token_hash": token.token_hash,
-                "user_id": self._user_pk(token.user_id),
-                "created_at": token.created_at,
-                "expires_at": token.expires_at,
-                "channel": token.channel,
-                "origin": token.origin,
-            },
-        )
-
-    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
-        """See :meth:`Storage.store_token_counted`: the counter upserts and the INSERT in
-        one transaction."""
-        try:  # no savepoint: a failed INSERT rolls the whole transaction back anyway
-            with transaction.atomic(using=self.using):
-                refusal = count_then(counters, self._incr_hit, lambda: self._insert_token(token))
-        except IntegrityError as exc:
-            raise ValueError("token hash already exists (or the user does not)") from exc
-        if refusal is not None:
-            raise refusal
-
-    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
-        """See :meth:`Storage.consume_token`: the row is deleted by the statement that
-        reads it, so exactly one caller gets it."""
+    def spend_token(self, token: Token) -> bool:
+        """See :meth:`Storage.spend_token`: one INSERT that ignores a duplicate hash
+        (``ON CONFLICT DO NOTHING``; MySQL/MariaDB ``INSERT IGNORE``), its row count
+        deciding. A user deleted since the token was issued counts as spent."""
         q = self._q
-        table = q(m.WebSocketToken._meta.db_table)
-        cols = ", ".join(q(c) for c in ("user_id", "created_at", "expires_at", "channel", "origin"))
-        where = f"{q('token_hash')} = %s AND {q('expires_at')} > %s"
-        params = [token_hash, self._dt(now)]
-        with self.connection.cursor() as cursor:
-            if self._supports_returning():
-                cursor.execute(f"DELETE FROM {table} WHERE {where} RETURNING {cols}", params)  # noqa: S608 - quoted identifiers only
-                rows = cursor.fetchall()
-                if not rows:
-                    return None
-                row = rows[0]
-            else:
-                cursor.execute(f"SELECT {cols} FROM {table} WHERE {where}", params)  # noqa: S608 - quoted identifiers only
-                row = cursor.fetchone()
-                if row is None:
-                    return None
-                cursor.execute(f"DELETE FROM {table} WHERE {where}", params)  # noqa: S608 - quoted identifiers only
-                if cursor.rowcount != 1:
-                    return None
-        user, created, expires, channel, origin = row
-        return Token(
-            token_hash=token_hash,
-            user_id=str(user),
-            created_at=_aware(created),
-            expires_at=_aware(expires),
-            channel=channel,
-            origin=origin,
-        )
+        try:
+            user_pk = self._user_pk(token.user_id)
+        except ValueError:  # not an id of this user model: never a token of ours
+            return False
+        values = {
+            "token_hash": token.token_hash,
+            "user_id": user_pk,
+            "created_at": token.created_at,
+            "expires_at": token.expires_at,
+            "channel": token.channel,
+            "origin": token.origin,
+        }
+        if self.connection.vendor == "mysql":
+            return self._insert_count(m.WebSocketToken, values, ignore=True) == 1
+        tail = f" ON CONFLICT ({q('token_hash')}) DO NOTHING"
+        return self._insert_count(m.WebSocketToken, values, tail) == 1
 
     # --- counters ------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ commit the app's pending changes and closing its session would roll them back.
 
 Round trips per pipeline step (the pipeline's storage calls, one statement each unless
 noted): message = ``get_session`` (1; the message rate limit counts in process by default);
-``$connect`` with a token = ONE transaction: connect-rate upsert + ``DELETE ... RETURNING``
-of the token + session insert + one multi-row subscription insert, one commit; the token
-endpoint = ONE transaction: token-rate upsert + token insert; ``$disconnect`` = one
-``UPDATE`` + one ``DELETE`` (2).
+``$connect`` with a token = ONE transaction: connect-rate and token-rate upserts + the
+spent-token insert (``ON CONFLICT DO NOTHING``; MariaDB ``INSERT IGNORE``) + session insert
++ one multi-row subscription insert, one commit; the token endpoint = no storage call
+(tokens are signed); ``$disconnect`` = one ``UPDATE`` + one ``DELETE`` (2).
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ from apigw_ws_core.storage import (
     Admission,
     CleanupReport,
     ConnectPlan,
-    CounterHit,
     HistoryMessage,
     HistoryPage,
     JobCounts,
@@ -71,7 +70,6 @@ from apigw_ws_core.storage import (
     Session,
     Storage,
     Token,
-    count_then,
 )
 from apigw_ws_storage.sqla.models import DEFAULT_MODELS, Models
 
@@ -222,7 +220,7 @@ class SqlaStorage(Storage):
         with self.begin() as conn:
             admission, refusal = plan.run(
                 incr=lambda hit: self._incr(conn, hit.key, hit.window_start, hit.expires_at),
-                consume=lambda token_hash, now: self._consume(conn, token_hash, now),
+                spend=lambda token: self._spend(conn, token),
                 store=lambda a: self._store_session(
                     conn, a.session, a.channels, replace_live=False
                 ),
@@ -785,66 +783,46 @@ class SqlaStorage(Storage):
 
     # --- tokens --------------------------------------------------------------------
 
-    def store_token(self, token: Token) -> None:
-        """See :meth:`Storage.store_token`."""
+    def spend_token(self, token: Token) -> bool:
+        """See :meth:`Storage.spend_token`: one insert that ignores a duplicate hash."""
         with self.begin() as conn:
-            self._insert_token(conn, token)
+            return self._spend(conn, token)
 
-    def store_token_counted(self, token: Token, counters: Sequence[CounterHit] = ()) -> None:
-        """See :meth:`Storage.store_token_counted`: the counter upserts and the token insert
-        on one connection, one commit."""
-        with self.begin() as conn:
-            refusal = count_then(
-                counters,
-                lambda hit: self._incr(conn, hit.key, hit.window_start, hit.expires_at),
-                lambda: self._insert_token(conn, token),
-            )
-        if refusal is not None:
-            raise refusal
-
-    def _insert_token(self, conn: Connection, token: Token) -> None:
-        """INSERT the token; a duplicate hash (or unknown user) is a ``ValueError`` and
-        rolls back the whole unit of work."""
-        try:
-            conn.execute(
-                insert(self._tokens).values(
-                    token_hash=token.token_hash,
-                    user_id=token.user_id,
-                    created_at=token.created_at,
-                    expires_at=token.expires_at,
-                    channel=token.channel,
-                    origin=token.origin,
-                )
-            )
-        except IntegrityError as exc:
-            raise ValueError("token hash exists") from exc
-
-    def consume_token(self, token_hash: str, now: datetime) -> Token | None:
-        """See :meth:`Storage.consume_token`: ``DELETE ... RETURNING`` where the dialect
-        has it (PostgreSQL, SQLite >= 3.35, MariaDB), else ``SELECT`` then ``DELETE`` and
-        only the caller whose ``DELETE`` removed the row wins."""
-        with self.begin() as conn:
-            return self._consume(conn, token_hash, now)
-
-    def _consume(self, conn: Connection, token_hash: str, now: datetime) -> Token | None:
+    def _spend(self, conn: Connection, token: Token) -> bool:
+        """INSERT the ledger row unless its hash is there; ``True`` if inserted. Never
+        breaks the transaction: ``ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite,
+        ``INSERT IGNORE`` on MySQL/MariaDB, a savepoint elsewhere."""
         t = self._tokens
-        where = t.c.token_hash == token_hash
-        if conn.dialect.delete_returning:
-            row = conn.execute(delete(t).where(where).returning(*t.c)).mappings().first()
+        row = {
+            "token_hash": token.token_hash,
+            "user_id": token.user_id,
+            "created_at": token.created_at,
+            "expires_at": token.expires_at,
+            "channel": token.channel,
+            "origin": token.origin,
+        }
+        name = conn.dialect.name
+        if name in ("postgresql", "sqlite"):
+            ins = (postgresql if name == "postgresql" else sqlite).insert(t).values(row)
+            statement: Any = ins.on_conflict_do_nothing(index_elements=[t.c.token_hash])
+        elif name in _MYSQL:
+            statement = insert(t).values(row).prefix_with("IGNORE")
         else:
-            row = conn.execute(select(t).where(where)).mappings().first()
-            if row is not None and conn.execute(delete(t).where(where)).rowcount != 1:
-                row = None
-        if row is None or row["expires_at"] <= now:
-            return None
-        return Token(
-            token_hash=row["token_hash"],
-            user_id=row["user_id"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-            channel=row["channel"],
-            origin=row["origin"],
-        )
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(t).values(row))
+            except IntegrityError:
+                if (
+                    conn.execute(
+                        select(t.c.token_hash).where(t.c.token_hash == token.token_hash)
+                    ).first()
+                    is None
+                ):
+                    raise
+                return False
+            return True
+        result = conn.execute(statement, execution_options={"preserve_rowcount": True})
+        return result.rowcount == 1
 
     # --- rate-limit counters ---------------------------------------------------------
 
