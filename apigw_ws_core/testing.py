@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -34,7 +34,7 @@ try:  # the contract suite needs pytest; the rest of this module does not
 except ImportError:  # pragma: no cover
     pytest = None  # type: ignore[assignment]
 
-from apigw_ws_core.errors import ChannelForbidden, ConnectionExists, RateLimited
+from apigw_ws_core.errors import ChannelForbidden, ConnectionExists, InvalidToken, RateLimited
 from apigw_ws_core.events import (
     HEADER_CONNECTION_ID,
     HEADER_EVENT_TYPE,
@@ -56,7 +56,11 @@ from apigw_ws_core.storage import (
     Storage,
     Token,
 )
+from apigw_ws_core.tokens import token_keys, verify_token
 from apigw_ws_core.transport import RecordingTransport, SentMessage
+
+if TYPE_CHECKING:
+    from apigw_ws_core.app import WebSocketApp
 
 __all__ = [
     "RecordingTransport",
@@ -65,7 +69,21 @@ __all__ = [
     "gateway_headers",
     "lambda_event",
     "new_connection_id",
+    "redeem_token",
 ]
+
+
+def redeem_token(
+    app: WebSocketApp, token: str, *, channel: str | None = None, origin: str | None = None
+) -> str:
+    """Redeem ``token`` as a ``$connect`` to ``channel`` from ``origin`` would, without
+    one: check its signature, expiry and bindings, then spend it in the app's storage.
+    Returns its user id; raises ``InvalidToken`` otherwise. For tests of token issuers
+    (CLIs, views): a token it accepted can never be used again."""
+    claims = verify_token(token_keys(app.config), token, now=app.clock())
+    if not claims.binds(channel, origin) or not app.storage.spend_token(claims.spent(app.clock())):
+        raise InvalidToken()
+    return claims.user_id
 
 
 def new_connection_id() -> str:
