@@ -238,7 +238,7 @@ def ours(db: str, name: str, tmp: str) -> Callable[[str, int], Timing]:
             APIGW_WS={
                 "SECRET": SECRET,
                 "TRANSPORT": "apigw_ws_core.transport.RecordingTransport",
-                "TOKEN_RATE_PER_USER": "1000000/60",  # counted, never reached
+                "TOKEN_RATE_PER_USER": "1000000/60",  # counted at $connect, never reached
             },
         )
     )

@@ -8,7 +8,10 @@ Configuration comes from the function's environment:
 * ``DATABASE_URL``: SQLAlchemy URL of a database both functions reach (e.g. RDS PostgreSQL);
 * ``APIGW_WS_MANAGEMENT_ENDPOINT``: ``https://{api-id}.execute-api.{region}.amazonaws.com/{stage}``
   (unset: the running local gateway, when you try it locally);
-* ``APIGW_WS_URL``: the ``wss://`` URL browsers connect to.
+* ``APIGW_WS_URL``: the ``wss://`` URL browsers connect to;
+* ``APIGW_WS_TOKEN_KEY``: the key that signs connection tokens, the same in both functions
+  (``python -c "import secrets; print(secrets.token_urlsafe(32))"``; keep it in Secrets
+  Manager or SSM Parameter Store like any secret).
 """
 
 import json
@@ -28,7 +31,10 @@ storage = SqlaStorage(sessionmaker(engine))
 
 app = WebSocketApp(
     storage=storage,
-    config=Config(management_endpoint=os.environ.get("APIGW_WS_MANAGEMENT_ENDPOINT")),
+    config=Config(
+        management_endpoint=os.environ.get("APIGW_WS_MANAGEMENT_ENDPOINT"),
+        token_key=os.environ.get("APIGW_WS_TOKEN_KEY"),
+    ),
 )
 
 
