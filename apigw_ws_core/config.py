@@ -234,7 +234,7 @@ class Config:
     #: What happens when a rate limiter cannot count (Redis down or timed out, its storage
     #: failing): ``"open"`` lets the request through (logged as a warning), ``"closed"``
     #: answers ``503 rate_limiter_unavailable``. Open by default: the limits guard against
-    #: floods, not against token guessing (tokens hold 256 random bits), and a closed
+    #: floods, not against token forging (tokens carry an HMAC-SHA256), and a closed
     #: limiter turns a cache outage into a full outage. See docs/security.rst.
     rate_limiter_failure: str = attrs.field(default="open", validator=_check_policy)
     #: ``Retry-After`` seconds of a ``503`` answered because a dependency failed.
