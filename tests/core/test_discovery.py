@@ -21,8 +21,9 @@ from apigw_ws_core.discovery import (
     secret_digest,
     unregister_local_gateway,
 )
-from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.errors import ConfigurationError, InvalidToken
 from apigw_ws_core.http1 import ManagementApiTransport
+from apigw_ws_core.testing import redeem_token
 
 SECRET = "a-long-enough-secret-value"
 
@@ -235,11 +236,14 @@ def test_django_send_errors_are_one_line(runtime, settings):
 
 def test_token_commands(tmp_path, runtime):
     (tmp_path / "mod.py").write_text(textwrap.dedent("""
-        from apigw_ws_core import MemoryStorage, WebSocketApp
-        ws = WebSocketApp(storage=MemoryStorage())
+        from apigw_ws_core import Config, MemoryStorage, WebSocketApp
+        # tokens are signed: the process that handles $connect needs the same key
+        ws = WebSocketApp(config=Config(token_key="k" * 32), storage=MemoryStorage())
     """))
     result = _apigw_ws("token", "--app", "mod", "alice", cwd=tmp_path)
     assert result.returncode == 0 and len(result.stdout.strip()) >= 32, result.stderr
+    verifier = WebSocketApp(config=Config(token_key="k" * 32), storage=MemoryStorage())
+    assert redeem_token(verifier, result.stdout.strip()) == "alice"
     result = _apigw_ws("token", "--app", "nowhere", "alice", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
 
@@ -252,10 +256,10 @@ def test_token_commands(tmp_path, runtime):
     result = app.test_cli_runner().invoke(args=["apigw-ws", "token", "bob"])
     assert result.exit_code == 0
     token = result.output.strip()
-    from apigw_ws_core.tokens import take_token
-
     with app.app_context():
-        assert take_token(ws.core.storage, token, now=ws.core.clock()).user_id == "bob"
+        assert redeem_token(ws.core, token) == "bob"
+        with pytest.raises(InvalidToken):  # single use
+            redeem_token(ws.core, token)
 
 
 @pytest.mark.django_db
@@ -266,15 +270,16 @@ def test_django_token_command(runtime):
     from django.contrib.auth import get_user_model
     from django.core.management import CommandError, call_command
 
-    from apigw_ws_core.tokens import take_token
+    from apigw_ws_core.testing import redeem_token
     from apigw_ws_django import get_app
 
     alice = get_user_model().objects.create_user("alice-token", password="x")
     out = StringIO()
     call_command("apigw_ws_token", "alice-token", stdout=out)
     app = get_app()
-    assert take_token(app.storage, out.getvalue().strip(), now=app.clock()).user_id == str(
-        alice.pk
-    )
+    token = out.getvalue().strip()
+    assert redeem_token(app, token) == str(alice.pk)
+    with pytest.raises(InvalidToken):  # single use
+        redeem_token(app, token)
     with pytest.raises(CommandError, match="no user with id or username 'nobody'"):
         call_command("apigw_ws_token", "nobody")
