@@ -14,7 +14,7 @@ import pytest
 
 from apigw_ws_core import Config
 from apigw_ws_core.aws_lambda import make_handler
-from apigw_ws_core.errors import DependencyUnavailable, StorageUnavailable, TransportError
+from apigw_ws_core.errors import StorageUnavailable, TransportError
 from apigw_ws_core.limits import RateLimiter
 from apigw_ws_core.testing import lambda_event, new_connection_id
 
@@ -47,7 +47,7 @@ def _assert_503(reply: Any, code: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "event"),
-    [("consume_token", "connect"), ("get_session", "message"), ("mark_disconnected", "disc")],
+    [("spend_token", "connect"), ("get_session", "message"), ("mark_disconnected", "disc")],
 )
 def test_storage_down_is_503_storage_unavailable_logged_once(
     method: str, event: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -123,14 +123,20 @@ def test_limiter_failure_policy_closed_is_503_and_changes_nothing() -> None:
     app = make_app(rate_limiter_failure="closed")
     token, _ = app.issue_token("5")
     live = connect(app, query=f"ws_token={app.issue_token('5')[0]}")[1]
+    working = app.rate_limiter, app.message_rate_limiter
     app.rate_limiter = app.message_rate_limiter = BrokenLimiter()
     before = snapshot(app.storage)
     _assert_503(connect(app, query=f"ws_token={token}")[0], "rate_limiter_unavailable")
     _assert_503(message(app, live, '{"action": "ping"}'), "rate_limiter_unavailable")
     assert snapshot(app.storage) == before
-    with pytest.raises(DependencyUnavailable) as info:
-        app.issue_token("5")
-    assert info.value.code == "rate_limiter_unavailable"
+    # issuing a token is an HMAC: no counter, so a down limiter does not stop it; the
+    # token is counted (token_rate_per_user) where it is redeemed, at $connect
+    fresh, _ = app.issue_token("5")
+    _assert_503(connect(app, query=f"ws_token={fresh}")[0], "rate_limiter_unavailable")
+    assert snapshot(app.storage) == before  # neither token was spent by a refused $connect
+    app.rate_limiter, app.message_rate_limiter = working
+    assert connect(app, query=f"ws_token={token}")[0].status == 200
+    assert connect(app, query=f"ws_token={fresh}")[0].status == 200
 
 
 def test_failure_policy_is_validated() -> None:
@@ -141,12 +147,21 @@ def test_failure_policy_is_validated() -> None:
     assert Config().rate_limiter_failure == "open"
 
 
-def test_token_issue_with_storage_down_raises_a_503_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_issue_with_storage_down_still_issues_and_connect_is_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issuing is an HMAC (no storage call): storage being down does not stop it; the
+    $connect that redeems the token is where storage is needed (503, token not spent)."""
     app = make_app()
-    _fail(app, "store_token", monkeypatch, DOWN)
-    with pytest.raises(StorageUnavailable) as info:
-        app.issue_token("5")
-    assert info.value.status == 503 and info.value.headers == {"Retry-After": "2"}
+    for method in ("connect", "spend_token", "incr_counter"):
+        _fail(app, method, monkeypatch, DOWN)
+    token, expires_in = app.issue_token("5")
+    assert token and expires_in == app.config.token_ttl
+    before = snapshot(app.storage)
+    _assert_503(connect(app, query=f"ws_token={token}")[0], "storage_unavailable")
+    assert snapshot(app.storage) == before
+    monkeypatch.undo()
+    assert connect(app, query=f"ws_token={token}")[0].status == 200
 
 
 def test_wsgi_storage_down_is_json_503_over_http(served: Any, monkeypatch) -> None:  # noqa: F811
@@ -169,7 +184,7 @@ def test_lambda_storage_down_is_json_503(monkeypatch: pytest.MonkeyPatch) -> Non
     app = make_app()
     handler = make_handler(app)
     token, _ = app.issue_token("5")
-    _fail(app, "consume_token", monkeypatch, DOWN)
+    _fail(app, "spend_token", monkeypatch, DOWN)
     res = handler(lambda_event("CONNECT", new_connection_id(), query={"ws_token": token}), None)
     assert res["statusCode"] == 503
     assert res["headers"]["Retry-After"] == "2"
