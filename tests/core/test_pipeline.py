@@ -283,14 +283,22 @@ def test_connect_rate_limit_counts_failed_token_attempts():
     assert snapshot(app.storage) == before
 
 
-def test_token_issuance_rate_limited():
+def test_token_redemption_rate_limited():
+    """token_rate_per_user counts tokens where they are redeemed: issuing is never limited,
+    the third token connect of a user in the window is 429 (and that token is burnt)."""
     app = make_app(token_rate_per_user="2/60")
-    app.issue_token("1")
-    app.issue_token("1")
-    with pytest.raises(Exception) as exc_info:
-        app.issue_token("1")
-    assert exc_info.value.code == "rate_limited"
-    app.issue_token("2")
+    tokens = [app.issue_token("1")[0] for _ in range(4)]  # issuing: an HMAC, no limit
+    assert connect(app, query=f"ws_token={tokens[0]}")[0].status == 200
+    assert connect(app, query=f"ws_token={tokens[1]}")[0].status == 200
+    reply, cid = connect(app, query=f"ws_token={tokens[2]}")
+    assert reply.status == 429
+    assert reply.json_body()["error"] == "rate_limited"
+    assert 1 <= int(dict(reply.headers)["Retry-After"]) <= 61
+    assert app.storage.get_session(cid) is None
+    assert connect(app, query=f"ws_token={tokens[2]}")[0].status == 401  # spent by the 429
+    assert connect(app, query=f"ws_token={tokens[3]}")[0].status == 429
+    # another user has a count of their own
+    assert connect(app, query=f"ws_token={app.issue_token('2')[0]}")[0].status == 200
 
 
 def test_disconnect_is_idempotent_and_hooks_fire_once():
