@@ -29,22 +29,21 @@ def _session(cid: str, channel: str = "room", user: str | None = None) -> Sessio
     return Session(connection_id=cid, channel_name=channel, user_id=user, connected_at=_now())
 
 
-def test_token_consumed_once_by_50_concurrent_consumers(db: Database):
+def test_token_spent_once_by_50_concurrent_spenders(db: Database):
     now = _now()
     for n in range(3):
-        token_hash = f"{n}" * 64
-        db.storage.store_token(
-            Token(
-                token_hash=token_hash, user_id="1", created_at=now, expires_at=now + timedelta(60)
-            )
+        token = Token(
+            token_hash=f"{n}" * 64, user_id="1", created_at=now, expires_at=now + timedelta(60)
         )
-        run_race(
-            lambda s, h=token_hash: s.consume_token(h, now),
+        results = run_race(
+            lambda s, t=token: True if s.spend_token(t) else None,
             db.storage,
             db.new_storage,
             threads=50,
             expect_winners=1,
         )
+        assert len(results) == 50  # every spender answered (none failed)
+        assert db.storage.spend_token(token) is False  # and it stays spent
 
 
 def test_microseconds_and_utc_round_trip(db: Database):
@@ -88,12 +87,15 @@ def test_statements_per_call(db: Database):
         assert storage.incr_counter("k", start, start + timedelta(seconds=60)) == 1
         assert storage.incr_counter("k", start, start + timedelta(seconds=60)) == 2
     assert len(incr) == 2  # one upsert each
-    storage.store_token(
-        Token(token_hash="t" * 64, user_id="1", created_at=start, expires_at=start + timedelta(60))
+    token = Token(
+        token_hash="t" * 64, user_id="1", created_at=start, expires_at=start + timedelta(60)
     )
-    with db.count_statements() as consume:
-        assert storage.consume_token("t" * 64, start) is not None
-    assert len(consume) == 1  # DELETE ... RETURNING on all three
+    with db.count_statements() as spend:
+        assert storage.spend_token(token) is True
+    assert len(spend) == 1  # INSERT ... ON CONFLICT DO NOTHING / INSERT IGNORE
+    with db.count_statements() as replay:
+        assert storage.spend_token(token) is False
+    assert len(replay) == 1  # the same insert, which inserts nothing
     with db.count_statements() as sub:
         assert storage.subscribe("stmt-00000000001=", "x") is True
         assert storage.subscribe("stmt-00000000001=", "x") is False
