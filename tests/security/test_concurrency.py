@@ -1,10 +1,13 @@
 """Races on the real databases: a token is single-use under concurrency.
 
-For the SQLAlchemy storage and the Django ORM storage, each on PostgreSQL and MariaDB:
+For the SQLAlchemy storage and the Django ORM storage, each on PostgreSQL and MariaDB (and
+the SQLAlchemy storage on SQLite too):
 
-* 50 threads released by a barrier consume the same token hash: exactly one wins;
-* 50 parallel ``$connect`` calls through the full pipeline carry the same token: exactly one
-  200, 49 x 401, one session row, one subscription, no token left;
+* 50 threads released by a barrier spend the same token in the spent-token ledger: exactly
+  one wins;
+* 50 parallel ``$connect`` calls through the full pipeline carry the same (signed) token:
+  exactly one 200, 49 x 401, one session row, one subscription, one ledger row (the token's
+  digest), and a later replay is refused;
 * 50 parallel ``$connect`` calls from one address against a limit of 10: exactly 10 pass,
   40 get 429 (the storage-backed limiter counts exactly).
 
@@ -24,6 +27,7 @@ from apigw_ws_core import Config, WebSocketApp
 from apigw_ws_core.events import from_http
 from apigw_ws_core.storage import Storage, Token
 from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
+from apigw_ws_core.tokens import token_keys, verify_token
 
 from .support import SECRET, thread_storage
 
@@ -63,26 +67,19 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def consume_race(storage_for_thread: Callable[[], Storage], storage: Storage) -> None:
-    """50 consumers on one token hash: exactly one winner (two rounds)."""
+def spend_race(storage_for_thread: Callable[[], Storage], storage: Storage) -> None:
+    """50 threads spend one token: exactly one ``True`` (two rounds); the ledger keeps it."""
     now = _now()
     for round_no in range(2):
-        token_hash = f"{round_no}5ec" * 16
-        storage.store_token(
-            Token(
-                token_hash=token_hash,
-                user_id="7",
-                created_at=now,
-                expires_at=now + timedelta(seconds=60),
-            )
+        token = Token(
+            token_hash=f"{round_no}5ec" * 16,
+            user_id="7",
+            created_at=now,
+            expires_at=now + timedelta(seconds=60),
         )
-        winners = [
-            r
-            for r in race(lambda i, h=token_hash: storage_for_thread().consume_token(h, now))
-            if r is not None
-        ]
-        assert len(winners) == 1
-        assert winners[0].user_id == "7"
+        results = race(lambda i, t=token: storage_for_thread().spend_token(t))
+        assert sorted(results) == [False] * (THREADS - 1) + [True]
+        assert storage.spend_token(token) is False  # and it stays spent
 
 
 def app_on(storage: Storage, **config: Any) -> WebSocketApp:
@@ -101,13 +98,16 @@ def connect_call(app: WebSocketApp, query: str) -> tuple[int, str, str]:
     return reply.status, (body or {}).get("error", ""), cid
 
 
-def pipeline_token_race(app: WebSocketApp) -> list[str]:
-    """50 parallel connects with one token: one 200, 49 x 401. Returns the winner's id."""
-    token, _ = app.issue_token("7")
+def pipeline_token_race(app: WebSocketApp) -> tuple[list[str], str]:
+    """50 parallel connects with one token: one 200, 49 x 401; a replay afterwards is 401
+    too. Returns the winner's id and the token's ledger key."""
+    token, _ = app.issue_token("7", channel="room")
+    digest = verify_token(token_keys(app.config), token, now=app.clock()).digest
     results = race(lambda i: connect_call(app, f"channel=room&ws_token={token}"))
     statuses = Counter((status, code) for status, code, _ in results)
     assert statuses == {(200, ""): 1, (401, "invalid_token"): THREADS - 1}, statuses
-    return [cid for status, _, cid in results if status == 200]
+    assert connect_call(app, f"channel=room&ws_token={token}")[:2] == (401, "invalid_token")
+    return [cid for status, _, cid in results if status == 200], digest
 
 
 def pipeline_rate_race(app: WebSocketApp) -> None:
@@ -120,22 +120,37 @@ def pipeline_rate_race(app: WebSocketApp) -> None:
 # --- SQLAlchemy storage -------------------------------------------------------------------
 
 
-def test_sqla_50_consumers_one_winner(sqla):
-    consume_race(sqla.new_storage, sqla.storage)
+def sqla_connect_race(db: Any) -> None:
+    """The pipeline race on a SQLAlchemy database; then one session, one subscription and
+    one ledger row (the token's digest)."""
+    from sqlalchemy import func, select
+
+    [winner], digest = pipeline_token_race(app_on(db.storage))
+    with db.engine.connect() as conn:
+        sessions = conn.execute(select(db.models.session_table.c.connection_id)).scalars().all()
+        subs = conn.execute(select(func.count()).select_from(db.models.subscription_table))
+        tokens = conn.execute(select(db.models.token_table.c.token_hash)).scalars().all()
+        assert sessions == [winner]
+        assert subs.scalar_one() == 1
+        assert tokens == [digest]  # the spent-token ledger: one row, the token's digest
+
+
+def test_sqla_50_spenders_one_winner(sqla):
+    spend_race(sqla.new_storage, sqla.storage)
 
 
 def test_sqla_50_parallel_connects_with_one_token(sqla):
-    from sqlalchemy import func, select
+    sqla_connect_race(sqla)
 
-    app = app_on(sqla.storage)
-    [winner] = pipeline_token_race(app)
-    with sqla.engine.connect() as conn:
-        sessions = conn.execute(select(sqla.models.session_table.c.connection_id)).scalars().all()
-        subs = conn.execute(select(func.count()).select_from(sqla.models.subscription_table))
-        tokens = conn.execute(select(func.count()).select_from(sqla.models.token_table))
-        assert sessions == [winner]
-        assert subs.scalar_one() == 1
-        assert tokens.scalar_one() == 0
+
+def test_sqlite_50_spenders_one_winner(flask_db):
+    flask_db.empty()
+    spend_race(flask_db.new_storage, flask_db.storage)
+
+
+def test_sqlite_50_parallel_connects_with_one_token(flask_db):
+    flask_db.empty()
+    sqla_connect_race(flask_db)
 
 
 def test_sqla_50_parallel_connects_count_exactly(sqla):
@@ -145,8 +160,8 @@ def test_sqla_50_parallel_connects_count_exactly(sqla):
 # --- Django ORM storage -------------------------------------------------------------------
 
 
-def test_django_50_consumers_one_winner(django_alias):
-    consume_race(lambda: thread_storage(django_alias), thread_storage(django_alias))
+def test_django_50_spenders_one_winner(django_alias):
+    spend_race(lambda: thread_storage(django_alias), thread_storage(django_alias))
 
 
 def test_django_50_parallel_connects_with_one_token(django_alias):
@@ -157,13 +172,14 @@ def test_django_50_parallel_connects_with_one_token(django_alias):
     )
 
     app = app_on(thread_storage(django_alias))
-    [winner] = pipeline_token_race(app)
+    [winner], digest = pipeline_token_race(app)
     sessions = list(
         WebSocketSession.objects.using(django_alias).values_list("connection_id", flat=True)
     )
     assert sessions == [winner]
     assert WebSocketSubscription.objects.using(django_alias).count() == 1
-    assert WebSocketToken.objects.using(django_alias).count() == 0
+    ledger = WebSocketToken.objects.using(django_alias).values_list("token_hash", flat=True)
+    assert list(ledger) == [digest]
 
 
 def test_django_50_parallel_connects_count_exactly(django_alias):
