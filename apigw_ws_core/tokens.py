@@ -9,7 +9,7 @@ several ``$connect``\ s racing with one token exactly one records it first.
 
 Layout (base64url, no padding, at most :data:`MAX_TOKEN_LENGTH` characters)::
 
-    version (1) | flags (1) | expires, Unix seconds (8) | nonce (16) | binding tag (16)
+    version (1) | flags (1) | expiry, Unix microseconds (8) | nonce (16) | binding tag (16)
     | user id (UTF-8, 1-64 characters) | HMAC-SHA256 of all that (32)
 
 The key is :attr:`~apigw_ws_core.config.Config.token_key`, else derived from the gateway
@@ -81,7 +81,7 @@ MAX_TOKEN_LENGTH = 512
 SPENT_GRACE = timedelta(minutes=5)
 
 _VERSION = 1
-_HEAD = struct.Struct(">BBQ")  # version, flags, expiry (Unix seconds)
+_HEAD = struct.Struct(">BBQ")  # version, flags, expiry (Unix microseconds)
 _NONCE = 16  # 128 random bits: no two tokens share a digest
 _TAG = 16  # binding tag (truncated HMAC-SHA256)
 _MAC = 32  # HMAC-SHA256
@@ -89,6 +89,8 @@ _FIXED = _HEAD.size + _NONCE + _TAG
 _CHANNEL_BOUND = 1
 _ORIGIN_BOUND = 2
 _MAX_USER_ID = 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 #: The key of an app without ``token_key`` and without a secret
 #: (``allow_insecure_no_secret``, tests): random per process, so its tokens verify only in
@@ -149,8 +151,8 @@ def sign_token(
     channel: str | None = None,
     origin: str | None = None,
 ) -> str:
-    """A new token for ``user_id`` valid until ``expires_at`` (whole seconds), bound to
-    ``channel`` and ``origin`` when given. No storage involved."""
+    """A new token for ``user_id`` valid until ``expires_at`` (to the microsecond), bound
+    to ``channel`` and ``origin`` when given. No storage involved."""
     raw_user = user_id.encode("utf-8", "surrogatepass")
     if not 1 <= len(user_id) <= _MAX_USER_ID:
         raise ValueError("a token's user id has 1-64 characters")
@@ -158,7 +160,7 @@ def sign_token(
         _ORIGIN_BOUND if origin is not None else 0
     )
     body = (
-        _HEAD.pack(_VERSION, flags, int(expires_at.timestamp()))
+        _HEAD.pack(_VERSION, flags, (expires_at - _EPOCH) // _MICROSECOND)
         + secrets.token_bytes(_NONCE)
         + _binding(key, channel, origin)
         + raw_user
@@ -234,7 +236,7 @@ def verify_token(keys: tuple[bytes, ...], token: str, *, now: datetime) -> Token
         raise InvalidToken()
     try:
         user_id = body[_FIXED:].decode("utf-8", "surrogatepass")
-        expires_at = datetime.fromtimestamp(expires, UTC)
+        expires_at = _EPOCH + timedelta(microseconds=expires)
     except (UnicodeDecodeError, ValueError, OverflowError, OSError):
         raise InvalidToken() from None
     if expires_at <= now or not 1 <= len(user_id) <= _MAX_USER_ID:
