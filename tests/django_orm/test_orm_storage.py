@@ -4,6 +4,7 @@ collations, indexes, fallbacks for databases without RETURNING, migrations in sy
 from __future__ import annotations
 
 import io
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,31 +57,63 @@ def _count(alias: str, fn: Any) -> tuple[Any, list[str]]:
 # --- races ------------------------------------------------------------------------------
 
 
-def test_50_parallel_token_consumers_one_winner(storage: DjangoStorage, alias: str):
+def test_50_parallel_token_spenders_one_winner(storage: DjangoStorage, alias: str):
     for round_ in range(2):
-        h = f"{round_}" * 64
-        storage.store_token(_token(h))
-        now = _now()
+        token = _token(f"{round_}" * 64)
         racer = ThreadStorage(alias)
-        results = run_threads(lambda h=h: racer.consume_token(h, now), 50, alias)
-        winners = [r for r in results if r is not None]
-        assert len(results) == 50 and len(winners) == 1, f"{len(winners)} winners"
-        assert winners[0].user_id == "1"
-    assert not m.WebSocketToken.objects.using(alias).exists()
+        results = run_threads(lambda t=token: racer.spend_token(t), 50, alias)
+        assert len(results) == 50 and results.count(True) == 1, f"{results.count(True)} winners"
+        assert results.count(False) == 49
+        assert storage.spend_token(token) is False  # stays spent
+    rows = m.WebSocketToken.objects.using(alias)
+    assert sorted(rows.values_list("token_hash", flat=True)) == ["0" * 64, "1" * 64]
+    assert {str(u) for u in rows.values_list("user_id", flat=True)} == {"1"}
 
 
-def test_50_parallel_token_consumers_without_returning(
-    storage: DjangoStorage, alias: str, monkeypatch: pytest.MonkeyPatch
-):
-    """The SELECT + DELETE path (MySQL has no RETURNING): the DELETE's row count decides."""
-    monkeypatch.setattr(DjangoStorage, "_supports_returning", lambda self: False)
-    storage.store_token(_token("9" * 64))
+def test_50_parallel_connects_with_one_token_one_winner(storage: DjangoStorage, alias: str):
+    """The race as $connect runs it: 50 connect transactions (each counting, spending the
+    token and storing a session) with one token; exactly one spends it and connects, the
+    other 49 are refused (what the core does with a replay) and store nothing."""
+    from apigw_ws_core.errors import InvalidToken
+    from apigw_ws_core.storage import Admission, ConnectPlan, CounterHit
+
     now = _now()
-    _, sql = _count(alias, lambda: storage.consume_token("8" * 64, now))
-    assert len(sql) == 1  # an unknown token costs the SELECT only
+    token = _token("d" * 64, user="2")
+    hit = CounterHit(
+        key="connect:ip:race", window_start=now, expires_at=now + timedelta(seconds=60), limit=99
+    )
+
+    def admit(spent: Token | None, count: Any, cid: str) -> Admission:
+        if spent is None:
+            raise InvalidToken()
+        return Admission(session=_session(cid, user=spent.user_id))
+
     racer = ThreadStorage(alias)
-    results = run_threads(lambda: racer.consume_token("9" * 64, now), 50, alias)
-    assert len([r for r in results if r is not None]) == 1
+    numbers = iter(range(50))
+    lock = threading.Lock()
+
+    def attempt() -> Any:
+        with lock:
+            cid = f"conn-race-{next(numbers):05d}="
+        plan = ConnectPlan(
+            connection_id=cid,
+            now=now,
+            token=token,
+            counters=(hit,),
+            admit=lambda spent, count: admit(spent, count, cid),
+        )
+        try:
+            return racer.connect(plan).session.connection_id
+        except InvalidToken:
+            return None
+
+    results = run_threads(attempt, 50, alias)
+    winners = [r for r in results if r is not None]
+    assert len(results) == 50 and len(winners) == 1, f"{len(winners)} winners"
+    sessions = m.WebSocketSession.objects.using(alias)
+    assert list(sessions.values_list("connection_id", flat=True)) == winners
+    assert m.WebSocketToken.objects.using(alias).filter(token_hash="d" * 64).count() == 1
+    assert storage.incr_counter(hit.key, hit.window_start, hit.expires_at) == 51  # all counted
 
 
 def test_50_parallel_counter_increments(storage: DjangoStorage, alias: str):
@@ -108,9 +141,10 @@ def test_counter_fallbacks(storage: DjangoStorage, alias: str, monkeypatch: pyte
 
 def test_statements_per_call(storage: DjangoStorage, alias: str):
     now = _now()
-    storage.store_token(_token("a" * 64))
-    _, sql = _count(alias, lambda: storage.consume_token("a" * 64, now))
-    assert len(sql) == 1 and sql[0].upper().startswith("DELETE")
+    spent, sql = _count(alias, lambda: storage.spend_token(_token("a" * 64)))
+    assert spent is True and len(sql) == 1 and sql[0].upper().startswith("INSERT")
+    spent, sql = _count(alias, lambda: storage.spend_token(_token("a" * 64)))
+    assert spent is False and len(sql) == 1  # a replay: the same INSERT, nothing inserted
     _, sql = _count(alias, lambda: storage.incr_counter("k", now, now + timedelta(seconds=9)))
     assert len(sql) == 1
     _, sql = _count(alias, lambda: storage.create_session(_session("conn-stmt-00001=", user="1")))
@@ -144,35 +178,71 @@ def _commits(sql: list[str]) -> int:
     return logged or 1
 
 
-def test_connect_and_token_issue_are_one_commit_each(storage: DjangoStorage, alias: str):
+def test_connect_with_a_token_is_one_commit(storage: DjangoStorage, alias: str):
     from apigw_ws_core.storage import Admission, ConnectPlan, CounterHit
 
     now = _now()
-    storage.store_token(_token("b" * 64, user="2"))
     hit = CounterHit(
         key="connect:ip:x", window_start=now, expires_at=now + timedelta(seconds=60), limit=9
     )
+    token_hit = CounterHit(
+        key="token:user:2", window_start=now, expires_at=now + timedelta(seconds=60), limit=9
+    )
+
+    def admit(token: Token | None, count: Any) -> Admission:
+        assert token is not None
+        count(token_hit)  # what the core counts for a redeemed token (token_rate_per_user)
+        return Admission(session=_session("conn-stmt-00002=", user=token.user_id))
+
     plan = ConnectPlan(
         connection_id="conn-stmt-00002=",
         now=now,
-        token_hash="b" * 64,
+        token=_token("b" * 64, user="2"),
         counters=(hit,),
-        admit=lambda token, count: Admission(
-            session=_session("conn-stmt-00002=", user=token.user_id if token else None)
-        ),
+        admit=admit,
     )
     with CaptureQueriesContext(connections[alias]) as ctx:
         storage.connect(plan)
         assert connections[alias].in_atomic_block is False
     sql = [q["sql"] for q in ctx.captured_queries]
-    # counter upsert, token DELETE ... RETURNING, session INSERT, subscription INSERT
-    assert len(_data(sql)) == 4, sql
+    # counter upsert, ledger INSERT (spend), counter upsert, session INSERT, subscription
+    assert len(_data(sql)) == 5, sql
     assert _commits(sql) == 1
-    token_hit = CounterHit(
-        key="token:user:2", window_start=now, expires_at=now + timedelta(seconds=60), limit=9
+    assert storage.spend_token(_token("b" * 64, user="2")) is False  # spent by the connect
+
+
+def test_app_token_connect_is_one_transaction(storage: DjangoStorage, alias: str):
+    """Through the app: issuing a token runs no SQL at all; the $connect that redeems it is
+    one transaction (IP count, spend, redemption count, session, subscription); a replay
+    is refused, counted, and stores nothing."""
+    from apigw_ws_core.app import WebSocketApp
+    from apigw_ws_core.config import Config
+    from apigw_ws_core.events import from_http
+    from apigw_ws_core.testing import gateway_headers
+
+    secret = "orm-statements-secret-0123456789"
+    app = WebSocketApp(
+        storage=storage, transport=RecordingTransport(), config=Config(secret=secret)
     )
-    _, sql = _count(alias, lambda: storage.store_token_counted(_token("c" * 64, "2"), [token_hit]))
-    assert len(_data(sql)) == 2 and _commits(sql) == 1
+    (token, _), sql = _count(alias, lambda: app.issue_token("2"))
+    assert sql == []  # signed, not stored
+
+    def connect(cid: str) -> Any:
+        headers = gateway_headers("connect", cid, secret=secret)
+        return app.handle(from_http("connect", headers, f"ws_token={token}"))
+
+    reply, sql = _count(alias, lambda: connect("conn-app-00001=="))
+    assert reply.status == 200, reply.body
+    # connect:ip upsert, ledger INSERT, token:user upsert, session INSERT, subscription
+    assert len(_data(sql)) == 5, sql
+    assert _commits(sql) == 1
+    got = storage.get_session("conn-app-00001==")
+    assert got is not None and got.user_id == "2"
+    reply, sql = _count(alias, lambda: connect("conn-app-00002=="))
+    assert reply.status == 401 and reply.json_body()["error"] == "invalid_token"
+    assert len(_data(sql)) == 2 and _commits(sql) == 1  # connect:ip upsert, ledger INSERT
+    assert storage.get_session("conn-app-00002==") is None
+    assert m.WebSocketToken.objects.using(alias).count() == 1
 
 
 def test_mark_disconnected_batches(storage: DjangoStorage, alias: str):
@@ -277,10 +347,11 @@ def test_replace_inside_outer_transaction(storage: DjangoStorage, alias: str):
     got = storage.get_session("conn-retry-0001=")
     assert got is not None and got.channel_name == "b" and got.user_id == "2"
     assert storage.channels_of("conn-retry-0001=") == ["b", "c"]
-    with pytest.raises(ValueError, match="already exists"):
-        with transaction.atomic(using=alias):
-            storage.store_token(_token("e" * 64))
-            storage.store_token(_token("e" * 64))
+    with transaction.atomic(using=alias):  # a replay leaves the transaction usable too
+        assert storage.spend_token(_token("e" * 64)) is True
+        assert storage.spend_token(_token("e" * 64)) is False
+        assert m.WebSocketToken.objects.using(alias).filter(token_hash="e" * 64).count() == 1
+    assert storage.spend_token(_token("e" * 64)) is False
 
 
 def test_unknown_user_is_an_error_not_a_replace(storage: DjangoStorage, alias: str):
@@ -312,10 +383,10 @@ def test_cleanup_deletes_in_batches(storage: DjangoStorage, alias: str):
 
 def test_user_deletion_cascades(storage: DjangoStorage, alias: str):
     storage.create_session(_session("conn-cascade-01=", user="3"))
-    storage.store_token(_token("f" * 64, user="3"))
+    assert storage.spend_token(_token("f" * 64, user="3")) is True
     get_user_model().objects.using(alias).filter(pk=3).delete()
     assert storage.get_session("conn-cascade-01=") is None
-    assert storage.consume_token("f" * 64, _now()) is None
+    assert not m.WebSocketToken.objects.using(alias).filter(token_hash="f" * 64).exists()
 
 
 def test_describe(storage: DjangoStorage, alias: str):
