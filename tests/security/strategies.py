@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import attrs
 from hypothesis import strategies as st
 
 from apigw_ws_core.testing import gateway_headers
+from apigw_ws_core.tokens import token_keys, verify_token
+
+if TYPE_CHECKING:
+    from apigw_ws_core import Config
 
 #: Error codes a reply may carry; anything else (or a 5xx) is a bug.
 STABLE_CODES = frozenset(
@@ -283,14 +288,20 @@ def check_reply(
         assert "\r" not in value and "\n" not in value
 
 
+def ledger_key(config: Config, token: str) -> str:
+    """The key of ``token`` in the spent-token ledger (SHA-256 of its signed bytes)."""
+    return verify_token(token_keys(config), token, now=datetime.now(UTC)).digest
+
+
 def check_unchanged(
-    before: Mapping[str, Any], after: Mapping[str, Any], *, presented_token_hash: str | None
+    before: Mapping[str, Any], after: Mapping[str, Any], *, presented_token_digest: str | None
 ) -> None:
-    """A rejected call changed nothing: sessions and subscriptions are equal, and tokens
-    too, except that a token the call presented may have been spent (a presented token is
-    burnt even when the connect is then refused, so it cannot be probed)."""
+    """A rejected call changed nothing: sessions and subscriptions are equal, and the
+    spent-token ledger too, except that a token the call presented may have been spent (a
+    presented token is burnt even when the connect is then refused, so it cannot be
+    probed). The ledger never loses a row (only cleanup removes expired ones)."""
     assert after["sessions"] == before["sessions"]
     assert after["subs"] == before["subs"]
-    removed = set(before["tokens"]) - set(after["tokens"])
-    assert set(after["tokens"]) <= set(before["tokens"])
-    assert removed <= ({presented_token_hash} if presented_token_hash else set()), removed
+    assert set(before["tokens"]) <= set(after["tokens"]), "a spent token was forgotten"
+    added = set(after["tokens"]) - set(before["tokens"])
+    assert added <= ({presented_token_digest} if presented_token_digest else set()), added

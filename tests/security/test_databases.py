@@ -8,11 +8,15 @@
   database error (a 500 and an e-mail to the admins).
 * Hostile requests through the plain WSGI app on the SQLAlchemy storage, as in the
   memory-storage property test, with fewer examples.
+* The spent-token ledger on the server: cleanup keeps a spent token's row until its expiry
+  + SPENT_GRACE (a replay is refused all along), removes it after, and the replay is still
+  refused (the token is expired by then).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -22,9 +26,9 @@ from werkzeug.test import Client
 
 from apigw_ws_core import Config, WebSocketApp
 from apigw_ws_core.events import from_http
-from apigw_ws_core.storage import Session, Storage
+from apigw_ws_core.storage import Session, Storage, Token
 from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
-from apigw_ws_core.tokens import hash_token
+from apigw_ws_core.tokens import SPENT_GRACE
 from apigw_ws_core.wsgi import make_wsgi_app
 
 from .strategies import (
@@ -34,6 +38,7 @@ from .strategies import (
     check_reply,
     check_unchanged,
     hostile_requests,
+    ledger_key,
 )
 from .support import SECRET, status_and_code, thread_storage
 
@@ -117,7 +122,39 @@ def hostile_strings_never_reach_the_database_as_errors(storage: Storage) -> None
     assert sorted(storage.channels_of(cid)) == ["Lobby", "lobby"]
 
 
+def spent_tokens_outlive_cleanup_until_expiry_and_grace(storage: Storage) -> None:
+    """A replay after cleanup is still refused: cleanup keeps the ledger row until the
+    token's expiry + SPENT_GRACE; once it is gone the token has long expired."""
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    app = _app(storage, token_ttl=60)
+    app.clock = lambda: t0
+    token, _ = app.issue_token("7", channel="lobby")
+    query = f"channel=lobby&ws_token={token}"
+    assert _connect(app, query)[0] == 200
+    digest = ledger_key(app.config, token)
+    expiry = t0 + timedelta(seconds=60)
+    for cleaned_at in (
+        t0 + timedelta(seconds=30),
+        expiry,
+        expiry + SPENT_GRACE - timedelta(seconds=1),
+    ):
+        app.clock = lambda at=cleaned_at: at
+        app.cleanup(heal=False)
+        app.clock = lambda: t0 + timedelta(seconds=59)  # a $connect host with a slower clock
+        assert _connect(app, query)[:2] == (401, "invalid_token"), cleaned_at
+    app.clock = lambda: expiry + SPENT_GRACE
+    assert app.cleanup(heal=False).storage.expired_tokens == 1
+    assert _connect(app, query)[:2] == (401, "invalid_token")  # expired
+    # the row was removed (spending it again records it anew)
+    row = Token(token_hash=digest, user_id="7", created_at=t0, expires_at=expiry + SPENT_GRACE)
+    assert storage.spend_token(row) is True
+
+
 # --- SQLAlchemy storage ------------------------------------------------------------------
+
+
+def test_sqla_spent_tokens_outlive_cleanup(sqla):
+    spent_tokens_outlive_cleanup_until_expiry_and_grace(sqla.storage)
 
 
 def test_sqla_channel_case_isolation(sqla):
@@ -167,11 +204,17 @@ def test_sqla_wsgi_property_on_the_server(sqla_db, data):
         check_unchanged(
             before,
             _sqla_state(sqla_db),
-            presented_token_hash=hash_token(token) if request.token_presented else None,
+            presented_token_digest=ledger_key(app.config, token)
+            if request.token_presented
+            else None,
         )
 
 
 # --- Django ORM storage --------------------------------------------------------------------
+
+
+def test_django_spent_tokens_outlive_cleanup(django_alias):
+    spent_tokens_outlive_cleanup_until_expiry_and_grace(thread_storage(django_alias))
 
 
 def test_django_channel_case_isolation(django_alias):

@@ -4,19 +4,23 @@ SQLite, plus hostile bodies for each adapter's token endpoint. The same properti
 again, with fewer examples, on PostgreSQL and MariaDB (``*_on_servers``).
 
 Invariants: never a 5xx; every 4xx carries a stable JSON error code; a rejected call
-leaves sessions, subscriptions and tokens as they were (a presented token may be spent).
+leaves sessions and subscriptions as they were and adds nothing to the spent-token ledger
+but the token it presented. The token endpoint answers 200 with a token signed with the
+app's key (for the logged-in user), never a 429, and writes nothing to storage.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from apigw_ws_core.tokens import hash_token
+from apigw_ws_core.tokens import token_keys, verify_token
 
 from .adapters_support import django_reset, django_state, flask_reset, flask_state
 from .strategies import (
@@ -26,6 +30,7 @@ from .strategies import (
     check_reply,
     check_unchanged,
     hostile_requests,
+    ledger_key,
 )
 
 EXAMPLES = settings(
@@ -67,14 +72,18 @@ TOKEN_ORIGINS = st.sampled_from(
 )
 
 
-def check_token_reply(status: int, body: bytes) -> None:
-    """The token endpoint answers 200 with a token, or a stable 4xx."""
+def check_token_reply(status: int, body: bytes, config: Any) -> None:
+    """The token endpoint answers 200 with a token for user 7 signed with the app's key,
+    or a stable 4xx (never 429: issuing is not limited, redeeming is)."""
     assert status < 500, body[:200]
     data = json.loads(body)
     if status == 200:
         assert isinstance(data["token"], str) and len(data["token"]) >= 22
+        claims = verify_token(token_keys(config), data["token"], now=datetime.now(UTC))
+        assert claims.user_id == "7"
     else:
         assert data["error"] in TOKEN_CODES, data
+        assert status != 429 and data["error"] != "rate_limited", data
 
 
 # --- Django -------------------------------------------------------------------------------
@@ -110,7 +119,9 @@ def django_gateway_call(django_env, data):
         check_unchanged(
             before,
             django_state(),
-            presented_token_hash=hash_token(token) if request.token_presented else None,
+            presented_token_digest=ledger_key(django_env["app"].config, token)
+            if request.token_presented
+            else None,
         )
 
 
@@ -122,9 +133,11 @@ def django_token_call(django_env, body, origin):
     client.force_login(django_env["user"])
     content_type, raw = body
     headers = {"Origin": origin} if origin else {}
+    before = django_state()
     resp = client.post("/ws-token/", data=raw, content_type=content_type, headers=headers)
     event(f"django token -> {resp.status_code}")
-    check_token_reply(resp.status_code, resp.content)
+    check_token_reply(resp.status_code, resp.content, django_env["app"].config)
+    assert django_state() == before  # issuing writes nothing
 
 
 # --- Flask --------------------------------------------------------------------------------
@@ -158,7 +171,9 @@ def flask_gateway_call(flask_env, data):
         check_unchanged(
             before,
             flask_state(flask_env["db"]),
-            presented_token_hash=hash_token(token) if request.token_presented else None,
+            presented_token_digest=ledger_key(flask_env["core"].config, token)
+            if request.token_presented
+            else None,
         )
 
 
@@ -170,9 +185,11 @@ def flask_token_call(flask_env, body, origin, user):
         headers["Origin"] = origin
     if user:
         headers["X-Test-User"] = user
+    before = flask_state(flask_env["db"])
     resp = flask_env["client"].post("/ws/token", data=raw, headers=headers)
     event(f"flask token -> {resp.status_code}")
-    check_token_reply(resp.status_code, resp.get_data())
+    check_token_reply(resp.status_code, resp.get_data(), flask_env["core"].config)
+    assert flask_state(flask_env["db"]) == before  # issuing writes nothing
 
 
 # --- the tests: SQLite -------------------------------------------------------------------
