@@ -1,4 +1,6 @@
-"""The token endpoint: POST only, CSRF-protected, login required, rate limited, JSON."""
+"""The token endpoint: POST only, CSRF-protected, login required, JSON; its tokens are
+signed, not stored (the ledger records them when $connect spends them), and limited where
+they are redeemed."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apigw_ws_core.tokens import TokenClaims, token_keys, verify_token
+from apigw_ws_django import get_app
 from apigw_ws_django.testing import WebSocketTestClient
 from apigw_ws_storage.django_orm import models as m
 
@@ -19,6 +23,12 @@ URL = "/ws-token/"
 @pytest.fixture
 def alice(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user("alice", password="pw")
+
+
+def _claims(token: str) -> TokenClaims:
+    """What the token says, verified with the app's key (no storage involved)."""
+    app = get_app()
+    return verify_token(token_keys(app.config), token, now=app.clock())
 
 
 def _csrf_client(user: Any) -> tuple[Client, str]:
@@ -36,13 +46,17 @@ def test_issues_a_token_that_opens_one_connection(alice: Any):
     assert response["Cache-Control"] == "no-store"
     body = response.json()
     assert set(body) == {"token", "expires_in"} and body["expires_in"] == 60
-    row = m.WebSocketToken.objects.get()
-    assert row.user_id == alice.pk and body["token"] not in row.token_hash
+    assert not m.WebSocketToken.objects.exists()  # signed, not stored
+    claims = _claims(body["token"])
+    assert claims.user_id == str(alice.pk)
     with WebSocketTestClient() as ws:
         conn = ws.connect(token=body["token"])
         assert conn.accepted
         assert conn.send({"handler": "whoami"}).json()["user"] == "alice"
         assert not ws.connect(token=body["token"]).accepted
+    row = m.WebSocketToken.objects.get()  # the spent-token ledger: its digest, never itself
+    assert row.user_id == alice.pk and row.token_hash == claims.digest
+    assert body["token"] not in row.token_hash
 
 
 def test_binds_channel_and_origin_from_json_body(alice: Any):
@@ -54,10 +68,14 @@ def test_binds_channel_and_origin_from_json_body(alice: Any):
         headers={"X-CSRFToken": csrf},
     )
     token = response.json()["token"]
-    row = m.WebSocketToken.objects.get()
-    assert (row.channel, row.origin) == ("room-7", "https://chat.example.com")
+    claims = _claims(token)
+    assert claims.channel_bound and claims.origin_bound
+    assert claims.binds("room-7", "https://chat.example.com")
+    assert not claims.binds("room-8", "https://chat.example.com")
+    assert not claims.binds("room-7", "https://evil.example")
     with WebSocketTestClient() as ws:
         assert ws.connect(token=token, channel="room-8").response.status_code == 401
+        assert not ws.connect(token=token, channel="room-7").accepted  # burnt by the attempt
     response = client.post(URL, {"channel": "room-7"}, headers={"X-CSRFToken": csrf})
     with WebSocketTestClient() as ws:
         assert ws.connect(token=response.json()["token"], channel="room-7").accepted
@@ -114,27 +132,38 @@ def test_binds_the_request_origin_by_default(settings: Any, alice: Any):
     client.force_login(alice)
     page = {"Origin": "https://chat.example.com"}
     token = client.post(URL, headers=page).json()["token"]
-    assert m.WebSocketToken.objects.get().origin == "https://chat.example.com"
+    claims = _claims(token)
+    assert claims.origin_bound and not claims.channel_bound
+    assert claims.binds(None, "https://chat.example.com")
+    assert not claims.binds(None, "https://evil.example")
     with WebSocketTestClient() as ws:  # used from another site's page: refused
         conn = ws.connect(token=token, origin="https://evil.example")
         assert conn.response.status_code == 401
         assert json.loads(conn.response.content)["error"] == "invalid_token"
-    r = client.post(URL, {"origin": "https://other.example"}, content_type="application/json",
-                    headers=page)
+    r = client.post(
+        URL, {"origin": "https://other.example"}, content_type="application/json", headers=page
+    )
     assert r.status_code == 400 and r.json()["error"] == "bad_request"
     settings.APIGW_WS = {**settings.APIGW_WS, "TOKEN_BIND_ORIGIN": False}
-    m.WebSocketToken.objects.all().delete()
-    assert client.post(URL, headers=page).status_code == 200
-    assert m.WebSocketToken.objects.get().origin is None
+    r = client.post(URL, headers=page)
+    assert r.status_code == 200
+    assert not _claims(r.json()["token"]).origin_bound
 
 
-def test_rate_limited(settings: Any, alice: Any):
+def test_rate_limited_at_redemption(settings: Any, alice: Any):
+    """TOKEN_RATE_PER_USER counts tokens redeemed at $connect: the endpoint keeps issuing
+    (an HMAC, nothing stored), the third token connect in the window is 429."""
     settings.APIGW_WS = {**settings.APIGW_WS, "TOKEN_RATE_PER_USER": "2/60"}
     client = Client()
     client.force_login(alice)
-    assert client.post(URL).status_code == 200
-    assert client.post(URL).status_code == 200
-    response = client.post(URL)
-    assert response.status_code == 429 and response.json()["error"] == "rate_limited"
-    assert int(response["Retry-After"]) >= 1
-    assert m.WebSocketToken.objects.count() == 2
+    responses = [client.post(URL) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert not m.WebSocketToken.objects.exists()
+    tokens = [r.json()["token"] for r in responses]
+    with WebSocketTestClient() as ws:
+        assert ws.connect(token=tokens[0]).accepted
+        assert ws.connect(token=tokens[1]).accepted
+        refused = ws.connect(token=tokens[2]).response
+    assert refused.status_code == 429
+    assert json.loads(refused.content)["error"] == "rate_limited"
+    assert int(refused["Retry-After"]) >= 1
