@@ -111,6 +111,8 @@ def test_tokens_are_read_only_and_hidden(
 ):
     alice = django_user_model.objects.create_user("alice")
     token = ws.token_for(alice, channel="lobby")
+    assert not m.WebSocketToken.objects.exists()  # signed, not stored
+    assert ws.connect(token=token, channel="lobby").accepted  # spent: in the ledger now
     row = m.WebSocketToken.objects.get()
     page = admin_client_.get("/admin/apigw_ws_storage/websockettoken/")
     body = page.content.decode()
