@@ -56,6 +56,12 @@ def _memory_state(app: WebSocketApp) -> dict[str, Any]:
     }
 
 
+def _connect_event(cid: str, token: str) -> Any:
+    from apigw_ws_core.events import from_http
+
+    return from_http("connect", gateway_headers("connect", cid, secret=SECRET), f"ws_token={token}")
+
+
 def test_plain_wsgi_second_connect_is_409_and_changes_nothing():
     app = _memory_app()
     server = make_server("127.0.0.1", 0, make_wsgi_app(app, prefix="/ws"), handler_class=_Quiet)
@@ -84,12 +90,16 @@ def test_plain_wsgi_second_connect_is_409_and_changes_nothing():
         _assert_refused(*post(f"channel=bob-room&ws_token={bob}"))
         after = _memory_state(app)
         assert after["sessions"] == before["sessions"] and after["subs"] == before["subs"]
-        assert len(after["tokens"]) == 1  # bob's token, unspent (alice's was used)
+        assert after["tokens"] == before["tokens"]  # bob's token not spent (alice's was)
+        assert len(after["tokens"]) == 1
         # no token at all: the token refusal, nothing changed either
         status, body = post("channel=other")
         assert status == 401 and json.loads(body)["error"] == "token_required"
         assert _memory_state(app)["sessions"] == before["sessions"]
         assert app.storage.get_session(LIVE_CID).user_id == "alice"
+        # bob's token still opens bob's own connection (the 409 spent nothing)
+        assert app.handle(_connect_event("BobConnAAAAAAA0=", bob)).status == 200
+        assert app.storage.get_session("BobConnAAAAAAA0=").user_id == "bob"
     finally:
         server.shutdown()
         server.server_close()
@@ -112,9 +122,11 @@ def test_lambda_second_connect_is_409_and_changes_nothing():
     after = _memory_state(app)
     assert after["sessions"] == before["sessions"] and after["subs"] == before["subs"]
     assert app.storage.get_session(LIVE_CID).user_id == "alice"
-    assert (
-        app.storage.consume_token(next(iter(after["tokens"])), app.clock()) is not None
-    )  # bob's token was not spent
+    assert after["tokens"] == before["tokens"]  # bob's token was not spent
+    reply = handler(
+        lambda_event("CONNECT", "BobConnAAAAAAA0=", query={"channel": "b", "ws_token": bob}), None
+    )
+    assert reply["statusCode"] == 200, reply
 
 
 # --- Django (Django ORM storage) and Flask (SQLAlchemy storage) -----------------------------
@@ -130,8 +142,15 @@ def _django_rebind(env: dict[str, Any], make_user: Any) -> None:
     _assert_refused(resp.status_code, resp.content)
     after = django_state()
     assert after["sessions"] == before["sessions"] and after["subs"] == before["subs"]
-    assert after["tokens"] == before["tokens"] | {next(iter(after["tokens"] - before["tokens"]))}
+    assert after["tokens"] == before["tokens"]  # the token was not spent
     assert after["sessions"][LIVE_CID]["user_id"] == 7
+    # it still opens user 8's own connection
+    headers = gateway_headers(
+        "connect", "EightConnAAAAA0=", secret=env["secret"], origin=env["origin"]
+    )
+    resp = env["client"].post(f"/ws/connect?channel=lobby&ws_token={token}", headers=headers)
+    assert resp.status_code == 200, resp.content
+    assert django_state()["sessions"]["EightConnAAAAA0="]["user_id"] == 8
 
 
 @pytest.mark.django_db
@@ -151,16 +170,23 @@ def _flask_rebind(env: dict[str, Any]) -> None:
     flask_reset(env)
     before = flask_state(env["db"])
     token, _ = env["core"].issue_token("8")
-    with_token = flask_state(env["db"])
+    assert flask_state(env["db"]) == before  # issuing writes nothing
     headers = gateway_headers("connect", LIVE_CID, secret=env["secret"], origin=env["origin"])
     resp = env["client"].post(f"/ws/connect?channel=lobby&ws_token={token}", headers=headers)
     _assert_refused(resp.status_code, resp.get_data())
     after = flask_state(env["db"])
     assert after["sessions"] == before["sessions"] and after["subs"] == before["subs"]
-    assert after["tokens"] == with_token["tokens"]  # not spent
+    assert after["tokens"] == before["tokens"]  # not spent
     resp = env["client"].post("/ws/connect?channel=lobby", headers=headers)
     assert resp.status_code == 401 and resp.get_json()["error"] == "token_required"
     assert flask_state(env["db"])["sessions"] == before["sessions"]
+    # the token still opens user 8's own connection
+    headers = gateway_headers(
+        "connect", "EightConnAAAAA0=", secret=env["secret"], origin=env["origin"]
+    )
+    resp = env["client"].post(f"/ws/connect?channel=lobby&ws_token={token}", headers=headers)
+    assert resp.status_code == 200, resp.get_data()
+    assert flask_state(env["db"])["sessions"]["EightConnAAAAA0="][2] == "8"
 
 
 def test_flask_second_connect_is_409_and_changes_nothing(flask_env):
