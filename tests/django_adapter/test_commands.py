@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from apigw_ws_core.testing import redeem_token
+from apigw_ws_core.tokens import token_keys, verify_token
+from apigw_ws_django import get_app
 from apigw_ws_django.testing import WebSocketTestClient
 from apigw_ws_storage.django_orm import models as m
 
@@ -44,8 +47,14 @@ def test_cleanup(ws: WebSocketTestClient, alice: Any):
     m.WebSocketSession.objects.filter(connection_id=old.connection_id).update(
         disconnected_at=now - timedelta(days=2)
     )
-    ws.token_for(alice)
-    m.WebSocketToken.objects.update(expires_at=now - timedelta(seconds=1))
+    # the spent-token ledger: the three connects above spent theirs (kept until they
+    # expire); one more spent token is past its expiry (and grace): cleanup removes it
+    token = ws.token_for(alice)
+    app = get_app()
+    digest = verify_token(token_keys(app.config), token, now=app.clock()).digest
+    assert redeem_token(app, token) == str(alice.pk)
+    m.WebSocketToken.objects.filter(token_hash=digest).update(expires_at=now - timedelta(seconds=1))
+    assert m.WebSocketToken.objects.count() == 4
 
     out, _ = run("apigw_ws_cleanup", "--dry-run")
     # healing asks about the sessions older than a minute (stale, alive here); age alone
@@ -59,6 +68,8 @@ def test_cleanup(ws: WebSocketTestClient, alice: Any):
     out, _ = run("apigw_ws_cleanup")
     assert "marked 1 session(s) past the 2 h maximum disconnected; removed 1 old " in out
     assert "1 expired token(s)" in out
+    assert m.WebSocketToken.objects.count() == 3
+    assert not m.WebSocketToken.objects.filter(token_hash=digest).exists()
     assert set(m.WebSocketSession.objects.values_list("connection_id", "connected")) == {
         (stale.connection_id, False),
         (fresh.connection_id, True),
