@@ -192,10 +192,9 @@ def test_wrong_or_missing_secret_is_403(ws: WebSocketTestClient, users: dict[str
             ws.message(conn.connection_id, {"handler": "echo"}, secret=secret), 403, "forbidden"
         )
         _rejected(ws.disconnect(conn.connection_id, secret=secret), 403, "forbidden")
-    after = snapshot(alias)
-    assert after[:2] == before[:2]
-    assert len(after[2]) == len(before[2]) + 1  # the unused token is still there
+    assert snapshot(alias) == before  # nothing written: not even the token spent
     assert conn.send({"handler": "echo"}).status_code == 200
+    assert ws.connect(token=token).accepted  # the refused calls did not burn it
 
 
 def test_bad_token_is_401(ws: WebSocketTestClient, users: dict[str, Any], alias: str):
@@ -301,18 +300,19 @@ def test_connect_rate_limit_is_429(settings: Any, ws: WebSocketTestClient, alias
 # --- query budget ---------------------------------------------------------------------
 
 #: What one call may cost (our code only, measured on the storage's connection).
-BUDGET = {"connect": 4, "message": 2, "disconnect": 2}
+BUDGET = {"token": 0, "connect": 5, "message": 2, "disconnect": 2}
 #: Transaction control Django logs (SQLite logs BEGIN/COMMIT; savepoints everywhere).
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 
 def _data(sql: list[str]) -> list[str]:
     return [q for q in sql if not q.upper().lstrip().startswith(_CONTROL)]
+
+
 MEASURED: dict[str, dict[str, int]] = {}
 
 
 def test_query_budget(ws: WebSocketTestClient, users: dict[str, Any], alias: str):
-    token = ws.token_for(users["alice"], channel="lobby")
     # A query on any other database would raise: the test may only use ``alias``.
 
     def count(call: Any) -> tuple[Any, int, list[str]]:
@@ -321,6 +321,10 @@ def test_query_budget(ws: WebSocketTestClient, users: dict[str, Any], alias: str
         sql = [q["sql"] for q in ctx.captured_queries]
         return result, len(_data(sql)), sql
 
+    # a token is signed, not stored: issuing it costs nothing
+    token, n_token, sql = count(lambda: ws.token_for(users["alice"], channel="lobby"))
+    assert n_token <= BUDGET["token"], sql
+    # IP counter, spend (ledger insert), redemption counter, session, subscription
     conn, n_connect, sql = count(lambda: ws.connect(token=token, channel="lobby"))
     assert conn.accepted
     assert n_connect <= BUDGET["connect"], sql
@@ -334,6 +338,7 @@ def test_query_budget(ws: WebSocketTestClient, users: dict[str, Any], alias: str
     _, n_again, _ = count(conn.disconnect)
     assert n_again <= 1
     MEASURED[alias] = {
+        "token": n_token,
         "connect": n_connect,
         "message": n_message,
         "message+multicast": n_push,
@@ -355,9 +360,10 @@ def test_endpoints_never_run_in_atomic_requests(
         conn.disconnect()
     assert conn.accepted
     sql = [q["sql"].upper() for q in ctx.captured_queries]
-    # connect 4 (IP counter, token, session, subscription) in ONE transaction of its own,
-    # message 1 (the session: the message limit counts in process by default), disconnect 2
-    assert len(_data(sql)) == 7, sql
+    # connect 5 (IP counter, spent token, redemption counter, session, subscription) in
+    # ONE transaction of its own, message 1 (the session: the message limit counts in
+    # process by default), disconnect 2
+    assert len(_data(sql)) == 8, sql
     assert sum(q.startswith("BEGIN") for q in sql) <= 1  # only SQLite logs its BEGIN
     # the request is not wrapped: the only savepoint is MariaDB's around the session insert
     savepoints = [q for q in sql if q.startswith("SAVEPOINT")]
