@@ -1,6 +1,7 @@
 """Rate limits: connect attempts per source IP and per user, messages per connection, token
-issuance per user; 429 with a correct ``Retry-After``; nothing a client puts in a header can
-choose or overflow the counter key. The Redis limiter is tested against the real server."""
+redemptions per user (at ``$connect``; issuing is never limited); 429 with a correct
+``Retry-After``; nothing a client puts in a header can choose or overflow the counter key.
+The Redis limiter is tested against the real server."""
 
 from __future__ import annotations
 
@@ -127,16 +128,50 @@ def test_messages_per_connection_429_runs_no_handler():
     assert message(app, other, '{"action": "count"}').status == 200
 
 
-def test_token_issuance_per_user():
-    app = _frozen(make_app(token_rate_per_user="2/60"), T0 + timedelta(seconds=59))
-    app.issue_token("1")
-    app.issue_token("1")
-    with pytest.raises(RateLimited) as exc:
-        app.issue_token("1")
-    assert exc.value.retry_after == 2
-    assert exc.value.status == 429 and exc.value.headers == {"Retry-After": "2"}
-    app.issue_token("2")
-    assert len(app.storage.tokens) == 3
+def test_token_redemptions_per_user_are_limited_at_connect_not_at_issuance():
+    """``token_rate_per_user`` counts tokens where they are redeemed: issuing is an HMAC
+    (never a 429, no storage), the 3rd token ``$connect`` of a 2/60 window is the 429."""
+    from apigw_ws_core.tokens import TokenRequest, token_endpoint
+
+    app = _frozen(
+        make_app(token_rate_per_user="2/60", connect_rate_per_ip=None), T0 + timedelta(seconds=59)
+    )
+    tokens = [app.issue_token("1")[0] for _ in range(40)]
+    for _ in range(40):  # nor through the endpoint
+        assert token_endpoint(app, TokenRequest(user_id="1")).status == 200
+    assert app.storage.counters == {} and app.storage.tokens == {}
+    assert connect(app, query=f"ws_token={tokens[0]}")[0].status == 200
+    assert connect(app, query=f"ws_token={tokens[1]}")[0].status == 200
+    before = snapshot(app.storage)["sessions"]
+    reply, cid = connect(app, query=f"ws_token={tokens[2]}")
+    assert status_and_code(reply) == (429, "rate_limited")
+    assert _retry_after(reply) == 2 and reply.status == 429
+    assert app.storage.get_session(cid) is None and app.storage.sessions == before
+    # other users are counted apart
+    assert connect(app, query=f"ws_token={app.issue_token('2')[0]}")[0].status == 200
+    # the next window: the throttled token was redeemed (burnt), replays do not count
+    _frozen(app, T0 + timedelta(seconds=60))
+    assert status_and_code(connect(app, query=f"ws_token={tokens[2]}")[0]) == (
+        401,
+        "invalid_token",
+    )
+    for _ in range(5):
+        assert connect(app, query=f"ws_token={tokens[0]}")[0].status == 401
+        assert connect(app, query="ws_token=forged")[0].status == 401
+    assert connect(app, query=f"ws_token={tokens[3]}")[0].status == 200
+    assert connect(app, query=f"ws_token={tokens[4]}")[0].status == 200
+    assert connect(app, query=f"ws_token={tokens[5]}")[0].status == 429
+
+
+def test_the_default_token_limit_is_30_redemptions_a_minute():
+    app = _frozen(make_app(connect_rate_per_ip=None), T0)
+    tokens = [app.issue_token("1")[0] for _ in range(31)]
+    for token in tokens[:30]:
+        assert connect(app, query=f"ws_token={token}")[0].status == 200
+    assert status_and_code(connect(app, query=f"ws_token={tokens[30]}")[0]) == (
+        429,
+        "rate_limited",
+    )
 
 
 def test_per_user_connect_limit_counts_success_and_failure():
