@@ -1,6 +1,7 @@
 """The Django and Flask apps the adapter security tests run against (SQLite), how to reset
 them to a known state (one live connection, one unused token), and how to snapshot what a
-refused call must not change."""
+refused call must not change (``tokens``: the spent-token ledger; an unused token is signed,
+not stored, so it is not in it)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def django_state() -> dict[str, Any]:
 
 
 def django_reset(env: dict[str, Any]) -> str:
-    """Empty tables, one live connection for user 7, and one unused token (returned)."""
+    """Empty tables, one live connection for user 7 (its token spent), and one unused token
+    (returned)."""
     from apigw_ws_storage.django_orm.models import (
         RateLimitCounter,
         WebSocketSession,

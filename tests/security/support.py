@@ -42,7 +42,8 @@ def make_app(**config: Any) -> WebSocketApp:
 
 
 def snapshot(storage: MemoryStorage) -> dict[str, Any]:
-    """Sessions, subscriptions and tokens: what a rejected request must leave alone.
+    """Sessions, subscriptions and the spent-token ledger (``tokens``: tokens are signed,
+    not stored; only spent ones are recorded): what a rejected request must leave alone.
     (Rate-limit counters may change by design: failed attempts count.)"""
     return copy.deepcopy(
         {"sessions": storage.sessions, "subs": storage.subscriptions, "tokens": storage.tokens}
