@@ -187,10 +187,13 @@ def test_forbidden_channel_is_403(env, db: Database):
     resp = gw.post("connect", new_connection_id(), query=f"channel=user.2&ws_token={token}")
     assert resp.status_code == 403 and _error(resp) == "channel_forbidden"
     after = snapshot(db)
-    # The token is spent (single use, even on failure); no session or membership appeared.
+    # The token is spent (single use, even on failure: its digest is in the spent-token
+    # ledger); no session or membership appeared.
     token_table = db.models.token_table.name
-    assert len(after.pop(token_table)) == len(before.pop(token_table)) - 1
+    assert len(after.pop(token_table)) == len(before.pop(token_table)) + 1
     assert after == before
+    resp = gw.post("connect", new_connection_id(), query=f"channel=room&ws_token={token}")
+    assert resp.status_code == 401 and _error(resp) == "invalid_token"
 
 
 def test_unknown_handler_and_malformed_json_are_400(env, db: Database):
@@ -270,7 +273,9 @@ def test_malformed_gateway_calls(env, db: Database):
 
 def test_round_trips_per_event(env, db: Database, record_property):
     _app, _ws, _transport, gw = env
-    token = gw.token("1")
+    with db.count_statements() as issue:
+        token = gw.token("1")
+    assert issue == []  # a token is signed, not stored
     cid = new_connection_id()
     with db.count_statements() as connect:
         assert gw.post("connect", cid, query=f"channel=room&ws_token={token}").status_code == 200
@@ -281,11 +286,11 @@ def test_round_trips_per_event(env, db: Database, record_property):
     counts = {"connect": len(connect), "message": len(message), "disconnect": len(disconnect)}
     record_property("round_trips", counts)
     print(f"\n{db.name} round trips: {counts}")
-    # one transaction: rate count, token, session, subscriptions (MariaDB adds a
-    # SAVEPOINT/RELEASE pair around the session insert; PostgreSQL and SQLite use
-    # ON CONFLICT DO NOTHING instead)
+    # one transaction: IP count, spent token (ledger insert), redemption count
+    # (token_rate_per_user), session, subscriptions (MariaDB adds a SAVEPOINT/RELEASE pair
+    # around the session insert; PostgreSQL and SQLite use ON CONFLICT DO NOTHING instead)
     data = [q for q in connect if not str(q).upper().lstrip().startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(data) <= 4, connect
+    assert len(data) <= 5, connect
     assert counts["message"] <= 2, message
     assert counts["disconnect"] <= 2, disconnect
 
