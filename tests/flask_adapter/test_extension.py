@@ -13,6 +13,7 @@ from flask_wtf.csrf import CSRFProtect, generate_csrf
 from apigw_ws_core.app import WebSocketApp
 from apigw_ws_core.errors import ConfigurationError
 from apigw_ws_core.testing import RecordingTransport, new_connection_id
+from apigw_ws_core.tokens import SPENT_GRACE
 from apigw_ws_flask import ApigwWebSocket
 from apigw_ws_flask.extension import ApigwWsState
 from tests.flask_adapter.conftest import SECRET, Gateway, build_app
@@ -129,12 +130,20 @@ def test_token_endpoint(sqlite_db: Database):
     # Bound to the origin that fetched it, and (when asked) to a channel.
     gw = Gateway(client)
     resp = gw.post("connect", new_connection_id(), query=f"ws_token={body['token']}")
-    assert resp.status_code == 401
+    assert resp.status_code == 401  # no Origin: refused, and the redemption counted
     resp = client.post("/ws/token", headers={"X-Test-User": "3"}, json={"channel": "bad name"})
     assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_channel"
-    assert client.post("/ws/token", headers={"X-Test-User": "3"}).status_code == 200
-    resp = client.post("/ws/token", headers={"X-Test-User": "3"})
-    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+    # APIGW_WS_TOKEN_RATE_PER_USER counts redemptions at $connect; issuing is never limited
+    tokens = []
+    for _ in range(2):
+        resp = client.post("/ws/token", headers={"X-Test-User": "3"})
+        assert resp.status_code == 200
+        tokens.append(resp.get_json()["token"])
+    resp = gw.post("connect", new_connection_id(), query=f"ws_token={tokens[0]}")
+    assert resp.status_code == 200  # the second redemption in the window
+    resp = gw.post("connect", new_connection_id(), query=f"ws_token={tokens[1]}")
+    assert resp.status_code == 429 and resp.get_json()["error"] == "rate_limited"
+    assert int(resp.headers["Retry-After"]) >= 1
     assert client.get("/ws/token").status_code == 405
 
 
@@ -230,19 +239,21 @@ def test_flask_login_and_csrf(sqlite_db: Database, order):
 def test_cli_cleanup(sqlite_db: Database):
     app, _ws, transport = build_app(sqlite_db)
     gw = Gateway(app.test_client())
-    gw.token("1")
     runner = app.test_cli_runner()
     a, _ = gw.connect(user="1", channel="room")
     b, _ = gw.connect(user="2", channel="room")
     transport.gone.add(b)  # its $disconnect was lost
-    # five minutes later: both are old enough to be asked about
-    app.extensions["apigw_ws"].core.clock = lambda: datetime.now(UTC) + timedelta(minutes=5)
+    # later: both sessions are old enough to be asked about, and the spent-ledger rows of
+    # their tokens (kept until the token expires plus SPENT_GRACE) can go
+    core = app.extensions["apigw_ws"].core
+    later = timedelta(seconds=core.config.token_ttl) + SPENT_GRACE + timedelta(minutes=1)
+    core.clock = lambda: datetime.now(UTC) + later
     result = runner.invoke(args=["apigw-ws", "cleanup", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(
         "Dry run: asked API Gateway about 2 session(s): 1 alive, 1 gone (would be marked"
     ), result.output
-    assert "would remove 0 old disconnected session(s), 1 expired token(s)" in result.output
+    assert "would remove 0 old disconnected session(s), 2 expired token(s)" in result.output
     result = runner.invoke(args=["apigw-ws", "cleanup", "--keep-disconnected", "0"])
     assert result.exit_code == 0, result.output
     assert "1 alive, 1 gone (now marked disconnected)" in result.output
