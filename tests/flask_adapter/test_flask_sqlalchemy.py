@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
 
-from apigw_ws_core.errors import ConfigurationError, StorageUnavailable
-from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
+from apigw_ws_core.errors import ConfigurationError
+from apigw_ws_core.events import from_http
+from apigw_ws_core.testing import (
+    RecordingTransport,
+    gateway_headers,
+    new_connection_id,
+    redeem_token,
+)
 from apigw_ws_storage.sqla import SqlaStorage
 from tests.sqla.empty_db import EMPTY_DB_PARAMS, empty_database
 
@@ -172,7 +179,8 @@ def test_storage_calls_never_commit_the_requests_pending_work(
         presence = ws.presence("notes")  # storage reads
         assert notes.storage.get_session("nope") is None
         if server:  # storage writes (SQLite would wait for the request's write lock)
-            ws.core.issue_token("42")
+            token, _ = ws.core.issue_token("42")  # signed: no storage call
+            assert redeem_token(ws.core, token) == "42"  # spent: a ledger row committed
         return {"users": sorted(presence.user_ids)}
 
     def draft_handler(ctx: Any, message: dict[str, Any]) -> None:
@@ -195,7 +203,9 @@ def test_storage_calls_never_commit_the_requests_pending_work(
     assert _count(notes, app, tokens, user_id="42") == (1 if server else 0)
 
 
-def test_sqlite_storage_write_waits_for_the_requests_write_lock(notes: ModuleType, tmp_path):
+def test_sqlite_storage_write_waits_for_the_requests_write_lock(
+    notes: ModuleType, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     """SQLite has one writer: after a flush, a storage write waits for the request's
     transaction (and fails after the busy timeout). Reads do not wait."""
     app = make_app(
@@ -207,13 +217,25 @@ def test_sqlite_storage_write_waits_for_the_requests_write_lock(notes: ModuleTyp
         notes.db.session.add(notes.User(name="pending"))
         notes.db.session.flush()
         assert notes.storage.get_session("nope") is None
-        with pytest.raises(StorageUnavailable) as info:  # a 503 for the token endpoint
-            notes.ws.core.issue_token("1")
-        assert isinstance(info.value.__cause__, OperationalError)
-        assert "database is locked" in str(info.value.__cause__)
+        core = notes.ws.core
+        token, _ = core.issue_token("1")  # signed, no storage call: never waits
+        with caplog.at_level(logging.ERROR, "apigw_ws"):
+            reply = core.handle(_connect_event(token))  # its one transaction must wait
+        assert reply.status == 503 and reply.json_body()["error"] == "storage_unavailable"
+        assert "OperationalError" in caplog.text and "database is locked" in caplog.text
+        assert token not in caplog.text
+        with pytest.raises(OperationalError, match="database is locked"):
+            redeem_token(core, core.issue_token("1")[0])
         notes.db.session.rollback()
-        notes.ws.core.issue_token("1")  # fine once the request's transaction is over
+        # fine once the request's transaction is over; the 503 did not spend the token
+        assert core.handle(_connect_event(token)).status == 200
     dispose(notes, app)
+
+
+def _connect_event(token: str) -> Any:
+    """A $connect with ``token``, as API Gateway posts it."""
+    headers = gateway_headers("connect", new_connection_id(), secret=SECRET)
+    return from_http("connect", headers, f"ws_token={token}")
 
 
 def test_in_memory_sqlite_is_refused(notes: ModuleType):
