@@ -77,11 +77,13 @@ def redeem_token(
     app: WebSocketApp, token: str, *, channel: str | None = None, origin: str | None = None
 ) -> str:
     """Redeem ``token`` as a ``$connect`` to ``channel`` from ``origin`` would, without
-    one: check its signature, expiry and bindings, then spend it in the app's storage.
+    one: check its signature and expiry, spend it in the app's storage, then check its
+    bindings (a wrongly bound token is spent too, as at ``$connect``).
     Returns its user id; raises ``InvalidToken`` otherwise. For tests of token issuers
     (CLIs, views): a token it accepted can never be used again."""
     claims = verify_token(token_keys(app.config), token, now=app.clock())
-    if not claims.binds(channel, origin) or not app.storage.spend_token(claims.spent(app.clock())):
+    # spent first, as at $connect: a token presented with the wrong binding is burnt too
+    if not app.storage.spend_token(claims.spent(app.clock())) or not claims.binds(channel, origin):
         raise InvalidToken()
     return claims.user_id
 
