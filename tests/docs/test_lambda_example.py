@@ -18,6 +18,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "quickstarts" / "lambda
 def example(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'chat.sqlite3'}")
     monkeypatch.setenv("APIGW_WS_URL", "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod")
+    # no gateway secret on Lambda: tokens are signed with this key (read at import)
+    monkeypatch.setenv("APIGW_WS_TOKEN_KEY", "test-only-token-key-0123456789abcdef")
     spec = importlib.util.spec_from_file_location("docs_lambda_chat", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

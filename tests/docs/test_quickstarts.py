@@ -266,6 +266,8 @@ def test_wsgi_quickstart(venv: Path, base: Path):
 def test_lambda_quickstart(venv: Path, base: Path):
     project = Project("lambda", venv, base)
     project.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_chat.py")
+    # as the page says: the token command and the gateway share one signing key
+    project.env["APIGW_WS_TOKEN_KEY"] = "local-only-token-key-0123456789abcdef"
     (project.dir / "chat.sqlite3").unlink(missing_ok=True)  # the test's; start afresh
     project.run("python", "-c", "import chat; chat.storage.create_tables()")
     port = free_port()

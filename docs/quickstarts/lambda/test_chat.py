@@ -1,6 +1,11 @@
 """Tests of the function, without AWS: `pytest test_chat.py`."""
 
-import chat
+import os
+
+# chat.py reads its token signing key when imported: a test-only one unless one is set
+os.environ.setdefault("APIGW_WS_TOKEN_KEY", "test-only-token-key-0123456789abcdef")
+
+import chat  # after the key is set
 
 from apigw_ws_core.testing import RecordingTransport, lambda_event, new_connection_id
 
