@@ -161,9 +161,14 @@ def test_database_killed_black_holed_and_restored(storage_stack: Stack) -> None:
             stack.open(spare)
         assert refused.value.response.status_code == 503
         assert json.loads(refused.value.response.body)["error"] == "storage_unavailable"
+        # a token is signed, not stored: issuing one needs no database
+        during, _ = stack.app.issue_token("7")
 
         proxy.restore()  # recovers unaided: pre-ping replaces the dead pooled connections
         assert stack.ask(alice, "whoami")[0] == {"user": "7"}
+        for token in (spare, during):  # the 503 spent nothing: both open a connection now
+            with stack.open(token) as again:
+                assert stack.ask(again, "whoami")[0] == {"user": "7"}
 
         proxy.blackhole()
         for _ in range(2):
