@@ -68,9 +68,7 @@ class ChatSite:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
-def run_scenario(
-    node: str, site: ChatSite, timeout: float = 240, script: Path = SCENARIO
-) -> dict:
+def run_scenario(node: str, site: ChatSite, timeout: float = 240, script: Path = SCENARIO) -> dict:
     """Run ``script`` (default ``chat.spec.mjs``) against ``site``; return its JSON result."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {

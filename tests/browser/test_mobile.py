@@ -33,8 +33,13 @@ def test_chat_on_a_phone(browser_tools: str, tmp_path: Path, example: str, login
             "APIGW_WS_CHROMIUM": CHROMIUM,
         }
         proc = subprocess.run(
-            [browser_tools, str(SCENARIO)], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=180, check=False,
+            [browser_tools, str(SCENARIO)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no result (exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}"

@@ -89,14 +89,27 @@ def test_wildcard_host_is_recorded_as_loopback_and_public_hosts_are_not(runtime,
 
 
 def test_files_of_dead_processes_are_removed(runtime, listener):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     runtime.mkdir(parents=True)
     stale = runtime / "gateway-1-1.json"
-    stale.write_text(json.dumps({
-        "pid": int(proc.stdout), "host": "127.0.0.1", "port": listener, "stage": "local",
-        "management_endpoint": "x", "ws_url": "y", "started": 0,
-    }))
+    stale.write_text(
+        json.dumps(
+            {
+                "pid": int(proc.stdout),
+                "host": "127.0.0.1",
+                "port": listener,
+                "stage": "local",
+                "management_endpoint": "x",
+                "ws_url": "y",
+                "started": 0,
+            }
+        )
+    )
     (runtime / "gateway-2-2.json").write_text("{not json")
     assert running_local_gateways() == []
     assert list(runtime.iterdir()) == []
@@ -139,7 +152,11 @@ def test_loopback_needs_no_credentials_aws_does(no_aws_credentials):
 def _apigw_ws(*args, cwd, env=None):
     return subprocess.run(
         [sys.executable, "-m", "apigw_ws_core", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -150,12 +167,21 @@ def _apigw_ws(*args, cwd, env=None):
         (None, ["--app", "nowhere", "{}", "--everyone"], "cannot import 'nowhere': run this from"),
         ("ws = 1\n", ["--app", "mod:ws", "{}", "--everyone"], "is a int, not a WebSocketApp"),
         ("x = 1\n", ["--app", "mod", "{}", "--everyone"], "no WebSocketApp in 'mod'"),
-        ("raise RuntimeError('boom')\n", ["--app", "mod", "{}", "--everyone"],
-         "importing 'mod' failed: RuntimeError: boom"),
-        ("from apigw_ws_core import *\nws = WebSocketApp(storage=MemoryStorage())\n",
-         ["--app", "mod", "{broken", "--everyone"], "the message is not JSON"),
-        ("from apigw_ws_core import *\nws = WebSocketApp(storage=MemoryStorage())\n",
-         ["--app", "mod:ws", "{}", "--connection-id", "abc="], "no Management API endpoint"),
+        (
+            "raise RuntimeError('boom')\n",
+            ["--app", "mod", "{}", "--everyone"],
+            "importing 'mod' failed: RuntimeError: boom",
+        ),
+        (
+            "from apigw_ws_core import *\nws = WebSocketApp(storage=MemoryStorage())\n",
+            ["--app", "mod", "{broken", "--everyone"],
+            "the message is not JSON",
+        ),
+        (
+            "from apigw_ws_core import *\nws = WebSocketApp(storage=MemoryStorage())\n",
+            ["--app", "mod:ws", "{}", "--connection-id", "abc="],
+            "no Management API endpoint",
+        ),
     ],
 )
 def test_send_cli_errors_are_one_line(tmp_path, runtime, module, args, expected):
@@ -171,12 +197,17 @@ def test_send_cli_errors_are_one_line(tmp_path, runtime, module, args, expected)
 def test_send_cli_reaches_a_discovered_gateway(tmp_path, runtime, no_aws_credentials):
     """A fake Management API on loopback, registered as a gateway: `apigw-ws send --app`
     finds it with no configuration and no AWS credentials, and signs with dummy keys."""
-    (tmp_path / "mod.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "mod.py").write_text(
+        textwrap.dedent(f"""
         from apigw_ws_core import Config, MemoryStorage, WebSocketApp
         ws = WebSocketApp(storage=MemoryStorage(), config=Config(secret={SECRET!r}))
-    """))
+    """)
+    )
     server = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import http.server, sys
             from apigw_ws_core.discovery import register_local_gateway
             class H(http.server.BaseHTTPRequestHandler):
@@ -192,18 +223,24 @@ def test_send_cli_reaches_a_discovered_gateway(tmp_path, runtime, no_aws_credent
                                    secret={SECRET!r})
             print("ready", flush=True)
             srv.serve_forever()
-        """)],
-        stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout.readline().strip() == "ready"
-        result = _apigw_ws("send", "--app", "mod", '{"type": "hi"}', "--connection-id", "Abc=",
-                           cwd=tmp_path)
+        result = _apigw_ws(
+            "send", "--app", "mod", '{"type": "hi"}', "--connection-id", "Abc=", cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr
         assert "Delivered 1;" in result.stdout
         line = server.stdout.readline().split()
         assert line == [
-            "/local/@connections/Abc%3D", '{"type":"hi"}', "AWS4-HMAC-SHA256", "Credential=local"
+            "/local/@connections/Abc%3D",
+            '{"type":"hi"}',
+            "AWS4-HMAC-SHA256",
+            "Credential=local",
         ]
     finally:
         server.kill()
@@ -235,11 +272,13 @@ def test_django_send_errors_are_one_line(runtime, settings):
 
 
 def test_token_commands(tmp_path, runtime):
-    (tmp_path / "mod.py").write_text(textwrap.dedent("""
+    (tmp_path / "mod.py").write_text(
+        textwrap.dedent("""
         from apigw_ws_core import Config, MemoryStorage, WebSocketApp
         # tokens are signed: the process that handles $connect needs the same key
         ws = WebSocketApp(config=Config(token_key="k" * 32), storage=MemoryStorage())
-    """))
+    """)
+    )
     result = _apigw_ws("token", "--app", "mod", "alice", cwd=tmp_path)
     assert result.returncode == 0 and len(result.stdout.strip()) >= 32, result.stderr
     verifier = WebSocketApp(config=Config(token_key="k" * 32), storage=MemoryStorage())

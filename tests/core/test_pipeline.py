@@ -426,12 +426,14 @@ def test_sends_from_connect_hooks_skip_the_connecting_connection():
     reports = []
     app.on_connect(
         lambda s, ev: reports.append(
-            (app.send({"joined": s.connection_id}, channel="room"),
-             app.send({"hello": 1}, connection_id=s.connection_id))
+            (
+                app.send({"joined": s.connection_id}, channel="room"),
+                app.send({"hello": 1}, connection_id=s.connection_id),
+            )
         )
     )
     _, new = connect(app, query="channel=room")
-    (to_room, to_self), = reports
+    ((to_room, to_self),) = reports
     assert to_room.delivered == 1 and to_room.gone == ()
     assert to_self.delivered == 0 and to_self.gone == ()
     assert app.transport.messages_for(old) == [{"joined": new}]
@@ -476,12 +478,13 @@ def test_message_limits_are_process_local_by_default_and_shared_when_given():
     assert app.storage.counters == counters_after_connect  # no storage write per message
 
     shared = MemoryRateLimiter()
-    a = WebSocketApp(storage=MemoryStorage(), transport=RecordingTransport(),
-                     config=Config(secret=SECRET, require_token=False,
-                                   message_rate_per_connection="1/60"),
-                     rate_limiter=shared)
-    b = WebSocketApp(storage=a.storage, transport=a.transport, config=a.config,
-                     rate_limiter=shared)
+    a = WebSocketApp(
+        storage=MemoryStorage(),
+        transport=RecordingTransport(),
+        config=Config(secret=SECRET, require_token=False, message_rate_per_connection="1/60"),
+        rate_limiter=shared,
+    )
+    b = WebSocketApp(storage=a.storage, transport=a.transport, config=a.config, rate_limiter=shared)
     _, cid = connect(a)
     assert message(a, cid, '{"action": "ping"}').status == 200
     assert message(b, cid, '{"action": "ping"}').status == 429  # counted across "processes"

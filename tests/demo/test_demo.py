@@ -31,9 +31,20 @@ def test_second_demo_refuses_and_sigterm_frees_the_ports(tmp_path):
     state = tmp_path / "state"
     port, gateway_port = free_port(), free_port()
     first = subprocess.Popen(
-        [sys.executable, str(DEMO), "flask", "--port", str(port),
-         "--gateway-port", str(gateway_port)],
-        cwd=ROOT, env=demo_env(state), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(DEMO),
+            "flask",
+            "--port",
+            str(port),
+            "--gateway-port",
+            str(gateway_port),
+        ],
+        cwd=ROOT,
+        env=demo_env(state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output: list[str] = []
     try:
@@ -52,9 +63,20 @@ def test_second_demo_refuses_and_sigterm_frees_the_ports(tmp_path):
         # Same ports, and other ports: both refuse at once, and leave the first demo alone.
         for ports in ([port, gateway_port], [free_port(), free_port()]):
             second = subprocess.run(
-                [sys.executable, str(DEMO), "flask", "--port", str(ports[0]),
-                 "--gateway-port", str(ports[1])],
-                cwd=ROOT, env=demo_env(state), capture_output=True, text=True, timeout=60,
+                [
+                    sys.executable,
+                    str(DEMO),
+                    "flask",
+                    "--port",
+                    str(ports[0]),
+                    "--gateway-port",
+                    str(ports[1]),
+                ],
+                cwd=ROOT,
+                env=demo_env(state),
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             assert second.returncode == 1, second
             assert "a demo is already running" in second.stderr
@@ -66,9 +88,20 @@ def test_second_demo_refuses_and_sigterm_frees_the_ports(tmp_path):
         # A port taken by another program (no demo running there) is named, not fought over.
         other_state = tmp_path / "other"
         third = subprocess.run(
-            [sys.executable, str(DEMO), "flask", "--port", str(free_port()),
-             "--gateway-port", str(gateway_port)],
-            cwd=ROOT, env=demo_env(other_state), capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                str(DEMO),
+                "flask",
+                "--port",
+                str(free_port()),
+                "--gateway-port",
+                str(gateway_port),
+            ],
+            cwd=ROOT,
+            env=demo_env(other_state),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert third.returncode == 1 and f"port {gateway_port} is in use" in third.stderr, third
         assert "Traceback" not in third.stderr and "Unclosed" not in third.stderr

@@ -44,8 +44,11 @@ PAGES = {
     "wsgi": "wsgi.rst",
     "lambda": "quickstart-lambda.rst",
 }
-INCLUDE = re.compile(r"^\.\. literalinclude:: quickstarts/(?P<name>[\w-]+)/(?P<path>\S+)\n"
-                     r"(?P<options>(?:[ \t]+:[^\n]*\n)*)", re.M)
+INCLUDE = re.compile(
+    r"^\.\. literalinclude:: quickstarts/(?P<name>[\w-]+)/(?P<path>\S+)\n"
+    r"(?P<options>(?:[ \t]+:[^\n]*\n)*)",
+    re.M,
+)
 
 
 def included_files(name: str) -> dict[str, Path]:
@@ -88,23 +91,35 @@ def venv() -> Iterator[Path]:
     wheels = base / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
-        check=True, timeout=600, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        check=True,
+        timeout=600,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     (wheel,) = wheels.glob("apigw_ws-*.whl")
     env_dir = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
     subprocess.run(
-        [str(env_dir / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-         f"{wheel}[all]", "websockets", "pytest"],
-        check=True, timeout=900, env={**_clean_env(env_dir, base), "PIP_CACHE_DIR": _pip_cache()},
+        [
+            str(env_dir / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"{wheel}[all]",
+            "websockets",
+            "pytest",
+        ],
+        check=True,
+        timeout=900,
+        env={**_clean_env(env_dir, base), "PIP_CACHE_DIR": _pip_cache()},
     )
     yield env_dir
     shutil.rmtree(base, ignore_errors=True)
 
 
 def _pip_cache() -> str:
-    out = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True, check=False
+    )
     return out.stdout.strip() or str(Path.home() / ".cache" / "pip")
 
 
@@ -140,22 +155,37 @@ class Project:
 
     def run(self, *cmd: str, timeout: float = 120, **env: str) -> str:
         """Run a command to completion; its stdout (fails with its output otherwise)."""
-        result = subprocess.run(list(cmd), cwd=self.dir, env={**self.env, **env},
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            list(cmd),
+            cwd=self.dir,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         assert result.returncode == 0, f"{cmd}: {result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, result.stderr
         return result.stdout
 
     def start(self, *cmd: str, **env: str) -> subprocess.Popen[str]:
         log = open(self.dir.parent / f"{self.name}-{len(self.procs)}.log", "w")
-        proc = subprocess.Popen(list(cmd), cwd=self.dir, env={**self.env, **env},
-                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            list(cmd),
+            cwd=self.dir,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.procs.append(proc)
         return proc
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")
-                         for p in sorted(self.dir.parent.glob(f"{self.name}-*.log")))
+        return "\n".join(
+            p.read_text(errors="replace")
+            for p in sorted(self.dir.parent.glob(f"{self.name}-*.log"))
+        )
 
     def wait_port(self, port: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -215,17 +245,37 @@ def test_django_quickstart(venv: Path, base: Path):
     project = Project("django", venv, base)
     project.run("python", "manage.py", "migrate", "-v", "0")
     project.run("python", "manage.py", "test", "-v", "0")
-    project.run("python", "manage.py", "createsuperuser", "--noinput", "--username", "alice",
-                "--email", "alice@example.com", DJANGO_SUPERUSER_PASSWORD="change-me")
+    project.run(
+        "python",
+        "manage.py",
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "alice",
+        "--email",
+        "alice@example.com",
+        DJANGO_SUPERUSER_PASSWORD="change-me",
+    )
     app_port, port = free_port(), free_port()
-    project.start("python", "manage.py", "apigw_ws_local", "--runserver-port", str(app_port),
-                  "--port", str(port))
+    project.start(
+        "python",
+        "manage.py",
+        "apigw_ws_local",
+        "--runserver-port",
+        str(app_port),
+        "--port",
+        str(port),
+    )
     try:
         project.wait_port(port)
         project.wait_port(app_port)
         token = project.run("python", "manage.py", "apigw_ws_token", "alice").strip()
-        chat_round_trip(project, f"ws://127.0.0.1:{port}/local", token,
-                        ["python", "manage.py", "apigw_ws_send", ANNOUNCEMENT, "--all"])
+        chat_round_trip(
+            project,
+            f"ws://127.0.0.1:{port}/local",
+            token,
+            ["python", "manage.py", "apigw_ws_send", ANNOUNCEMENT, "--all"],
+        )
     finally:
         project.stop(app_port, port)
 
@@ -234,14 +284,27 @@ def test_flask_quickstart(venv: Path, base: Path):
     project = Project("flask", venv, base)
     project.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_app.py")
     app_port, port = free_port(), free_port()
-    project.start("flask", "--app", "app", "apigw-ws", "local", "--port", str(port),
-                  "--app-port", str(app_port))
+    project.start(
+        "flask",
+        "--app",
+        "app",
+        "apigw-ws",
+        "local",
+        "--port",
+        str(port),
+        "--app-port",
+        str(app_port),
+    )
     try:
         project.wait_port(port)
         project.wait_port(app_port)
         token = project.run("flask", "--app", "app", "apigw-ws", "token", "alice").strip()
-        chat_round_trip(project, f"ws://127.0.0.1:{port}/local", token,
-                        ["flask", "--app", "app", "apigw-ws", "send", ANNOUNCEMENT, "--everyone"])
+        chat_round_trip(
+            project,
+            f"ws://127.0.0.1:{port}/local",
+            token,
+            ["flask", "--app", "app", "apigw-ws", "send", ANNOUNCEMENT, "--everyone"],
+        )
     finally:
         project.stop(app_port, port)  # SIGTERM to `flask apigw-ws local` frees both ports
 
@@ -250,15 +313,27 @@ def test_wsgi_quickstart(venv: Path, base: Path):
     project = Project("wsgi", venv, base)
     app_port, port = free_port(), free_port()
     project.start("python", "app.py", PORT=str(app_port))
-    project.start("apigw-ws", "local", "--backend", f"http://127.0.0.1:{app_port}/ws/",
-                  "--secret", SECRET, "--port", str(port))
+    project.start(
+        "apigw-ws",
+        "local",
+        "--backend",
+        f"http://127.0.0.1:{app_port}/ws/",
+        "--secret",
+        SECRET,
+        "--port",
+        str(port),
+    )
     try:
         project.wait_port(app_port)
         project.wait_port(port)
         project.run("python", "-c", "import app; assert callable(app.application)")
         token = project.run("apigw-ws", "token", "--app", "app", "alice").strip()
-        chat_round_trip(project, f"ws://127.0.0.1:{port}/local", token,
-                        ["apigw-ws", "send", "--app", "app", ANNOUNCEMENT, "--everyone"])
+        chat_round_trip(
+            project,
+            f"ws://127.0.0.1:{port}/local",
+            token,
+            ["apigw-ws", "send", "--app", "app", ANNOUNCEMENT, "--everyone"],
+        )
     finally:
         project.stop(app_port, port)
 
@@ -271,12 +346,24 @@ def test_lambda_quickstart(venv: Path, base: Path):
     (project.dir / "chat.sqlite3").unlink(missing_ok=True)  # the test's; start afresh
     project.run("python", "-c", "import chat; chat.storage.create_tables()")
     port = free_port()
-    project.start("apigw-ws", "local", "--lambda", "chat:lambda_handler", "--two-way", "$default",
-                  "--port", str(port))
+    project.start(
+        "apigw-ws",
+        "local",
+        "--lambda",
+        "chat:lambda_handler",
+        "--two-way",
+        "$default",
+        "--port",
+        str(port),
+    )
     try:
         project.wait_port(port)
         token = project.run("apigw-ws", "token", "--app", "chat", "alice").strip()
-        chat_round_trip(project, f"ws://127.0.0.1:{port}/local", token,
-                        ["apigw-ws", "send", "--app", "chat", ANNOUNCEMENT, "--everyone"])
+        chat_round_trip(
+            project,
+            f"ws://127.0.0.1:{port}/local",
+            token,
+            ["apigw-ws", "send", "--app", "chat", ANNOUNCEMENT, "--everyone"],
+        )
     finally:
         project.stop(port)
