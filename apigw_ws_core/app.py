@@ -174,9 +174,9 @@ class WebSocketApp:
         ``config.management_endpoint`` or the stored gateway record.
     :param policy: the channel authorization policy (default: :func:`default_policy`).
     :param user_loader: ``user_id -> user object`` for ``context.user``.
-    :param rate_limiter: counts ``$connect`` attempts and token issuance; defaults to
-        counters in ``storage``, shared by every process (the limits that stop token
-        guessing must hold across a fleet).
+    :param rate_limiter: counts ``$connect`` attempts and token redemptions; defaults to
+        counters in ``storage``, shared by every process, counted inside the ``$connect``
+        transaction (no commit of their own).
     :param message_rate_limiter: counts messages per connection. Defaults to
         ``rate_limiter`` when one is given, else to a process-local
         :class:`~apigw_ws_core.limits.MemoryRateLimiter`, so that a message costs no storage

@@ -4,6 +4,7 @@ collations, indexes, fallbacks for databases without RETURNING, migrations in sy
 from __future__ import annotations
 
 import io
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -387,6 +388,32 @@ def test_user_deletion_cascades(storage: DjangoStorage, alias: str):
     get_user_model().objects.using(alias).filter(pk=3).delete()
     assert storage.get_session("conn-cascade-01=") is None
     assert not m.WebSocketToken.objects.using(alias).filter(token_hash="f" * 64).exists()
+
+
+def test_a_token_of_a_deleted_user_counts_as_spent(storage: DjangoStorage, alias: str):
+    """A token outlives its user by up to its ttl: spending it then is ``False`` (it is
+    nobody's any more) on every database, never an ``IntegrityError``, and a ``$connect``
+    with it is the usual ``401 invalid_token`` with nothing stored."""
+    from apigw_ws_core import Config, WebSocketApp
+    from apigw_ws_core.errors import InvalidToken
+    from apigw_ws_core.events import from_lambda
+    from apigw_ws_core.testing import lambda_event, new_connection_id, redeem_token
+
+    assert storage.spend_token(_token("9" * 64, user="99")) is False  # no such user
+    assert not m.WebSocketToken.objects.using(alias).exists()
+    app = WebSocketApp(storage=storage, config=Config(allow_insecure_no_secret=True))
+    users = get_user_model().objects.using(alias)
+    helper_token, _ = app.issue_token("2")
+    connect_token, _ = app.issue_token("2")
+    users.filter(pk=2).delete()
+    with pytest.raises(InvalidToken):
+        redeem_token(app, helper_token)
+    cid = new_connection_id()
+    event = lambda_event("CONNECT", cid, query={"ws_token": connect_token})
+    reply = app.handle(from_lambda(event))
+    assert (reply.status, json.loads(reply.body)["error"]) == (401, "invalid_token")
+    assert storage.get_session(cid) is None
+    assert not m.WebSocketToken.objects.using(alias).exists()
 
 
 def test_describe(storage: DjangoStorage, alias: str):

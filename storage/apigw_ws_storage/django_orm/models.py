@@ -231,8 +231,11 @@ class WebSocketSubscription(models.Model):
 
 
 class WebSocketToken(models.Model):
-    """A single-use connection token. Only the SHA-256 hex digest is stored; the row is
-    deleted when the token is used."""
+    """The spent-token ledger: one row per connection token a ``$connect`` redeemed
+    (tokens are signed, not stored; see :mod:`apigw_ws_core.tokens`). ``token_hash`` is the
+    SHA-256 hex digest of the token's signed bytes, unique, so a token opens one
+    connection; cleanup deletes a row once ``expires_at`` (the token's expiry plus a
+    margin) has passed."""
 
     token_hash = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(

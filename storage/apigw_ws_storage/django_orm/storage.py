@@ -185,7 +185,7 @@ class DjangoStorage(Storage):
             with transaction.atomic(using=self.using):
                 admission, refusal = plan.run(
                     incr=self._incr_hit,
-                    spend=self.spend_token,
+                    spend=self._spend,
                     store=lambda a: self._store_session(a.session, a.channels, replace_live=False),
                 )
         except IntegrityError as exc:
@@ -828,7 +828,19 @@ class DjangoStorage(Storage):
     def spend_token(self, token: Token) -> bool:
         """See :meth:`Storage.spend_token`: one INSERT that ignores a duplicate hash
         (``ON CONFLICT DO NOTHING``; MySQL/MariaDB ``INSERT IGNORE``), its row count
-        deciding. A user deleted since the token was issued counts as spent."""
+        deciding. A user deleted since the token was issued makes it ``False`` (spent):
+        the token is no longer anybody's. (Inside a transaction of your own on
+        PostgreSQL or SQLite, the foreign key is only checked at your commit.)"""
+        try:
+            return self._spend(token)
+        except IntegrityError:
+            if self._user_exists(token.user_id):
+                raise
+            return False
+
+    def _spend(self, token: Token) -> bool:
+        """The INSERT of :meth:`spend_token`, without its error handling (``connect``
+        handles a deleted user at its commit)."""
         q = self._q
         try:
             user_pk = self._user_pk(token.user_id)
