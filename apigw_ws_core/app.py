@@ -62,7 +62,7 @@ from apigw_ws_core.events import (
 from apigw_ws_core.fanout import SendJob, SendReport, check_size, fanout
 from apigw_ws_core.gateways import GatewayStore
 from apigw_ws_core.handlers import HandlerFunc, HandlerRegistry, Permission, WebSocketView
-from apigw_ws_core.heal import MAX_CONNECTION_SECONDS, CleanupResult, HealReport
+from apigw_ws_core.heal import MAX_CONNECTION_SECONDS, CleanupResult, HealReport, heal_order
 from apigw_ws_core.history import (
     ENVELOPE_OVERHEAD,
     envelope,
@@ -951,7 +951,7 @@ class WebSocketApp:
         cutoff = self.clock() - timedelta(seconds=cfg.heal_min_age if min_age is None else min_age)
         report = self.deliver(
             b"",
-            self.storage.iter_connected_before(cutoff),
+            heal_order(self.storage, cutoff),
             probe=True,
             max_rate=cfg.heal_max_rate,
             deadline=cfg.heal_deadline if deadline is None else deadline,

@@ -13,7 +13,12 @@ repairs that without guessing:
   A connection that answers is alive and is never touched; one whose answer is an error
   is left alone and reported as unknown;
 * sessions younger than ``min_age`` seconds are not asked: API Gateway answers 410 for a
-  connection whose ``$connect`` is still running.
+  connection whose ``$connect`` is still running;
+* a run that reaches its deadline leaves the rest for later runs. Each run starts at a
+  random point of the connection-id order and wraps around (:func:`heal_order`), so the
+  sessions a short run reaches differ from run to run instead of always being the lowest
+  ids: with ``N`` candidates and room for ``C`` per run, a session is missed by ``k``
+  runs in a row with probability ``(1 - C/N)^k``. Within its capacity a run checks all.
 
 Age alone decides only past API Gateway's hard maximum of 2 hours per connection
 (:meth:`~apigw_ws_core.storage.Storage.cleanup`); :meth:`WebSocketApp.cleanup
@@ -23,17 +28,38 @@ Flask CLI and a scheduled Lambda call.
 
 from __future__ import annotations
 
+import base64
+import itertools
+import secrets
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from apigw_ws_core.fanout import SendReport
-from apigw_ws_core.storage import CleanupReport
+from apigw_ws_core.storage import CleanupReport, Storage
 
-__all__ = ["MAX_CONNECTION_SECONDS", "CleanupResult", "HealReport"]
+__all__ = ["MAX_CONNECTION_SECONDS", "CleanupResult", "HealReport", "heal_order"]
 
 #: API Gateway closes every WebSocket connection after 2 hours, whatever happens.
 MAX_CONNECTION_SECONDS = 7200
+
+
+def heal_order(
+    storage: Storage, cutoff: datetime, *, start: str | None = None
+) -> Iterator[list[str]]:
+    """The sessions one healing run asks about: every connected session older than
+    ``cutoff``, each once, beginning after ``start`` in connection-id order and wrapping
+    around to the ids up to ``start``. ``start`` defaults to a random, AWS-shaped
+    connection id (base64 of 11 random bytes), which splits the ids at a uniformly random
+    point, since AWS connection ids are random too."""
+    if start is None:
+        start = base64.b64encode(secrets.token_bytes(11)).decode("ascii")
+    return itertools.chain(
+        storage.iter_connected_before(cutoff, after=start),
+        storage.iter_connected_before(cutoff, upto=start),
+    )
 
 
 @attrs.frozen(kw_only=True)

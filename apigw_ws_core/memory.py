@@ -364,12 +364,22 @@ class MemoryStorage(Storage):
         return len(old)
 
     def iter_connected_before(
-        self, cutoff: datetime, *, batch_size: int = 500
+        self,
+        cutoff: datetime,
+        *,
+        batch_size: int = 500,
+        after: str | None = None,
+        upto: str | None = None,
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connected_before`."""
         with self._lock:
             ids = sorted(
-                cid for cid, s in self.sessions.items() if s.connected and s.connected_at < cutoff
+                cid
+                for cid, s in self.sessions.items()
+                if s.connected
+                and s.connected_at < cutoff
+                and (after is None or cid > after)
+                and (upto is None or cid <= upto)
             )
         for i in range(0, len(ids), batch_size):
             yield ids[i : i + batch_size]

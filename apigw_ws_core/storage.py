@@ -500,11 +500,21 @@ class Storage(abc.ABC):
         long enough ago, or abandoned); return how many jobs (with ``dry_run``: would)."""
 
     def iter_connected_before(
-        self, cutoff: datetime, *, batch_size: int = 500
+        self,
+        cutoff: datetime,
+        *,
+        batch_size: int = 500,
+        after: str | None = None,
+        upto: str | None = None,
     ) -> Iterator[list[str]]:
         """Stream the ids of **connected** sessions whose ``connected_at`` is before
         ``cutoff``, in batches of at most ``batch_size``, without loading them all (keyset
         pagination). Healing (:mod:`apigw_ws_core.heal`) asks API Gateway about these.
+
+        ``after`` / ``upto`` keep only connection ids ``> after`` / ``<= upto`` (compared
+        as the database compares the column), so that the two calls ``after=x`` and
+        ``upto=x`` together yield every id once: healing starts each run at a random
+        point that way.
 
         This default filters :meth:`iter_connection_ids` with :meth:`get_session` (one
         read per session); the bundled backends override it with one indexed query per
@@ -513,6 +523,8 @@ class Storage(abc.ABC):
         for batch in self.iter_connection_ids(batch_size=batch_size):
             kept = []
             for cid in batch:
+                if (after is not None and cid <= after) or (upto is not None and cid > upto):
+                    continue
                 session = self.get_session(cid)
                 if session is not None and session.connected and session.connected_at < cutoff:
                     kept.append(cid)

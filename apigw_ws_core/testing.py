@@ -592,6 +592,19 @@ class StorageContract:
         assert sorted(ids) == [f"conn-age-{i:06d}=" for i in (2, 3, 4, 6)]
         assert len(set(ids)) == len(ids)
 
+        def ids_of(**bounds: str) -> list[str]:
+            cutoff = now - timedelta(seconds=90)
+            got = storage.iter_connected_before(cutoff, batch_size=2, **bounds)
+            return sorted(cid for batch in got for cid in batch)
+
+        # after= and upto= split the same ids at any point: each id exactly once
+        for split in ("", "conn-age-000003=", "conn-age-0000035", "conn-age-000006=", "zzz"):
+            above, below = ids_of(after=split), ids_of(upto=split)
+            assert not set(above) & set(below)
+            assert sorted(above + below) == sorted(ids)
+        assert ids_of(after="conn-age-000003=") == ["conn-age-000004=", "conn-age-000006="]
+        assert ids_of(upto="conn-age-000003=") == ["conn-age-000002=", "conn-age-000003="]
+
     def test_connect_with_a_spent_token_gets_none(self, storage: Storage) -> None:
         token, hit = self._connect_fixture(storage, "9")
         assert storage.spend_token(token) is True

@@ -375,20 +375,26 @@ class SqliteStorage(Storage):
                 return
 
     def iter_connected_before(
-        self, cutoff: datetime, *, batch_size: int = 500
+        self,
+        cutoff: datetime,
+        *,
+        batch_size: int = 500,
+        after: str | None = None,
+        upto: str | None = None,
     ) -> Iterator[list[str]]:
         """Ids of sessions connected before ``cutoff`` (healing asks API Gateway about
-        them), by keyset pagination on the primary key."""
-        after = ""
+        them), ``> after`` and ``<= upto`` when given, by keyset pagination on the
+        primary key."""
+        last = after or ""
         while True:
             with self._transaction() as db:
                 batch = [
                     row[0]
                     for row in db.execute(
                         "SELECT connection_id FROM sessions WHERE connected = 1 "
-                        "AND connected_at < ? AND connection_id > ? "
-                        "ORDER BY connection_id LIMIT ?",
-                        (_us(cutoff), after, batch_size),
+                        "AND connected_at < ? AND connection_id > ? AND (? IS NULL OR "
+                        "connection_id <= ?) ORDER BY connection_id LIMIT ?",
+                        (_us(cutoff), last, upto, upto, batch_size),
                     )
                 ]
             if not batch:
@@ -396,7 +402,7 @@ class SqliteStorage(Storage):
             yield batch
             if len(batch) < batch_size:
                 return
-            after = batch[-1]
+            last = batch[-1]
 
     def count_recipients(
         self,

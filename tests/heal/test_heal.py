@@ -29,8 +29,9 @@ from botocore.credentials import Credentials
 
 from apigw_ws_core import Config, MemoryStorage, WebSocketApp
 from apigw_ws_core.events import from_http
+from apigw_ws_core.heal import heal_order
 from apigw_ws_core.storage import Session
-from apigw_ws_core.testing import RecordingTransport, gateway_headers
+from apigw_ws_core.testing import RecordingTransport, gateway_headers, new_connection_id
 from apigw_ws_core.transport import TransportError
 from apigw_ws_core.wsgi import make_wsgi_app
 
@@ -86,6 +87,42 @@ def test_heal_marks_exactly_the_gone_sessions():
     connected = {cid for cid, s in storage.sessions.items() if s.connected}
     assert connected == {f"old-{i:04d}=" for i in range(30)} - gone | {"young-gone="}
     assert storage.get_session("old-0001=").connected  # an error is not a 410
+
+
+def test_heal_order_starts_anywhere_and_covers_every_session_once():
+    storage = MemoryStorage()
+    ids = sorted(f"c{i:03d}=" for i in range(0, 100, 2))
+    for cid in ids:
+        storage.create_session(_session(cid, 600))
+    cutoff = datetime.now(UTC) - timedelta(seconds=60)
+    for start in (None, "", "c050=", "c051=", "c098=", "zzz", None):
+        order = [cid for batch in heal_order(storage, cutoff, start=start) for cid in batch]
+        assert sorted(order) == ids  # each once
+        if start is not None:  # begins after start, then wraps around
+            above = [cid for cid in ids if cid > start]
+            assert order == above + [cid for cid in ids if cid <= start]
+
+
+def test_runs_cut_short_by_their_deadline_reach_different_sessions():
+    """A run that cannot check everything leaves the rest for later runs, which start
+    elsewhere: not the same lowest ids every time."""
+    storage = MemoryStorage()
+    for _ in range(400):  # AWS connection ids are random; so is where a run starts
+        storage.create_session(_session(new_connection_id(), 600))
+    transport = FlakyTransport(set())
+    app = WebSocketApp(
+        storage=storage, transport=transport, config=Config(secret=SECRET, heal_max_rate=200)
+    )
+    seen: list[set[str]] = []
+    for _ in range(6):
+        transport.asked.clear()
+        report = app.heal(deadline=0.2)
+        # cut short: what was not asked in time is left alone (reported unknown)
+        assert 0 < len(transport.asked) < 400 and report.alive == len(transport.asked)
+        assert len(report.unknown) == 400 - report.alive and report.marked == 0
+        seen.append(set(transport.asked))
+    assert len({frozenset(run) for run in seen}) > 1  # the runs began at different points
+    assert len(set().union(*seen)) > max(len(run) for run in seen)
 
 
 def test_app_cleanup_age_decides_only_past_two_hours():

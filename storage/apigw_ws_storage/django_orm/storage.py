@@ -460,13 +460,22 @@ class DjangoStorage(Storage):
         yield from m.keyset_pages(qs, key, value, batch_size)
 
     def iter_connected_before(
-        self, cutoff: datetime, *, batch_size: int = 500
+        self,
+        cutoff: datetime,
+        *,
+        batch_size: int = 500,
+        after: str | None = None,
+        upto: str | None = None,
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connected_before`: keyset pagination on the primary key,
         one query per batch."""
         qs = m.WebSocketSession.objects.using(self.using).filter(
             connected=True, connected_at__lt=cutoff
         )
+        if after is not None:
+            qs = qs.filter(connection_id__gt=after)
+        if upto is not None:
+            qs = qs.filter(connection_id__lte=upto)
         yield from m.keyset_pages(qs, "id", "connection_id", batch_size)
 
     def user_sessions(

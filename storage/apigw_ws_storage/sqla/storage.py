@@ -432,12 +432,21 @@ class SqlaStorage(Storage):
             last = ids[-1]
 
     def iter_connected_before(
-        self, cutoff: datetime, *, batch_size: int = 500
+        self,
+        cutoff: datetime,
+        *,
+        batch_size: int = 500,
+        after: str | None = None,
+        upto: str | None = None,
     ) -> Iterator[list[str]]:
         """See :meth:`Storage.iter_connected_before`: keyset pagination on the connection
         id, one short transaction per batch."""
         s = self._sessions
         query = select(s.c.connection_id).where(s.c.connected == true(), s.c.connected_at < cutoff)
+        if after is not None:
+            query = query.where(s.c.connection_id > after)
+        if upto is not None:
+            query = query.where(s.c.connection_id <= upto)
         yield from self._keyset_pages(query, s.c.connection_id, batch_size)
 
     def user_sessions(
