@@ -90,6 +90,24 @@ async function say(user, text) {
   await user.page.click('[data-testid="composer-send"]');
 }
 
+/** The history offsets the user's client has reached, summed over its channels. */
+async function reached(user) {
+  return user.page.evaluate(() =>
+    Object.values(window.chat.client.positions).reduce((sum, p) => sum + (p.offset || 0), 0),
+  );
+}
+
+/**
+ * Post and wait until the server has taken the line (the sender's client is told the offset
+ * it got): API Gateway, like the local gateway, may run a connection's integration calls at
+ * once, so lines posted back to back can take offsets in another order than they were typed.
+ */
+async function sayInOrder(user, text) {
+  const before = await reached(user);
+  await say(user, text);
+  await waitFor(`the server to take "${text}"`, async () => (await reached(user)) > before);
+}
+
 /** Texts of the chat lines on the page, in the order shown. */
 async function lines(user) {
   return user.page.locator('[data-testid="message-text"]').allTextContents();
@@ -120,7 +138,7 @@ async function main() {
 
     step = `${MISSED} lines are posted while the member is away`;
     const missed = Array.from({ length: MISSED }, (_, i) => `missed ${String(i + 1).padStart(2, '0')} ${nonce}`);
-    for (const text of missed) await say(staff, text);
+    for (const text of missed) await sayInOrder(staff, text);
     await staff.page.locator('[data-testid="message-text"]', { hasText: missed.at(-1) }).waitFor();
     check('member_still_away', (await openConnections(member.tag)).length === 0);
 
