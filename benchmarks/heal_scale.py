@@ -16,11 +16,20 @@ second, the SQL statements and transactions the storage issued (counted with SQL
 correctness check (exactly the 410 ids are disconnected, every live one is untouched).
 It prints numbers; it asserts nothing.
 
+``--backend django`` runs the same measurement through the Django ORM storage
+(``DjangoStorage``, app ``apigw_ws_storage.django_orm``): each child configures Django
+(``settings.configure``) on a throwaway database ``heal_bench_<pid>`` (created by the parent,
+tables by ``migrate``, filled with one ``COPY``, dropped with ``WITH (FORCE)`` at the end) and
+counts the statements with ``connection.execute_wrapper`` (``DEBUG`` off). Django runs in
+autocommit, so every statement is its own transaction: "commits" counts explicit ones
+(``connection.commit()``, i.e. ``atomic`` blocks), none on this path.
+
 Usage::
 
     .venv/bin/python benchmarks/heal_scale.py                          # 10k, 100k; both caps
     .venv/bin/python benchmarks/heal_scale.py --sizes 10000 100000 1000000 --caps none
     .venv/bin/python benchmarks/heal_scale.py --live 0.9 --caps none 500
+    .venv/bin/python benchmarks/heal_scale.py --backend django --sizes 10000 100000 --caps none
 
 ``--caps none`` is unpaced (the storage and the engine are what is measured); ``500`` is
 the default ``heal_max_rate``. Needs PostgreSQL (``APIGW_WS_TEST_POSTGRES_URL``, default
@@ -43,6 +52,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 for sub in (".", "storage"):
@@ -90,8 +100,7 @@ class SimulatedGateway(AsyncTransport):
 
 
 def engine_url() -> str:
-    base = os.environ.get("APIGW_WS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    return base.replace("postgresql://", "postgresql+psycopg://", 1)
+    return pg_url().replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def storage_for(url: str, prefix: str) -> Any:
@@ -129,6 +138,76 @@ def fill(engine: Any, table: str, n: int) -> float:
     return time.monotonic() - started
 
 
+def heal_once(
+    storage: Any, n: int, cap: float | None, live: float, latency: tuple[float, float]
+) -> dict[str, Any]:
+    """Heal once through ``storage`` and measure it (the figures common to both backends)."""
+    # when each keyset page is handed to the engine: the rate over each tenth of the run
+    pages: list[tuple[float, int]] = []
+    iter_before = storage.iter_connected_before
+
+    def timed_pages(*args: Any, **kwargs: Any) -> Any:
+        for page in iter_before(*args, **kwargs):
+            pages.append((time.monotonic(), len(page)))
+            yield page
+
+    storage.iter_connected_before = timed_pages
+
+    transport = SimulatedGateway(live, latency)
+    app = WebSocketApp(
+        storage=storage, transport=transport, config=Config(secret="s", heal_max_rate=cap)
+    )
+    load = os.getloadavg()[0]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    cpu = time.process_time()
+    report = app.heal()
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    del storage.iter_connected_before
+    app.close()
+    # pages are handed over at most two ahead of the engine, so past the first three (taken
+    # at once) the time between the first pages of two consecutive tenths is the time the
+    # engine took for the first of them
+    tenths = []
+    steady = pages[3:]
+    step = max(1, len(steady) // 10)
+    starts = range(0, len(steady), step)
+    for i, j in itertools.pairwise(starts):
+        took = steady[j][0] - steady[i][0]
+        tenths.append(sum(size for _, size in steady[i:j]) / max(1e-9, took))
+    return {
+        "sessions": n,
+        "cap": cap,
+        "live": live,
+        "seconds": elapsed,
+        "rate": report.checked / elapsed,
+        "checked": report.checked,
+        "alive": report.alive,
+        "gone": len(report.gone),
+        "unknown": len(report.unknown),
+        "marked": report.marked,
+        "gets": transport.gets,
+        "cpu_us_per_session": 1e6 * cpu / n,
+        "pages": len(pages),
+        "tenths": tenths,
+        "peak_rss_mb": rss / 1024,
+        "rss_before_mb": rss_before / 1024,
+        "load_average": load,
+    }
+
+
+def checked(result: dict[str, Any], down: set[str], n: int, live: float) -> dict[str, Any]:
+    """The correctness figures: ``down`` (the disconnected ids) against the 410 ids."""
+    expected = {cid(i) for i in range(n) if not is_live(i, live)}
+    return {
+        "correct": down == expected and result["checked"] == n,
+        "wrongly_marked": len(down - expected),
+        "missed": len(expected - down),
+    }
+
+
 def one_run(
     n: int, cap: float | None, live: float, latency: tuple[float, float], prefix: str
 ) -> dict[str, Any]:
@@ -164,29 +243,7 @@ def one_run(
     def start(conn: Any, *args: Any) -> None:
         conn.info["heal_bench_t0"] = time.monotonic()
 
-    # when each keyset page is handed to the engine: the rate over each tenth of the run
-    pages: list[tuple[float, int]] = []
-    iter_before = storage.iter_connected_before
-
-    def timed_pages(*args: Any, **kwargs: Any) -> Any:
-        for page in iter_before(*args, **kwargs):
-            pages.append((time.monotonic(), len(page)))
-            yield page
-
-    storage.iter_connected_before = timed_pages
-
-    transport = SimulatedGateway(live, latency)
-    app = WebSocketApp(
-        storage=storage, transport=transport, config=Config(secret="s", heal_max_rate=cap)
-    )
-    load = os.getloadavg()[0]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.monotonic()
-    cpu = time.process_time()
-    report = app.heal()
-    elapsed = time.monotonic() - started
-    cpu = time.process_time() - cpu
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = heal_once(storage, n, cap, live, latency)
     for name, fn in [
         ("before_cursor_execute", count),
         ("commit", committed),
@@ -194,49 +251,153 @@ def one_run(
         ("before_cursor_execute", start),
     ]:
         event.remove(engine, name, fn)
-    del storage.iter_connected_before
-    # pages are handed over at most two ahead of the engine, so past the first three (taken
-    # at once) the time between the first pages of two consecutive tenths is the time the
-    # engine took for the first of them
-    tenths = []
-    steady = pages[3:]
-    step = max(1, len(steady) // 10)
-    starts = range(0, len(steady), step)
-    for i, j in itertools.pairwise(starts):
-        took = steady[j][0] - steady[i][0]
-        tenths.append(sum(size for _, size in steady[i:j]) / max(1e-9, took))
     with engine.connect() as conn:
         down = set(
             conn.execute(
                 select(table.c.connection_id).where(table.c.connected == False)  # noqa: E712
             ).scalars()
         )
-    expected = {cid(i) for i in range(n) if not is_live(i, live)}
-    app.close()
     engine.dispose()
     return {
-        "sessions": n,
-        "cap": cap,
-        "live": live,
-        "seconds": elapsed,
-        "rate": report.checked / elapsed,
-        "checked": report.checked,
-        "alive": report.alive,
-        "gone": len(report.gone),
-        "unknown": len(report.unknown),
-        "marked": report.marked,
-        "gets": transport.gets,
-        "correct": down == expected and report.checked == n,
-        "wrongly_marked": len(down - expected),
-        "missed": len(expected - down),
-        "cpu_us_per_session": 1e6 * cpu / n,
+        **result,
+        **checked(result, down, n, live),
         "sql_seconds": sum(sql_time.values()),
         "sql_seconds_by_verb": sql_time,
-        "pages": len(pages),
-        "tenths": tenths,
-        "peak_rss_mb": rss / 1024,
-        "rss_before_mb": rss_before / 1024,
-        "load_average": load,
+        "fill_seconds": fill_s,
+        **counts,
+    }
+
+
+# --- the Django ORM storage (--backend django) ------------------------------------------------
+
+
+def django_database(prefix: str) -> str:
+    """The throwaway database of a ``--backend django`` invocation: ``heal_bench_<pid>``."""
+    return prefix.rstrip("_")
+
+
+def pg_admin(sql: str) -> None:
+    """Run ``sql`` outside a transaction on the configured server (CREATE/DROP DATABASE)."""
+    import psycopg
+
+    with psycopg.connect(pg_url(), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def pg_url() -> str:
+    return os.environ.get("APIGW_WS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def setup_django(database: str) -> None:
+    """Configure Django on ``database`` (stock PostgreSQL backend, persistent connection,
+    ``DEBUG`` off) and create the tables with ``migrate``."""
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+
+    parts = urlsplit(pg_url())
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="heal-bench-not-secret",
+        USE_TZ=True,
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "apigw_ws_storage.django_orm",
+        ],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": database,
+                "USER": unquote(parts.username or ""),
+                "PASSWORD": unquote(parts.password or ""),
+                "HOST": parts.hostname or "",
+                "PORT": str(parts.port or 5432),
+                "CONN_MAX_AGE": None,  # persistent, as in production
+            }
+        },
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def fill_django(n: int) -> float:
+    """Replace the sessions with ``n`` connected ones, an hour old (one ``COPY`` on the
+    psycopg connection under Django's, which is in autocommit)."""
+    from django.db import connection
+
+    from apigw_ws_storage.django_orm.models import WebSocketSession
+
+    started = time.monotonic()
+    table = connection.ops.quote_name(WebSocketSession._meta.db_table)
+    connection.ensure_connection()
+    raw = connection.connection
+    at = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S+00")
+    columns = "connection_id, channel_name, connected, source_ip, user_agent, stage, api_id"
+    with raw.cursor() as cur:
+        cur.execute(f"TRUNCATE {table} RESTART IDENTITY CASCADE")
+        with cur.copy(f"COPY {table} ({columns}, connected_at, attributes) FROM STDIN") as copy:
+            buf = io.StringIO()
+            for i in range(n):
+                buf.write(f"{cid(i)}\tall\tt\t\t\tbench\tapi\t{at}\t{{}}\n")
+                if buf.tell() > 1 << 20:
+                    copy.write(buf.getvalue())
+                    buf = io.StringIO()
+            copy.write(buf.getvalue())
+        cur.execute(f"VACUUM ANALYZE {table}")  # as autovacuum would, soon after
+    return time.monotonic() - started
+
+
+def one_run_django(
+    n: int, cap: float | None, live: float, latency: tuple[float, float], prefix: str
+) -> dict[str, Any]:
+    """As :func:`one_run`, through ``DjangoStorage`` (runs in a child process)."""
+    setup_django(django_database(prefix))
+    from django.db import connection
+
+    from apigw_ws_storage.django_orm.models import WebSocketSession
+    from apigw_ws_storage.django_orm.storage import DjangoStorage
+
+    fill_s = fill_django(n)
+    counts = {"statements": 0, "commits": 0, "selects": 0, "updates": 0, "deletes": 0}
+    sql_time = {"select": 0.0, "update": 0.0, "delete": 0.0, "other": 0.0}
+
+    def counted(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        counts["statements"] += 1
+        verb = sql.lstrip().split(None, 1)[0].lower()
+        if verb + "s" in counts:
+            counts[verb + "s"] += 1
+        t0 = time.monotonic()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            sql_time[verb if verb in sql_time else "other"] += time.monotonic() - t0
+
+    # healing runs its storage calls on this thread (the engine runs on the transport's
+    # loop), so this thread's connection sees every statement
+    commit = connection.commit
+
+    def committed() -> None:
+        counts["commits"] += 1
+        commit()
+
+    connection.commit = committed
+    try:
+        with connection.execute_wrapper(counted):
+            result = heal_once(DjangoStorage(), n, cap, live, latency)
+    finally:
+        del connection.commit
+    down = set(
+        WebSocketSession.objects.filter(connected=False).values_list("connection_id", flat=True)
+    )
+    connection.close()
+    return {
+        **result,
+        **checked(result, down, n, live),
+        "sql_seconds": sum(sql_time.values()),
+        "sql_seconds_by_verb": sql_time,
         "fill_seconds": fill_s,
         **counts,
     }
@@ -255,15 +416,29 @@ def main() -> None:
     parser.add_argument("--live", type=float, default=0.7, help="fraction answered 200")
     parser.add_argument("--latency-ms", type=float, nargs=2, default=[2.0, 5.0])
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--backend",
+        choices=["sqla", "django"],
+        default="sqla",
+        help="the storage: SqlaStorage (default) or the Django ORM's DjangoStorage",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default=f"{PREFIX}{os.getpid()}_", help=argparse.SUPPRESS)
     args = parser.parse_args()
     latency = (args.latency_ms[0] / 1000, args.latency_ms[1] / 1000)
     if args.one:
-        print(json.dumps(one_run(args.sizes[0], args.caps[0], args.live, latency, args.prefix)))
+        run = one_run_django if args.backend == "django" else one_run
+        print(json.dumps(run(args.sizes[0], args.caps[0], args.live, latency, args.prefix)))
         return
+    if args.backend == "django":
+        import django
+
+        storage_name = f"DjangoStorage, Django {django.get_version()}"
+        pg_admin(f'CREATE DATABASE "{django_database(args.prefix)}"')
+    else:
+        storage_name = "SqlaStorage"
     print(
-        f"heal(), PostgreSQL (SqlaStorage), simulated GET {args.latency_ms[0]:g}-"
+        f"heal(), PostgreSQL ({storage_name}), simulated GET {args.latency_ms[0]:g}-"
         f"{args.latency_ms[1]:g} ms, {args.live:.0%} live, python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cores",
         flush=True,
@@ -275,6 +450,7 @@ def main() -> None:
                 child = [sys.executable, __file__, "--one", "--sizes", str(n)]
                 child += ["--caps", "none" if cap is None else str(cap), "--live", str(args.live)]
                 child += ["--latency-ms", *map(str, args.latency_ms), "--prefix", args.prefix]
+                child += ["--backend", args.backend]
                 out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 results.append(r)
@@ -300,9 +476,12 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        engine, storage = storage_for(engine_url(), args.prefix)
-        storage.drop_tables()
-        engine.dispose()
+        if args.backend == "django":
+            pg_admin(f'DROP DATABASE IF EXISTS "{django_database(args.prefix)}" WITH (FORCE)')
+        else:
+            engine, storage = storage_for(engine_url(), args.prefix)
+            storage.drop_tables()
+            engine.dispose()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
