@@ -511,15 +511,7 @@ def _plan(
     for shard in storage.get_job_parts(part.job_id):
         if shard.index > 0 and shard.status not in JOB_FINISHED:
             enqueue(_message(part.job_id, shard.index, payload))
-    storage.checkpoint_job_part(
-        part.job_id,
-        0,
-        expected_cursor=None,
-        cursor=None,
-        add=JobCounts(),
-        now=_utcnow(),
-        status=JOB_DONE,
-    )
+    _close(storage, part.job_id, 0, None, JOB_DONE)
     log.info("job %s: %d recipients in %d shards", part.job_id, total, len(shards))
     return _get(storage, part)
 
@@ -588,17 +580,32 @@ def _run_range(
             return _get(storage, part)
         cursor = last
         first = False
-    storage.checkpoint_job_part(
-        part.job_id,
-        part.index,
+    _close(storage, part.job_id, part.index, cursor, JOB_DONE, expected=expected if first else None)
+    return _get(storage, part)
+
+
+def _close(
+    storage: Storage,
+    job_id: str,
+    index: int,
+    cursor: str | None,
+    status: str,
+    *,
+    first_error: str | None = None,
+    expected: int | None = None,
+) -> bool:
+    """Finish a part at ``cursor`` with ``status`` (done or failed), adding no counts."""
+    return storage.checkpoint_job_part(
+        job_id,
+        index,
         expected_cursor=cursor,
         cursor=cursor,
         add=JobCounts(),
         now=_utcnow(),
-        status=JOB_DONE,
-        expected=expected if first else None,
+        status=status,
+        first_error=first_error,
+        expected=expected,
     )
-    return _get(storage, part)
 
 
 def fail_job_part(storage: Storage, job_id: str, index: int, error: str) -> bool:
@@ -607,16 +614,7 @@ def fail_job_part(storage: Storage, job_id: str, index: int, error: str) -> bool
         if part.index == index and part.status not in JOB_FINISHED:
             if part.status != JOB_RUNNING:
                 storage.start_job_part(job_id, index, _utcnow())
-            return storage.checkpoint_job_part(
-                job_id,
-                index,
-                expected_cursor=part.cursor,
-                cursor=part.cursor,
-                add=JobCounts(),
-                now=_utcnow(),
-                status=JOB_FAILED,
-                first_error=error,
-            )
+            return _close(storage, job_id, index, part.cursor, JOB_FAILED, first_error=error)
     return False
 
 
