@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import os
 import subprocess
@@ -156,6 +157,15 @@ def test_issuing_needs_no_storage_at_all():
     app = _app_on(Down())
     token, expires_in = app.issue_token("7", channel="room", origin="https://app.example.com")
     assert token and expires_in == 60
+    # and the endpoint itself (channel check, origin, reply) makes no storage call either
+    body = b'{"channel": "room"}'
+    request = tokens_module.TokenRequest(
+        user_id="7",
+        headers={"Content-Type": "application/json", "Content-Length": str(len(body))},
+        read=io.BytesIO(body).read,
+    )
+    reply = tokens_module.token_endpoint(app, request)
+    assert reply.status == 200, reply.body
 
 
 # --- single use -------------------------------------------------------------------------
