@@ -6,7 +6,7 @@ How the modules fit (each holds one concept):
 
 * entry points - :mod:`~apigw_ws_core.http` (the one HTTP intake: method, length, body,
   secret-first refusals) under :mod:`~apigw_ws_core.wsgi`, :mod:`~apigw_ws_core.asgi`,
-  :mod:`~apigw_ws_core.fastapi` and the Django/Flask views; :mod:`~apigw_ws_core.aws_lambda`;
+  :mod:`~apigw_ws_fastapi` and the Django/Flask views; :mod:`~apigw_ws_core.aws_lambda`;
 * the pipeline - :mod:`~apigw_ws_core.events` -> :mod:`~apigw_ws_core.app`
   (``WebSocketApp.handle``) -> :mod:`~apigw_ws_core.reply`; its rules live beside it:
   :mod:`~apigw_ws_core.verify` (the secret), :mod:`~apigw_ws_core.origins`,
@@ -18,7 +18,7 @@ How the modules fit (each holds one concept):
   :mod:`~apigw_ws_core.fanout` -> :mod:`~apigw_ws_core.transport` (the contract), whose real
   implementation is :mod:`~apigw_ws_core.http1` signed by :mod:`~apigw_ws_core.signer`;
   background sends: ``WebSocketApp.background_runner`` (thread pool by default,
-  :mod:`~apigw_ws_core.celery` for durable :mod:`~apigw_ws_core.jobs`);
+  :mod:`~apigw_ws_celery` for durable :mod:`~apigw_ws_core.jobs`);
 * storage - :mod:`~apigw_ws_core.storage` (the contract), :mod:`~apigw_ws_core.memory`,
   :mod:`~apigw_ws_core.testing` (the contract suite); provisioning records are
   :mod:`~apigw_ws_core.gateways`.

@@ -10,7 +10,7 @@ Only translation happens here, as in :mod:`apigw_ws_core.wsgi`: the ASGI scope a
 pipeline run in a worker thread (storage and rate limiters block), never on the event loop;
 ``async def`` handlers and hooks run back on the server's event loop
 (:mod:`apigw_ws_core.asyncsupport`). No Starlette or other framework import: the
-FastAPI/Starlette integration (:mod:`apigw_ws_core.fastapi`) builds on
+FastAPI/Starlette integration (:mod:`apigw_ws_fastapi`) builds on
 :func:`serve_http`.
 """
 

@@ -1,7 +1,7 @@
 """Durable send jobs: big sends that survive the worker running them.
 
 A job is a send (payload + target) with an id, run by a task queue worker (Celery through
-:mod:`apigw_ws_core.celery`, or any queue: see *The job contract* below). Its progress lives
+:mod:`apigw_ws_celery`, or any queue: see *The job contract* below). Its progress lives
 in storage as :class:`~apigw_ws_core.storage.JobPart` rows:
 
 * recipients are read in keyset pages of ``config.job_batch_size``; after each page has
@@ -623,12 +623,12 @@ def build_runner(
 ) -> Callable[..., Any] | None:
     """The ``background_runner`` named by an adapter setting (``BACKGROUND_RUNNER``):
     ``None`` (the in-process thread pool), ``"celery"`` (a
-    :class:`~apigw_ws_core.celery.CeleryRunner`, given ``context`` to run jobs in), or a
+    :class:`~apigw_ws_celery.CeleryRunner`, given ``context`` to run jobs in), or a
     factory (a callable or its dotted path) called with the app."""
     if spec is None or spec == "":
         return None
     if spec == "celery":
-        from apigw_ws_core.celery import CeleryRunner
+        from apigw_ws_celery import CeleryRunner
 
         return CeleryRunner(app, context=context)
     if isinstance(spec, str):

@@ -91,8 +91,8 @@ def main() -> None:
     from celery import Celery
     from sqlalchemy import create_engine
 
+    from apigw_ws_celery import CeleryRunner
     from apigw_ws_core import Config, WebSocketApp
-    from apigw_ws_core.celery import CeleryRunner
     from apigw_ws_core.jobs import create_job, run_job_part
     from apigw_ws_core.storage import Session
     from apigw_ws_core.transport import ManagementApiTransport

@@ -12,7 +12,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The source roots (see pyproject.toml) so autodoc imports work without an install too.
-for source_root in ("storage", "adapters/flask", "adapters/django", "."):
+for source_root in (
+    "storage",
+    "adapters/flask",
+    "adapters/django",
+    "adapters/fastapi",
+    "adapters/celery",
+    ".",
+):
     sys.path.insert(0, str(ROOT / source_root))
 
 # The Django adapter's modules import Django models; give autodoc a minimal configured Django.

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 
 from apigw_ws_core import Config, HandlerContext, MemoryStorage, Storage, Transport, WebSocketApp
-from apigw_ws_core.fastapi import ApigwWs
+from apigw_ws_fastapi import ApigwWs
 
 
 def current_user_id(request: Request) -> str | None:

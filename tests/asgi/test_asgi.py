@@ -3,7 +3,7 @@
 * ``async def`` handlers, hooks and permission checks work from every entry point: plain
   WSGI, Lambda, a caller that is itself inside an event loop, and ASGI, where the pipeline
   runs in a worker thread and the async handler runs on the server's event loop;
-* a FastAPI app with :class:`apigw_ws_core.fastapi.ApigwWs`, served by uvicorn behind the
+* a FastAPI app with :class:`apigw_ws_fastapi.ApigwWs`, served by uvicorn behind the
   local gateway, talks to a real ``websockets`` client: token from the token endpoint,
   ``$connect``, a reply from an async handler, a broadcast from ``ctx.asend``, and an
   endpoint of the user's own that gets the app through the dependency.

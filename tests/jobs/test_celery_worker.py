@@ -190,7 +190,7 @@ class Stack:
         self.celery = Celery("apigw_ws_jobs_enqueue", broker=broker, set_as_current=True)
         self.celery.conf.update(task_default_queue=queue, broker_connection_retry=False)
         self.celery.set_current()
-        from apigw_ws_core.celery import CeleryRunner
+        from apigw_ws_celery import CeleryRunner
 
         self.app.background_runner = CeleryRunner(self.app)
         self.workers: list[Worker] = []

@@ -17,8 +17,8 @@ from celery import Celery
 from celery.signals import task_prerun, worker_process_init, worker_ready
 from sqlalchemy import create_engine
 
+from apigw_ws_celery import CeleryRunner
 from apigw_ws_core import Config, WebSocketApp
-from apigw_ws_core.celery import CeleryRunner
 from apigw_ws_core.transport import ManagementApiTransport
 from apigw_ws_storage.sqla import SqlaStorage
 
@@ -46,7 +46,7 @@ def build_app() -> WebSocketApp:
 
 celery_app = Celery("apigw_ws_jobs_test", broker=ENV.get("JOBS_BROKER_URL"))
 celery_app.conf.update(
-    imports=["apigw_ws_core.celery"],
+    imports=["apigw_ws_celery"],
     task_default_queue=ENV.get("JOBS_QUEUE", "celery"),
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,

@@ -320,14 +320,14 @@ class AsgiDriver(WsgiDriver):
 
 
 class FastApiDriver(AsgiDriver):
-    """The FastAPI integration (:class:`apigw_ws_core.fastapi.ApigwWs`'s router)."""
+    """The FastAPI integration (:class:`apigw_ws_fastapi.ApigwWs`'s router)."""
 
     name = "fastapi"
 
     def __init__(self) -> None:
         from fastapi import FastAPI
 
-        from apigw_ws_core.fastapi import ApigwWs
+        from apigw_ws_fastapi import ApigwWs
 
         super().__init__()
         api = FastAPI()

@@ -6,14 +6,14 @@
 thread of the web process. It returns a :class:`~apigw_ws_core.jobs.JobHandle`::
 
     # anywhere: a plain WebSocketApp
-    from apigw_ws_core.celery import CeleryRunner
+    from apigw_ws_celery import CeleryRunner
     app.background_runner = CeleryRunner(app)
 
     # Django: APIGW_WS = {"BACKGROUND_RUNNER": "celery", ...}
     # Flask:  app.config["APIGW_WS_BACKGROUND_RUNNER"] = "celery"
 
 Workers need the task registered and the app built: import this module in the worker
-(``Celery(..., include=["apigw_ws_core.celery"])``, or ``imports``). The task finds its
+(``Celery(..., include=["apigw_ws_celery"])``, or ``imports``). The task finds its
 :class:`~apigw_ws_core.app.WebSocketApp` through the last :class:`CeleryRunner` built in
 the process (the Flask extension and the Django settings build one when configured), or,
 in a Django project, the adapter's ``get_app()``.

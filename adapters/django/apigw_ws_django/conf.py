@@ -57,7 +57,7 @@ DJANGO_DEFAULTS: dict[str, Any] = {
     # user_loader(user_id: str) -> user or None. None: the user model by primary key.
     "USER_LOADER": None,
     # Where send_in_background() runs sends: None = a thread pool in this process;
-    # "celery" = durable jobs on Celery (apigw_ws_core.celery, the [celery] extra); or a
+    # "celery" = durable jobs on Celery (apigw_ws_celery, the [celery] extra); or a
     # factory (dotted path) called with the WebSocketApp, returning the runner.
     "BACKGROUND_RUNNER": None,
 }

@@ -3,7 +3,7 @@
 ::
 
     from fastapi import Depends, FastAPI
-    from apigw_ws_core.fastapi import ApigwWs
+    from apigw_ws_fastapi import ApigwWs
 
     ws = ApigwWs(app, current_user_id=get_user_id)   # app: your WebSocketApp
     api = FastAPI()

@@ -49,7 +49,7 @@ ADAPTER_DEFAULTS: dict[str, Any] = {
     #: Serve the browser client at ``/apigw-ws/apigw-ws.js`` (blueprint ``apigw_ws_client``).
     "APIGW_WS_SERVE_CLIENT": True,
     #: Where ``send_in_background`` runs sends: ``None`` = a thread pool in this process;
-    #: ``"celery"`` = durable jobs on Celery (:mod:`apigw_ws_core.celery`, run in an app
+    #: ``"celery"`` = durable jobs on Celery (:mod:`apigw_ws_celery`, run in an app
     #: context of this app); or a factory (or its dotted path) called with the core app.
     "APIGW_WS_BACKGROUND_RUNNER": None,
 }
