@@ -393,7 +393,8 @@ class ManagementApiTransport(AsyncTransport):
         try:
             session = self._session or botocore.session.get_session()
             region = session.get_config_variable("region")
-        except Exception:  # pragma: no cover - a broken profile must not break construction
+        except Exception as exc:  # pragma: no cover - a broken profile must not break construction
+            log.warning("could not read the AWS region from the profile: %r", exc)
             return None
         return str(region) if region else None
 
@@ -439,7 +440,8 @@ class ManagementApiTransport(AsyncTransport):
         try:
             session = self._session or botocore.session.get_session()
             configured = session.get_config_variable("ca_bundle")
-        except Exception:  # pragma: no cover - a broken profile must not break sending
+        except Exception as exc:  # pragma: no cover - a broken profile must not break sending
+            log.warning("could not read ca_bundle from the AWS profile; default CA bundle: %r", exc)
             configured = None
         return str(configured) if configured else str(get_cert_path(True))
 
