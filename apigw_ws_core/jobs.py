@@ -520,7 +520,7 @@ def _run_single(
     app: WebSocketApp, part: JobPart, payload: bytes, ids: list[str], cap: RateCap | None
 ) -> JobPart | None:
     ambiguous = len(ids) if part.runs > 1 else 0
-    report = _send(app, payload, _chunks(ids, cap), concurrency=1)
+    report = app.deliver(payload, _chunks(ids, cap), concurrency=1)
     app.storage.checkpoint_job_part(
         part.job_id,
         part.index,
@@ -533,12 +533,6 @@ def _run_single(
         expected=len(ids),
     )
     return _get(app.storage, part)
-
-
-def _send(
-    app: WebSocketApp, payload: bytes, batches: Any, concurrency: int | None = None
-) -> SendReport:
-    return app.deliver(payload, batches, concurrency=concurrency)
 
 
 def _run_range(
@@ -562,7 +556,7 @@ def _run_range(
             break
         if target.exclude:
             ids = [cid for cid in ids if cid not in target.exclude]
-        report = _send(app, payload, _chunks(ids, cap))
+        report = app.deliver(payload, _chunks(ids, cap))
         ambiguous = len(ids) if resumed and first else 0
         if not storage.checkpoint_job_part(
             part.job_id,
